@@ -1,0 +1,5 @@
+//go:build linux
+
+package fd
+
+const fdDir = "/proc/self/fd"

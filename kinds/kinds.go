@@ -1,0 +1,236 @@
+package kinds
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/vishvananda/netns"
+)
+
+// Kind is what a descriptor is. The zero value, Invalid, is never a valid
+// kind on the wire.
+type Kind uint8
+
+// The kinds. Their numeric values are part of the wire format and never
+// change.
+const (
+	Invalid      Kind = 0
+	TCPListener  Kind = 1
+	TCPConn      Kind = 2
+	UDP          Kind = 3
+	UnixListener Kind = 4
+	UnixConn     Kind = 5
+	UnixDatagram Kind = 6
+	File         Kind = 7
+	NetNS        Kind = 8
+	Other        Kind = 9
+
+	maxKind = Other
+)
+
+var kindNames = [...]string{
+	Invalid:      "invalid",
+	TCPListener:  "tcp-listener",
+	TCPConn:      "tcp-conn",
+	UDP:          "udp",
+	UnixListener: "unix-listener",
+	UnixConn:     "unix-conn",
+	UnixDatagram: "unix-datagram",
+	File:         "file",
+	NetNS:        "netns",
+	Other:        "other",
+}
+
+func (k Kind) String() string {
+	if k <= maxKind {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Valid reports whether k is one of the defined kinds other than Invalid.
+func (k Kind) Valid() bool { return k != Invalid && k <= maxKind }
+
+// IsSocket reports whether descriptors of kind k are sockets.
+func (k Kind) IsSocket() bool { return k >= TCPListener && k <= UnixDatagram }
+
+// Errors.
+var (
+	// ErrUnsupported is returned where a feature is Linux-only.
+	ErrUnsupported = errors.New("kinds: not supported on this platform")
+	// ErrMismatch is returned when a descriptor is not of the expected kind.
+	ErrMismatch = errors.New("kinds: descriptor is not of the declared kind")
+	// ErrConvert is returned when a descriptor cannot become the requested
+	// Go value (a UDP socket asked for as a net.Listener, say).
+	ErrConvert = errors.New("kinds: descriptor cannot be converted to that type")
+)
+
+// Info describes a descriptor.
+type Info struct {
+	Kind Kind
+	// Family, Type and Protocol are the socket's SO_DOMAIN, SO_TYPE and
+	// SO_PROTOCOL (AF_INET, SOCK_STREAM, IPPROTO_TCP, ...); zero for
+	// descriptors that are not sockets.
+	Family, Type, Protocol int
+	// Mode holds the file type bits of st_mode (S_IFREG, S_IFDIR, ...).
+	Mode uint32
+}
+
+// Network returns the Go network name for a socket ("tcp4", "tcp6", "udp4",
+// "udp6", "unix", "unixpacket", "unixgram"), or "" for other descriptors.
+func (i Info) Network() string {
+	switch i.Kind {
+	case TCPListener, TCPConn:
+		return "tcp" + ipSuffix(i.Family)
+	case UDP:
+		return "udp" + ipSuffix(i.Family)
+	case UnixListener, UnixConn:
+		if i.Type == sockSeqpacket {
+			return "unixpacket"
+		}
+		return "unix"
+	case UnixDatagram:
+		return "unixgram"
+	}
+	return ""
+}
+
+func ipSuffix(family int) string {
+	switch family {
+	case afInet:
+		return "4"
+	case afInet6:
+		return "6"
+	}
+	return ""
+}
+
+// MismatchError reports a descriptor whose real kind differs from the
+// expected one. It matches ErrMismatch with errors.Is.
+type MismatchError struct {
+	Want, Got Kind
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("kinds: descriptor is %s, declared %s", e.Got, e.Want)
+}
+
+// Is reports whether target is ErrMismatch.
+func (e *MismatchError) Is(target error) bool { return target == ErrMismatch }
+
+// Verify checks that the raw descriptor fd is of kind want, and returns a
+// *MismatchError (matching ErrMismatch) when it is not. It asks the kernel
+// only what it must to tell want apart from every other kind, so it is
+// cheaper than Detect. fd is not affected.
+func Verify(fd int, want Kind) error {
+	if !want.Valid() {
+		return &MismatchError{Want: want, Got: Invalid}
+	}
+	return verify(fd, want)
+}
+
+// Detect reports what the raw descriptor fd is. fd is not affected.
+func Detect(fd int) (Info, error) { return detect(fd) }
+
+// FromValue returns a duplicate of the descriptor behind v and what it is.
+// v may be a net.Listener, net.Conn, net.PacketConn, *os.File, netns.NsHandle
+// or any syscall.Conn. The duplicate is close-on-exec and belongs to the
+// caller; closing it does not affect v, and closing v does not affect it.
+func FromValue(v any) (int, Info, error) {
+	var nfd int
+	var err error
+	if h, ok := v.(netns.NsHandle); ok {
+		nfd, err = fd.DupFD(int(h))
+	} else {
+		nfd, err = fd.Dup(v)
+	}
+	if err != nil {
+		return -1, Info{}, err
+	}
+	info, err := Detect(nfd)
+	if err != nil {
+		fd.Close(nfd)
+		return -1, Info{}, err
+	}
+	return nfd, info, nil
+}
+
+// ToFile returns an *os.File that owns the raw descriptor fd, named name.
+// Any kind converts to a file.
+func ToFile(fd int, name string) *os.File {
+	return os.NewFile(uintptr(fd), name)
+}
+
+// ToListener takes ownership of the raw descriptor fd, a listening TCP or
+// unix socket, and returns a net.Listener that owns it. On error fd is
+// closed.
+func ToListener(fd int) (net.Listener, error) {
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close() // net.FileListener works on a duplicate.
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: net.Listener: %w", ErrConvert, err)
+	}
+	return ln, nil
+}
+
+// ToConn takes ownership of the raw descriptor fd, a connected TCP or unix
+// socket, and returns a net.Conn that owns it. On error fd is closed.
+func ToConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "conn")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: net.Conn: %w", ErrConvert, err)
+	}
+	return c, nil
+}
+
+// ToPacketConn takes ownership of the raw descriptor fd, a UDP or unix
+// datagram socket, and returns a net.PacketConn that owns it. On error fd is
+// closed.
+func ToPacketConn(fd int) (net.PacketConn, error) {
+	f := os.NewFile(uintptr(fd), "packetconn")
+	defer f.Close()
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: net.PacketConn: %w", ErrConvert, err)
+	}
+	return c, nil
+}
+
+// ToNsHandle takes ownership of the raw descriptor fd, a network-namespace
+// handle, and returns it as a netns.NsHandle, which the caller closes with
+// its Close method. On error fd is closed.
+func ToNsHandle(fd int) (netns.NsHandle, error) {
+	if err := Verify(fd, NetNS); err != nil {
+		closeFD(fd)
+		return netns.None(), fmt.Errorf("%w: netns.NsHandle: %w", ErrConvert, err)
+	}
+	return netns.NsHandle(fd), nil
+}
+
+func closeFD(n int) { _ = fd.Close(n) }
+
+// ToValue takes ownership of the raw descriptor fd and returns the Go value
+// that suits its kind: net.Listener for listeners, net.Conn for connected
+// stream sockets, net.PacketConn for UDP and unix datagram sockets,
+// netns.NsHandle for namespaces and *os.File for everything else. On error
+// fd is closed.
+func ToValue(fd int, k Kind, name string) (any, error) {
+	switch k {
+	case TCPListener, UnixListener:
+		return ToListener(fd)
+	case TCPConn, UnixConn:
+		return ToConn(fd)
+	case UDP, UnixDatagram:
+		return ToPacketConn(fd)
+	case NetNS:
+		return ToNsHandle(fd)
+	}
+	return ToFile(fd, name), nil
+}

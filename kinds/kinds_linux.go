@@ -1,0 +1,217 @@
+//go:build linux
+
+package kinds
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	afInet        = unix.AF_INET
+	afInet6       = unix.AF_INET6
+	sockSeqpacket = unix.SOCK_SEQPACKET
+
+	// nsGetNsType is NS_GET_NSTYPE, _IO(0xb7, 0x3) in linux/nsfs.h.
+	nsGetNsType = 0xb703
+)
+
+func detect(fd int) (Info, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return Info{}, os.NewSyscallError("fstat", err)
+	}
+	info := Info{Mode: st.Mode & unix.S_IFMT}
+	switch info.Mode {
+	case unix.S_IFSOCK:
+		return detectSocket(fd, info)
+	case unix.S_IFREG:
+		if st.Size != 0 {
+			// nsfs and pidfs files are always empty.
+			info.Kind = File
+			break
+		}
+		k, err := regularKind(fd)
+		if err != nil {
+			return Info{}, err
+		}
+		info.Kind = k
+	case unix.S_IFDIR, unix.S_IFIFO, unix.S_IFCHR:
+		info.Kind = File
+	default:
+		// Block devices and anonymous inodes (eventfd, epoll, signalfd, ...).
+		info.Kind = Other
+	}
+	return info, nil
+}
+
+// regularKind tells real files from the pseudo-files that also report
+// S_IFREG: namespace handles (nsfs) and pidfds (pidfs).
+func regularKind(fd int) (Kind, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return Invalid, os.NewSyscallError("fstatfs", err)
+	}
+	switch uint32(sfs.Type) {
+	case unix.NSFS_MAGIC:
+		t, err := unix.IoctlRetInt(fd, nsGetNsType)
+		if err == nil && t == unix.CLONE_NEWNET {
+			return NetNS, nil
+		}
+		return Other, nil
+	case unix.PID_FS_MAGIC, unix.ANON_INODE_FS_MAGIC:
+		return Other, nil
+	}
+	return File, nil
+}
+
+func detectSocket(fd int, info Info) (Info, error) {
+	var err error
+	if info.Family, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+		return Info{}, os.NewSyscallError("getsockopt", err)
+	}
+	if info.Type, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		return Info{}, os.NewSyscallError("getsockopt", err)
+	}
+	info.Mode = unix.S_IFSOCK
+	switch info.Family {
+	case unix.AF_INET, unix.AF_INET6:
+		if info.Protocol, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil {
+			return Info{}, os.NewSyscallError("getsockopt", err)
+		}
+		switch {
+		case info.Type == unix.SOCK_STREAM && (info.Protocol == unix.IPPROTO_TCP || info.Protocol == unix.IPPROTO_MPTCP):
+			// Go listens with MPTCP by default where the kernel has it
+			// (Go 1.24); an MPTCP socket is a TCP socket to its users.
+			listening, err := acceptConn(fd)
+			if err != nil {
+				return Info{}, err
+			}
+			info.Kind = TCPConn
+			if listening {
+				info.Kind = TCPListener
+			}
+		case info.Type == unix.SOCK_DGRAM && (info.Protocol == unix.IPPROTO_UDP || info.Protocol == unix.IPPROTO_UDPLITE):
+			info.Kind = UDP
+		default:
+			info.Kind = Other
+		}
+	case unix.AF_UNIX:
+		switch info.Type {
+		case unix.SOCK_STREAM, unix.SOCK_SEQPACKET:
+			listening, err := acceptConn(fd)
+			if err != nil {
+				return Info{}, err
+			}
+			info.Kind = UnixConn
+			if listening {
+				info.Kind = UnixListener
+			}
+		case unix.SOCK_DGRAM:
+			info.Kind = UnixDatagram
+		default:
+			info.Kind = Other
+		}
+	default:
+		info.Kind = Other
+	}
+	return info, nil
+}
+
+func acceptConn(fd int) (bool, error) {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return false, os.NewSyscallError("getsockopt", err)
+	}
+	return v != 0, nil
+}
+
+func verify(fd int, want Kind) error {
+	// Fast paths: system calls cost a microsecond or more on virtual
+	// machines, about what the kernel spends passing a descriptor, so TCP
+	// and UDP kinds are checked with one call each. Anything that does not
+	// pass gets the full look below, which names what it really is.
+	switch want {
+	case TCPListener, TCPConn:
+		// TCP_INFO at level SOL_TCP answers only for TCP sockets (MPTCP
+		// included) and its first byte is the state; a byte is all the
+		// kernel copies when asked for one.
+		if state, err := unix.GetsockoptByte(fd, unix.SOL_TCP, unix.TCP_INFO); err == nil {
+			got := TCPConn
+			if state == tcpListen {
+				got = TCPListener
+			}
+			if got == want {
+				return nil
+			}
+		}
+	case UDP:
+		// SOL_UDP options answer only for UDP (and UDP-Lite) sockets.
+		if _, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_CORK); err == nil {
+			return nil
+		}
+	}
+	var info Info
+	var err error
+	if want.IsSocket() {
+		// Skip fstat: a descriptor that is not a socket fails the first
+		// getsockopt with ENOTSOCK, and only then is it worth a full look.
+		info, err = detectSocket(fd, Info{})
+		if errors.Is(err, unix.ENOTSOCK) {
+			info, err = detect(fd)
+		}
+	} else {
+		info, err = detect(fd)
+	}
+	if err != nil {
+		return err
+	}
+	if info.Kind != want {
+		return &MismatchError{Want: want, Got: info.Kind}
+	}
+	return nil
+}
+
+// tcpListen is TCP_LISTEN from include/net/tcp_states.h.
+const tcpListen = 10
+
+// SocketNetNS returns the identity of the network namespace that the socket
+// fd was created in, which stays the same wherever its descriptor goes. It
+// wraps the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace.
+// fd is not affected.
+func SocketNetNS(sock int) (fd.ID, error) {
+	h, err := SocketNetNSHandle(sock)
+	if err != nil {
+		return fd.ID{}, err
+	}
+	defer h.Close()
+	return fd.Identify(int(h))
+}
+
+// SocketNetNSHandle returns a handle on the network namespace that the
+// socket fd was created in; the handle is the caller's to close. It wraps
+// the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace.
+func SocketNetNSHandle(sock int) (netns.NsHandle, error) {
+	nsfd, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
+	if err != nil {
+		return netns.None(), os.NewSyscallError("ioctl SIOCGSKNS", err)
+	}
+	return netns.NsHandle(nsfd), nil
+}
+
+// CurrentNetNS returns the identity of the calling thread's network
+// namespace. In a process that never moves a thread to another namespace
+// every thread shares it.
+func CurrentNetNS() (fd.ID, error) {
+	h, err := netns.Get()
+	if err != nil {
+		return fd.ID{}, fmt.Errorf("kinds: current network namespace: %w", err)
+	}
+	defer h.Close()
+	return fd.Identify(int(h))
+}

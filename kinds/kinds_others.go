@@ -1,0 +1,28 @@
+//go:build !linux
+
+package kinds
+
+import (
+	"syscall"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/vishvananda/netns"
+)
+
+const (
+	afInet        = syscall.AF_INET
+	afInet6       = syscall.AF_INET6
+	sockSeqpacket = syscall.SOCK_SEQPACKET
+)
+
+func detect(int) (Info, error) { return Info{}, ErrUnsupported }
+func verify(int, Kind) error   { return ErrUnsupported }
+
+// SocketNetNS is Linux-only; elsewhere it returns ErrUnsupported.
+func SocketNetNS(int) (fd.ID, error) { return fd.ID{}, ErrUnsupported }
+
+// SocketNetNSHandle is Linux-only; elsewhere it returns ErrUnsupported.
+func SocketNetNSHandle(int) (netns.NsHandle, error) { return netns.None(), ErrUnsupported }
+
+// CurrentNetNS is Linux-only; elsewhere it returns ErrUnsupported.
+func CurrentNetNS() (fd.ID, error) { return fd.ID{}, ErrUnsupported }

@@ -1,0 +1,262 @@
+package unixmsg
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/kinds"
+	"github.com/vishvananda/netns"
+)
+
+// Batch is a list of items, each with its own descriptor. A sender fills one
+// with Add and sends it with Conn.Send; a receiver gets one from
+// Conn.Receive and takes the items it wants by name. Either way the batch
+// owns its descriptors until they are taken, and Close closes the rest.
+//
+// The zero Batch is empty and ready to use. A Batch is not safe for
+// concurrent use.
+type Batch struct {
+	items []Item
+	fds   []int // -1 once taken or closed
+	index map[string]int
+	dup   string // a name that occurs twice, found while indexing
+}
+
+// Add appends an item named name holding a duplicate of the descriptor
+// behind v, which may be a net.Listener, net.Conn, net.PacketConn, *os.File,
+// netns.NsHandle or any syscall.Conn. Its kind is detected from the
+// descriptor. The batch keeps meta and payload as they are (it does not copy
+// them) until it is sent.
+//
+// The duplicate belongs to the batch: closing v does not affect the batch,
+// and closing the batch does not affect v. Names need not be set, but a name
+// that is set must be unique in the batch.
+func (b *Batch) Add(name string, v any, meta Meta, payload []byte) error {
+	if err := b.checkName(name); err != nil {
+		return err
+	}
+	nfd, info, err := kinds.FromValue(v)
+	if err != nil {
+		return fmt.Errorf("unixmsg: add %q: %w", name, err)
+	}
+	b.append(Item{Kind: info.Kind, Name: name, Meta: meta, Payload: payload}, nfd)
+	return nil
+}
+
+// AddFD is Add for a raw descriptor: the batch holds a duplicate of fd, and
+// fd stays the caller's.
+func (b *Batch) AddFD(name string, rawfd int, meta Meta, payload []byte) error {
+	if err := b.checkName(name); err != nil {
+		return err
+	}
+	nfd, err := fd.DupFD(rawfd)
+	if err != nil {
+		return fmt.Errorf("unixmsg: add %q: %w", name, err)
+	}
+	info, err := kinds.Detect(nfd)
+	if err != nil {
+		fd.Close(nfd)
+		return fmt.Errorf("unixmsg: add %q: %w", name, err)
+	}
+	b.append(Item{Kind: info.Kind, Name: name, Meta: meta, Payload: payload}, nfd)
+	return nil
+}
+
+func (b *Batch) checkName(name string) error {
+	if name == "" {
+		return nil
+	}
+	b.buildIndex()
+	if _, ok := b.index[name]; ok {
+		return fmt.Errorf("%w: %q", ErrDuplicateName, name)
+	}
+	return nil
+}
+
+func (b *Batch) append(it Item, nfd int) {
+	b.items = append(b.items, it)
+	b.fds = append(b.fds, nfd)
+	if it.Name != "" && b.index != nil {
+		b.index[it.Name] = len(b.items) - 1
+	}
+}
+
+func (b *Batch) buildIndex() {
+	if b.index != nil {
+		return
+	}
+	b.index = make(map[string]int, len(b.items))
+	for i, it := range b.items {
+		if it.Name == "" {
+			continue
+		}
+		if _, ok := b.index[it.Name]; ok {
+			b.dup = it.Name
+			continue
+		}
+		b.index[it.Name] = i
+	}
+}
+
+// Len returns the number of items.
+func (b *Batch) Len() int { return len(b.items) }
+
+// Item returns the i-th item's description. Its descriptor stays in the
+// batch.
+func (b *Batch) Item(i int) Item { return b.items[i] }
+
+// Items returns the descriptions of all items. The slice is the batch's;
+// do not modify it.
+func (b *Batch) Items() []Item { return b.items }
+
+// Lookup returns the index of the item named name.
+func (b *Batch) Lookup(name string) (int, error) {
+	b.buildIndex()
+	i, ok := b.index[name]
+	if !ok || name == "" {
+		return -1, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return i, nil
+}
+
+// Taken reports whether the i-th item's descriptor has been taken or closed.
+func (b *Batch) Taken(i int) bool { return b.fds[i] < 0 }
+
+// TakeFDAt takes the i-th item's raw descriptor out of the batch; it is the
+// caller's to close.
+func (b *Batch) TakeFDAt(i int) (int, error) {
+	if i < 0 || i >= len(b.items) {
+		return -1, fmt.Errorf("%w: index %d of %d", ErrNotFound, i, len(b.items))
+	}
+	f := b.fds[i]
+	if f < 0 {
+		return -1, fmt.Errorf("%w: %q", ErrTaken, b.items[i].Name)
+	}
+	b.fds[i] = -1
+	return f, nil
+}
+
+// TakeFD takes the raw descriptor of the item named name out of the batch;
+// it is the caller's to close.
+func (b *Batch) TakeFD(name string) (int, error) {
+	i, err := b.Lookup(name)
+	if err != nil {
+		return -1, err
+	}
+	return b.TakeFDAt(i)
+}
+
+// take takes the named item's descriptor if its kind is one of want.
+func (b *Batch) take(name string, what string, want ...kinds.Kind) (int, error) {
+	i, err := b.Lookup(name)
+	if err != nil {
+		return -1, err
+	}
+	k := b.items[i].Kind
+	ok := len(want) == 0
+	for _, w := range want {
+		ok = ok || k == w
+	}
+	if !ok {
+		return -1, fmt.Errorf("%w: %q is a %s, not a %s", ErrWrongKind, name, k, what)
+	}
+	return b.TakeFDAt(i)
+}
+
+// Listener takes the item named name, a TCP or unix listener, as a
+// net.Listener that owns its descriptor. Closing the listener does not
+// affect the batch.
+func (b *Batch) Listener(name string) (net.Listener, error) {
+	f, err := b.take(name, "listener", kinds.TCPListener, kinds.UnixListener)
+	if err != nil {
+		return nil, err
+	}
+	return kinds.ToListener(f)
+}
+
+// Conn takes the item named name, a connected TCP or unix stream socket, as
+// a net.Conn that owns its descriptor.
+func (b *Batch) Conn(name string) (net.Conn, error) {
+	f, err := b.take(name, "conn", kinds.TCPConn, kinds.UnixConn)
+	if err != nil {
+		return nil, err
+	}
+	return kinds.ToConn(f)
+}
+
+// PacketConn takes the item named name, a UDP or unix datagram socket, as a
+// net.PacketConn that owns its descriptor.
+func (b *Batch) PacketConn(name string) (net.PacketConn, error) {
+	f, err := b.take(name, "packet conn", kinds.UDP, kinds.UnixDatagram)
+	if err != nil {
+		return nil, err
+	}
+	return kinds.ToPacketConn(f)
+}
+
+// File takes the item named name, of any kind, as an *os.File that owns its
+// descriptor.
+func (b *Batch) File(name string) (*os.File, error) {
+	f, err := b.take(name, "file")
+	if err != nil {
+		return nil, err
+	}
+	return kinds.ToFile(f, name), nil
+}
+
+// NsHandle takes the item named name, a network-namespace handle, as a
+// netns.NsHandle; the caller closes it.
+func (b *Batch) NsHandle(name string) (netns.NsHandle, error) {
+	f, err := b.take(name, "network namespace", kinds.NetNS)
+	if err != nil {
+		return netns.None(), err
+	}
+	return kinds.ToNsHandle(f)
+}
+
+// Close closes every descriptor not taken. It is safe to call more than
+// once; the items' descriptions stay readable.
+func (b *Batch) Close() error {
+	var errs []error
+	for i, f := range b.fds {
+		if f >= 0 {
+			if err := fd.Close(f); err != nil {
+				errs = append(errs, err)
+			}
+			b.fds[i] = -1
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sendable returns the descriptors to send, or an error if one was taken.
+func (b *Batch) sendable() ([]int, error) {
+	for i, f := range b.fds {
+		if f < 0 {
+			return nil, fmt.Errorf("unixmsg: send item %d (%q): %w", i, b.items[i].Name, ErrTaken)
+		}
+	}
+	return b.fds, nil
+}
+
+// verify checks every descriptor's kind and that set names are unique.
+func (b *Batch) verify(kindsToo bool) error {
+	if kindsToo {
+		for i, f := range b.fds {
+			if err := kinds.Verify(f, b.items[i].Kind); err != nil {
+				if errors.Is(err, kinds.ErrMismatch) {
+					return &kindError{index: i, name: b.items[i].Name, err: err}
+				}
+				return fmt.Errorf("unixmsg: verify item %d (%q): %w", i, b.items[i].Name, err)
+			}
+		}
+	}
+	b.buildIndex()
+	if b.dup != "" {
+		return fmt.Errorf("%w: %q", ErrDuplicateName, b.dup)
+	}
+	return nil
+}

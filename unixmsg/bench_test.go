@@ -1,0 +1,193 @@
+//go:build linux
+
+package unixmsg_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/rawsock"
+	"github.com/fdpass/fdpass/unixmsg"
+	"golang.org/x/sys/unix"
+)
+
+const benchFDs = 10000
+
+var (
+	_ = registerChild("bench-raw", benchSendRaw)
+	_ = registerChild("bench-batch", benchSendBatch)
+)
+
+// BenchmarkTransfer moves 10,000 descriptors per op from a second process
+// (the test binary re-run) to this one over a SOCK_SEQPACKET socketpair.
+//
+//   - raw: the plain sendmsg/recvmsg bound, 253 descriptors and one byte per
+//     message, the receiver closing what arrives;
+//   - unverified: a Batch whose items each carry a name and two meta
+//     entries, received whole, without the kind check, then closed;
+//   - verified: the same with every descriptor's kind checked.
+//
+// Sender and receiver live in different processes because each holds 10,000
+// descriptors at once, and together they would pass the 20,000 hard
+// RLIMIT_NOFILE of the machines this project runs on.
+func BenchmarkTransfer(b *testing.B) {
+	raiseNoFile(b, benchFDs+1000)
+	b.Run("raw", func(b *testing.B) {
+		mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
+		defer mine.Close()
+		_, wait := startChild(b, "bench-raw", nil, theirs)
+		theirs.Close()
+		rc, err := mine.SyscallConn()
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		oob := make([]byte, unix.CmsgSpace(4*unixmsg.MaxFDsPerMessage))
+		recvAll := func(n int) {
+			for got := 0; got < n; {
+				var oobn int
+				var rerr error
+				rc.Control(func(s uintptr) {
+					_, oobn, _, rerr = rawsock.Recvmsg(int(s), buf, oob, unix.MSG_CMSG_CLOEXEC)
+				})
+				if rerr != nil {
+					b.Fatal(rerr)
+				}
+				rfds, err := unixmsg.ParseControl(oob[:oobn])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(rfds) == 0 {
+					b.Fatal("sender stopped")
+				}
+				got += len(rfds)
+				fd.CloseAll(rfds)
+			}
+		}
+		recvAll(benchFDs) // the sender is up
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			recvAll(benchFDs)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(benchFDs*b.N)/b.Elapsed().Seconds(), "fds/s")
+		mine.Close()
+		wait()
+	})
+	for _, verify := range []bool{false, true} {
+		name := "unverified"
+		if verify {
+			name = "verified"
+		}
+		b.Run(name, func(b *testing.B) {
+			mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
+			_, wait := startChild(b, "bench-batch", nil, theirs)
+			theirs.Close()
+			rx := fileConn(b, mine, &unixmsg.Options{SkipVerify: !verify})
+			defer rx.Close()
+			recv := func() {
+				got, err := rx.Receive()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got.Len() != benchFDs {
+					b.Fatalf("received %d items, want %d", got.Len(), benchFDs)
+				}
+				if err := got.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			recv() // the sender is up
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				recv()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(benchFDs*b.N)/b.Elapsed().Seconds(), "fds/s")
+			rx.Close()
+			wait()
+		})
+	}
+}
+
+// benchSources returns benchFDs duplicates of one TCP listener's descriptor.
+func benchSources() (net.Listener, []int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		childFatal(err)
+	}
+	src, err := fd.Dup(ln)
+	if err != nil {
+		childFatal(err)
+	}
+	fds := make([]int, benchFDs)
+	for i := range fds {
+		if fds[i], err = fd.DupFD(src); err != nil {
+			childFatal(err)
+		}
+	}
+	fd.Close(src)
+	return ln, fds
+}
+
+// benchSendRaw sends benchFDs descriptors, 253 per sendmsg, over and over
+// until the parent hangs up.
+func benchSendRaw() {
+	_, fds := benchSources()
+	var oobs [][]byte
+	for i := 0; i < len(fds); i += unixmsg.MaxFDsPerMessage {
+		oobs = append(oobs, unix.UnixRights(fds[i:min(i+unixmsg.MaxFDsPerMessage, len(fds))]...))
+	}
+	for {
+		for _, o := range oobs {
+			if _, err := rawsock.Sendmsg(3, []byte{1}, o, unix.MSG_NOSIGNAL); err != nil {
+				os.Exit(0)
+			}
+		}
+	}
+}
+
+// benchSendBatch sends a batch of benchFDs named items with two meta
+// entries each, over and over until the parent hangs up.
+func benchSendBatch() {
+	ln, fds := benchSources()
+	tx := childConn(nil)
+	var batch unixmsg.Batch
+	for i, f := range fds {
+		meta := unixmsg.MetaOf("network", "tcp", "addr", ln.Addr().String())
+		if err := batch.AddFD(fmt.Sprintf("listener-%d", i), f, meta, nil); err != nil {
+			childFatal(err)
+		}
+		fd.Close(f)
+	}
+	for tx.Send(&batch) == nil {
+	}
+	os.Exit(0)
+}
+
+// raiseNoFile raises the soft RLIMIT_NOFILE to at least n, and skips when
+// the hard limit forbids it.
+func raiseNoFile(tb testing.TB, n uint64) {
+	tb.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		tb.Fatal(err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	want := lim
+	want.Cur = n
+	if want.Max < n {
+		want.Max = n
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		tb.Skipf("needs RLIMIT_NOFILE of %d (have %d, hard %d) and cannot raise it: %v", n, lim.Cur, lim.Max, err)
+	}
+}

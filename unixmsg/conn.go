@@ -1,0 +1,395 @@
+package unixmsg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fdpass/fdpass/fd"
+)
+
+// Options configure a Conn. The zero value means defaults.
+type Options struct {
+	// Limits bound what the Conn accepts and sends. Zero fields mean
+	// defaults; see DefaultLimits.
+	Limits Limits
+	// SkipVerify turns off the check, on receipt, that every descriptor is
+	// of the kind its sender declared. Only turn it off for a peer you trust.
+	SkipVerify bool
+	// NoAck makes Send return once the batch is written, without asking the
+	// receiver to acknowledge it. By default Send waits for the receiver's
+	// verdict, so that a nil error means the batch was received whole.
+	NoAck bool
+}
+
+// Conn sends and receives batches over one connected unix socket of type
+// SOCK_SEQPACKET (preferred), SOCK_STREAM or SOCK_DGRAM.
+//
+// A Conn may Send and Receive from different goroutines, but batches on
+// one Conn take turns: while a Send waits for its acknowledgement the
+// peer must not be sending a batch of its own.
+//
+// After an error that leaves the connection in an unknown state (a broken
+// frame, a failed write, a cancellation in the middle of a batch) every
+// later call returns an error matching ErrBroken. A receive timeout or
+// cancellation between batches, and a batch refused whole (wrong kind,
+// duplicate name), leave the Conn usable.
+type Conn struct {
+	uc       *net.UnixConn
+	rc       syscall.RawConn
+	opts     Options
+	lim      Limits
+	messages bool
+
+	rmu  sync.Mutex
+	dec  *Decoder
+	rbuf []byte
+	oob  []byte
+
+	wmu  sync.Mutex
+	wbuf []byte
+
+	emu    sync.Mutex
+	broken error
+}
+
+// NewConn returns a Conn that sends and receives on uc, which must be a
+// connected unix socket. The Conn takes ownership of uc: closing the Conn
+// closes uc. opts may be nil.
+func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
+	c := &Conn{uc: uc}
+	if opts != nil {
+		c.opts = *opts
+	}
+	c.lim = c.opts.Limits.withDefaults()
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	c.rc = rc
+	typ, err := socketType(rc)
+	if err != nil {
+		return nil, err
+	}
+	c.messages = typ != syscall.SOCK_STREAM
+	c.dec = NewDecoder(c.lim, c.messages)
+	if c.messages {
+		c.rbuf = make([]byte, HeaderLen+c.lim.MaxFrame)
+	} else {
+		c.rbuf = make([]byte, 64<<10)
+	}
+	c.oob = make([]byte, ControlSpace(c.lim.MaxFDsPerMessage, 64))
+	return c, nil
+}
+
+// Dial connects to the unix socket at addr ("unixpacket", "unix" or
+// "unixgram" network; an address starting with @ is abstract) and returns a
+// Conn on it. opts may be nil.
+func Dial(network, addr string, opts *Options) (*Conn, error) {
+	raddr, err := net.ResolveUnixAddr(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	uc, err := net.DialUnix(network, nil, raddr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := NewConn(uc, opts)
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Pair returns two Conns connected to each other by a SOCK_SEQPACKET
+// socketpair. opts may be nil.
+func Pair(opts *Options) (*Conn, *Conn, error) {
+	a, b, err := socketPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := NewConn(a, opts)
+	if err != nil {
+		a.Close()
+		b.Close()
+		return nil, nil, err
+	}
+	cb, err := NewConn(b, opts)
+	if err != nil {
+		ca.Close()
+		b.Close()
+		return nil, nil, err
+	}
+	return ca, cb, nil
+}
+
+// UnixConn returns the underlying connection, for deadlines and peer
+// credentials. Reading or writing it directly breaks the protocol.
+func (c *Conn) UnixConn() *net.UnixConn { return c.uc }
+
+// SetDeadline sets the read and write deadlines of the underlying
+// connection; Send and Receive fail with os.ErrDeadlineExceeded past it.
+func (c *Conn) SetDeadline(t time.Time) error { return c.uc.SetDeadline(t) }
+
+// Close closes the connection and every descriptor received on it that was
+// not yet returned in a batch.
+func (c *Conn) Close() error {
+	err := c.uc.Close()
+	c.setBroken(net.ErrClosed)
+	c.rmu.Lock()
+	fd.CloseAll(c.dec.Drain())
+	c.rmu.Unlock()
+	return err
+}
+
+func (c *Conn) brokenErr() error {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	if c.broken == nil {
+		return nil
+	}
+	if errors.Is(c.broken, net.ErrClosed) {
+		return net.ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrBroken, c.broken)
+}
+
+func (c *Conn) setBroken(err error) {
+	c.emu.Lock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	c.emu.Unlock()
+}
+
+// Send sends b whole and, unless Options.NoAck is set, waits for the
+// receiver to acknowledge it. b keeps its descriptors: sending never closes
+// them, and the caller closes b when done (a batch may be sent again).
+func (c *Conn) Send(b *Batch) error { return c.SendContext(context.Background(), b) }
+
+// SendContext is Send with a context; cancelling it interrupts the send.
+func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.brokenErr(); err != nil {
+		return err
+	}
+	fds, err := b.sendable()
+	if err != nil {
+		return err
+	}
+	var flags uint32
+	if !c.opts.NoAck {
+		flags = HeadFlagAck
+	}
+	var frames []Frame
+	c.wbuf, frames, err = EncodeBatch(c.wbuf[:0], b.items, flags, c.lim)
+	if err != nil {
+		return fmt.Errorf("unixmsg: send: %w", err)
+	}
+	if cap(c.wbuf) > 4<<20 {
+		defer func() { c.wbuf = nil }()
+	}
+	stop := c.watch(ctx)
+	for _, fr := range frames {
+		if err = c.writeFrame(fr.Data, fds[:fr.NFDs]); err != nil {
+			break
+		}
+		fds = fds[fr.NFDs:]
+	}
+	if cerr := stop(); cerr != nil && err != nil {
+		err = cerr
+	}
+	if err != nil {
+		c.setBroken(err)
+		return &net.OpError{Op: "send", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
+	}
+	if c.opts.NoAck {
+		return nil
+	}
+	return c.awaitAck(ctx)
+}
+
+func (c *Conn) awaitAck(ctx context.Context) error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	m, err := c.next(ctx)
+	if err != nil {
+		return err
+	}
+	if m.Ack == nil {
+		fd.CloseAll(m.FDs)
+		err := errf(ErrMalformed, "peer sent a batch while an acknowledgement was due")
+		c.setBroken(err)
+		return err
+	}
+	if m.Ack.Status != StatusOK {
+		return &RejectedError{Status: m.Ack.Status, Reason: m.Ack.Reason}
+	}
+	return nil
+}
+
+// Receive receives one batch whole, or returns an error and leaves the
+// process's descriptors as they were. The batch and its descriptors are
+// the caller's: take what is wanted, then Close the batch to close the
+// rest. Unless Options.SkipVerify is set, every descriptor is checked
+// against its declared kind. At a clean end of the connection, Receive
+// returns io.EOF.
+func (c *Conn) Receive() (*Batch, error) { return c.ReceiveContext(context.Background()) }
+
+// ReceiveContext is Receive with a context; cancelling it interrupts the
+// receive.
+func (c *Conn) ReceiveContext(ctx context.Context) (*Batch, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	m, err := c.next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m.Ack != nil {
+		err := errf(ErrMalformed, "peer sent an acknowledgement while a batch was due")
+		c.setBroken(err)
+		c.reject(err)
+		return nil, err
+	}
+	b := &Batch{items: m.Items, fds: m.FDs}
+	if err := b.verify(!c.opts.SkipVerify); err != nil {
+		b.Close()
+		if m.Flags&HeadFlagAck != 0 {
+			c.reject(err)
+		}
+		return nil, err
+	}
+	if m.Flags&HeadFlagAck != 0 {
+		if err := c.sendAck(ctx, Ack{Status: StatusOK}); err != nil {
+			b.Close()
+			c.setBroken(err)
+			return nil, &net.OpError{Op: "ack", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
+		}
+	}
+	return b, nil
+}
+
+// next reads until the decoder yields a message. Called with rmu held.
+func (c *Conn) next(ctx context.Context) (Message, error) {
+	if err := c.brokenErr(); err != nil {
+		return Message{}, err
+	}
+	if m, ok := c.dec.Next(); ok {
+		return m, nil
+	}
+	stop := c.watch(ctx)
+	for {
+		n, fds, eof, err := c.recvOnce()
+		if err == nil && !eof {
+			err = c.dec.Feed(c.rbuf[:n], fds)
+			if err == nil {
+				if m, ok := c.dec.Next(); ok {
+					// A cancellation that raced with the last read is
+					// moot: the message is whole.
+					stop()
+					return m, nil
+				}
+				continue
+			}
+			// A broken frame: tell the peer why, then give up.
+			fd.CloseAll(c.dec.Drain())
+			c.setBroken(err)
+			c.reject(err)
+			stop()
+			return Message{}, err
+		}
+		cerr := stop()
+		if cerr != nil {
+			err = cerr
+		}
+		if err != nil && c.dec.Idle() && isTimeout(err) {
+			// Nothing of a batch has arrived: the Conn stays usable.
+			return Message{}, &net.OpError{Op: "receive", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
+		}
+		if err == nil && eof {
+			if c.dec.Idle() {
+				c.setBroken(io.EOF)
+				return Message{}, io.EOF
+			}
+			err = ErrUnexpectedEOF
+		}
+		fd.CloseAll(c.dec.Drain())
+		c.setBroken(err)
+		if errors.Is(err, ErrControlTruncated) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrUnexpectedControl) || errors.Is(err, ErrMalformed) {
+			c.reject(err)
+			return Message{}, err
+		}
+		if errors.Is(err, ErrUnexpectedEOF) {
+			return Message{}, err
+		}
+		return Message{}, &net.OpError{Op: "receive", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
+	}
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// reject tells the peer, as far as it is listening, why its batch failed.
+// It never blocks.
+func (c *Conn) reject(err error) {
+	c.tryWrite(ackFrame(Ack{Status: statusOf(err), Reason: err.Error()}))
+}
+
+func statusOf(err error) Status {
+	switch {
+	case errors.Is(err, ErrKindMismatch):
+		return StatusKind
+	case errors.Is(err, ErrLimit):
+		return StatusLimit
+	case errors.Is(err, ErrMissingFDs), errors.Is(err, ErrUnexpectedFDs), errors.Is(err, ErrControlTruncated):
+		return StatusDescriptor
+	case errors.Is(err, ErrMalformed), errors.Is(err, ErrBadMagic), errors.Is(err, ErrVersion), errors.Is(err, ErrTruncated), errors.Is(err, ErrUnexpectedControl), errors.Is(err, ErrDuplicateName):
+		return StatusMalformed
+	}
+	return StatusFailed
+}
+
+func (c *Conn) sendAck(ctx context.Context, a Ack) error {
+	frame := ackFrame(a)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	stop := c.watch(ctx)
+	err := c.writeFrame(frame, nil)
+	if cerr := stop(); cerr != nil && err != nil {
+		err = cerr
+	}
+	return err
+}
+
+func ackFrame(a Ack) []byte {
+	body := AppendAck(nil, a)
+	frame := AppendHeader(make([]byte, 0, HeaderLen+len(body)), Header{Type: FrameAck, Length: uint32(len(body))})
+	return append(frame, body...)
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watch makes a cancellation of ctx interrupt blocked I/O on the Conn. The
+// returned function stops watching and returns ctx's error if it fired.
+func (c *Conn) watch(ctx context.Context) func() error {
+	if ctx.Done() == nil {
+		return func() error { return nil }
+	}
+	stop := context.AfterFunc(ctx, func() { c.uc.SetDeadline(aLongTimeAgo) })
+	return func() error {
+		if stop() {
+			return nil
+		}
+		c.uc.SetDeadline(time.Time{})
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,137 @@
+//go:build linux
+
+package unixmsg
+
+import (
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/rawsock"
+	"golang.org/x/sys/unix"
+)
+
+func socketType(rc syscall.RawConn) (int, error) {
+	var typ int
+	var serr error
+	err := rc.Control(func(s uintptr) {
+		typ, serr = unix.GetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_TYPE)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, os.NewSyscallError("getsockopt", serr)
+	}
+	return typ, nil
+}
+
+func socketPair() (*net.UnixConn, *net.UnixConn, error) {
+	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	a, err := fileUnixConn(p[0])
+	if err != nil {
+		unix.Close(p[1])
+		return nil, nil, err
+	}
+	b, err := fileUnixConn(p[1])
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// fileUnixConn takes ownership of the socket s.
+func fileUnixConn(s int) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(s), "unixmsg")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
+}
+
+// recvOnce wraps one recvmsg(2) with MSG_CMSG_CLOEXEC. It returns the
+// descriptors that came with the data; on error it has closed them.
+func (c *Conn) recvOnce() (n int, fds []int, eof bool, err error) {
+	var oobn, flags int
+	var rerr error
+	err = c.rc.Read(func(s uintptr) bool {
+		for {
+			n, oobn, flags, rerr = rawsock.Recvmsg(int(s), c.rbuf, c.oob, unix.MSG_CMSG_CLOEXEC)
+			if rerr == unix.EINTR {
+				continue
+			}
+			return rerr != unix.EAGAIN
+		}
+	})
+	if err == nil && rerr != nil {
+		err = os.NewSyscallError("recvmsg", rerr)
+	}
+	if err != nil {
+		return 0, nil, false, err
+	}
+	fds, cerr := ParseControl(c.oob[:oobn])
+	switch {
+	case flags&unix.MSG_CTRUNC != 0:
+		cerr = errf(ErrControlTruncated, "%d descriptors arrived, the rest were dropped by the kernel", len(fds))
+	case c.messages && flags&unix.MSG_TRUNC != 0:
+		cerr = errf(ErrTruncated, "message longer than %d bytes", len(c.rbuf))
+	}
+	if cerr != nil {
+		fd.CloseAll(fds)
+		return 0, nil, false, cerr
+	}
+	if n == 0 && len(fds) == 0 {
+		return 0, nil, true, nil
+	}
+	return n, fds, false, nil
+}
+
+// writeFrame wraps sendmsg(2): the frame's first bytes carry fds; on a
+// stream socket a short write is finished without them.
+func (c *Conn) writeFrame(p []byte, fds []int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	sent := 0
+	var werr error
+	err := c.rc.Write(func(s uintptr) bool {
+		for {
+			n, err := rawsock.Sendmsg(int(s), p[sent:], oob, unix.MSG_NOSIGNAL)
+			switch err {
+			case nil:
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			default:
+				werr = os.NewSyscallError("sendmsg", err)
+				return true
+			}
+			sent += n
+			oob = nil
+			if sent >= len(p) {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+// tryWrite sends p if the socket takes it now, and otherwise drops it.
+func (c *Conn) tryWrite(p []byte) {
+	c.rc.Write(func(s uintptr) bool {
+		rawsock.Sendmsg(int(s), p, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		return true
+	})
+}
