@@ -72,15 +72,45 @@ func Close(fd int) error {
 	return nil
 }
 
-// CloseAll closes every descriptor in fds and returns the first error.
+// CloseAll closes every descriptor in fds, which the caller owns, and
+// returns the first error. Negative entries are skipped. Where the platform
+// has close_range(2), each run of consecutive numbers (as received
+// descriptors usually are) is closed with one call.
 func CloseAll(fds []int) error {
 	var first error
-	for _, f := range fds {
-		if err := unix.Close(f); err != nil && first == nil {
-			first = os.NewSyscallError("close", err)
+	for i := 0; i < len(fds); {
+		f := fds[i]
+		if f < 0 {
+			i++
+			continue
 		}
+		j := i + 1
+		for j < len(fds) && fds[j] == fds[j-1]+1 {
+			j++
+		}
+		var err error
+		if j-i > 1 {
+			err = closeRange(f, fds[j-1])
+		} else {
+			err = Close(f)
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+		i = j
 	}
 	return first
+}
+
+// closeEach closes first through last one by one.
+func closeEach(first, last int) error {
+	var ferr error
+	for f := first; f <= last; f++ {
+		if err := Close(f); err != nil && ferr == nil {
+			ferr = err
+		}
+	}
+	return ferr
 }
 
 // ID identifies an open file by device and inode. Two descriptors with the

@@ -234,3 +234,15 @@ func ToValue(fd int, k Kind, name string) (any, error) {
 	}
 	return ToFile(fd, name), nil
 }
+
+// VerifyAll checks that each fds[i] is of kind want[i], as Verify does, and
+// returns the index of the first descriptor that is not, with its error, or
+// -1 and nil. On Linux it reads the socket options of many descriptors per
+// system call through io_uring where the kernel allows it. No descriptor is
+// affected.
+func VerifyAll(fds []int, want []Kind) (int, error) {
+	if len(want) != len(fds) {
+		return 0, fmt.Errorf("kinds: VerifyAll: %d descriptors, %d kinds", len(fds), len(want))
+	}
+	return verifyAll(fds, want)
+}

@@ -79,48 +79,49 @@ func detectSocket(fd int, info Info) (Info, error) {
 		return Info{}, os.NewSyscallError("getsockopt", err)
 	}
 	info.Mode = unix.S_IFSOCK
-	switch info.Family {
-	case unix.AF_INET, unix.AF_INET6:
+	if info.Family == unix.AF_INET || info.Family == unix.AF_INET6 {
 		if info.Protocol, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil {
 			return Info{}, os.NewSyscallError("getsockopt", err)
 		}
+	}
+	listening := false
+	if info.Type == unix.SOCK_STREAM || info.Type == unix.SOCK_SEQPACKET {
+		if listening, err = acceptConn(fd); err != nil {
+			return Info{}, err
+		}
+	}
+	info.Kind = classifySocket(info.Family, info.Type, info.Protocol, listening)
+	return info, nil
+}
+
+// classifySocket names the kind of a socket from its SO_DOMAIN, SO_TYPE,
+// SO_PROTOCOL and SO_ACCEPTCONN.
+func classifySocket(family, typ, proto int, listening bool) Kind {
+	switch family {
+	case unix.AF_INET, unix.AF_INET6:
 		switch {
-		case info.Type == unix.SOCK_STREAM && (info.Protocol == unix.IPPROTO_TCP || info.Protocol == unix.IPPROTO_MPTCP):
+		case typ == unix.SOCK_STREAM && (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_MPTCP):
 			// Go listens with MPTCP by default where the kernel has it
 			// (Go 1.24); an MPTCP socket is a TCP socket to its users.
-			listening, err := acceptConn(fd)
-			if err != nil {
-				return Info{}, err
-			}
-			info.Kind = TCPConn
 			if listening {
-				info.Kind = TCPListener
+				return TCPListener
 			}
-		case info.Type == unix.SOCK_DGRAM && (info.Protocol == unix.IPPROTO_UDP || info.Protocol == unix.IPPROTO_UDPLITE):
-			info.Kind = UDP
-		default:
-			info.Kind = Other
+			return TCPConn
+		case typ == unix.SOCK_DGRAM && (proto == unix.IPPROTO_UDP || proto == unix.IPPROTO_UDPLITE):
+			return UDP
 		}
 	case unix.AF_UNIX:
-		switch info.Type {
+		switch typ {
 		case unix.SOCK_STREAM, unix.SOCK_SEQPACKET:
-			listening, err := acceptConn(fd)
-			if err != nil {
-				return Info{}, err
-			}
-			info.Kind = UnixConn
 			if listening {
-				info.Kind = UnixListener
+				return UnixListener
 			}
+			return UnixConn
 		case unix.SOCK_DGRAM:
-			info.Kind = UnixDatagram
-		default:
-			info.Kind = Other
+			return UnixDatagram
 		}
-	default:
-		info.Kind = Other
 	}
-	return info, nil
+	return Other
 }
 
 func acceptConn(fd int) (bool, error) {

@@ -26,3 +26,5 @@ func SocketNetNSHandle(int) (netns.NsHandle, error) { return netns.None(), ErrUn
 
 // CurrentNetNS is Linux-only; elsewhere it returns ErrUnsupported.
 func CurrentNetNS() (fd.ID, error) { return fd.ID{}, ErrUnsupported }
+
+func verifyAll([]int, []Kind) (int, error) { return 0, ErrUnsupported }

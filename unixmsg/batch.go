@@ -19,11 +19,14 @@ import (
 // The zero Batch is empty and ready to use. A Batch is not safe for
 // concurrent use.
 type Batch struct {
-	items []Item
-	fds   []int // -1 once taken or closed
-	index map[string]int
-	dup   string // a name that occurs twice, found while indexing
+	payload []byte
+	items   []Item
+	fds     []int          // -1 once taken or closed
+	index   map[string]int // name to index, or dupName; built on first use
 }
+
+// dupName marks, in Batch.index, a name that more than one item carries.
+const dupName = -1
 
 // Add appends an item named name holding a duplicate of the descriptor
 // behind v, which may be a net.Listener, net.Conn, net.PacketConn, *os.File,
@@ -94,12 +97,20 @@ func (b *Batch) buildIndex() {
 			continue
 		}
 		if _, ok := b.index[it.Name]; ok {
-			b.dup = it.Name
+			b.index[it.Name] = dupName
 			continue
 		}
 		b.index[it.Name] = i
 	}
 }
+
+// SetPayload sets the batch's own payload: application data that travels
+// with the batch as a whole (a control message, say), bounded by
+// Limits.MaxPayload. The batch keeps p as it is until it is sent.
+func (b *Batch) SetPayload(p []byte) { b.payload = p }
+
+// Payload returns the batch's own payload.
+func (b *Batch) Payload() []byte { return b.payload }
 
 // Len returns the number of items.
 func (b *Batch) Len() int { return len(b.items) }
@@ -112,12 +123,16 @@ func (b *Batch) Item(i int) Item { return b.items[i] }
 // do not modify it.
 func (b *Batch) Items() []Item { return b.items }
 
-// Lookup returns the index of the item named name.
+// Lookup returns the index of the item named name. A name that more than
+// one item carries (a peer that broke the rule) is ErrDuplicateName.
 func (b *Batch) Lookup(name string) (int, error) {
 	b.buildIndex()
 	i, ok := b.index[name]
 	if !ok || name == "" {
 		return -1, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	if i == dupName {
+		return -1, fmt.Errorf("%w: %q", ErrDuplicateName, name)
 	}
 	return i, nil
 }
@@ -220,16 +235,11 @@ func (b *Batch) NsHandle(name string) (netns.NsHandle, error) {
 // Close closes every descriptor not taken. It is safe to call more than
 // once; the items' descriptions stay readable.
 func (b *Batch) Close() error {
-	var errs []error
-	for i, f := range b.fds {
-		if f >= 0 {
-			if err := fd.Close(f); err != nil {
-				errs = append(errs, err)
-			}
-			b.fds[i] = -1
-		}
+	err := fd.CloseAll(b.fds)
+	for i := range b.fds {
+		b.fds[i] = -1
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // sendable returns the descriptors to send, or an error if one was taken.
@@ -242,21 +252,19 @@ func (b *Batch) sendable() ([]int, error) {
 	return b.fds, nil
 }
 
-// verify checks every descriptor's kind and that set names are unique.
-func (b *Batch) verify(kindsToo bool) error {
-	if kindsToo {
-		for i, f := range b.fds {
-			if err := kinds.Verify(f, b.items[i].Kind); err != nil {
-				if errors.Is(err, kinds.ErrMismatch) {
-					return &kindError{index: i, name: b.items[i].Name, err: err}
-				}
-				return fmt.Errorf("unixmsg: verify item %d (%q): %w", i, b.items[i].Name, err)
-			}
+// verify checks every descriptor's kind.
+func (b *Batch) verify() error {
+	if len(b.fds) > 0 {
+		want := make([]kinds.Kind, len(b.items))
+		for i := range b.items {
+			want[i] = b.items[i].Kind
 		}
-	}
-	b.buildIndex()
-	if b.dup != "" {
-		return fmt.Errorf("%w: %q", ErrDuplicateName, b.dup)
+		if i, err := kinds.VerifyAll(b.fds, want); err != nil {
+			if errors.Is(err, kinds.ErrMismatch) {
+				return &kindError{index: i, name: b.items[i].Name, err: err}
+			}
+			return fmt.Errorf("unixmsg: verify item %d (%q): %w", i, b.items[i].Name, err)
+		}
 	}
 	return nil
 }

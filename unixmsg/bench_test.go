@@ -26,7 +26,9 @@ var (
 // (the test binary re-run) to this one over a SOCK_SEQPACKET socketpair.
 //
 //   - raw: the plain sendmsg/recvmsg bound, 253 descriptors and one byte per
-//     message, the receiver closing what arrives;
+//     message, the receiver closing what arrives with close(2);
+//   - raw-closerange: the same, closing each message's descriptors with one
+//     close_range(2), as Batch.Close does: a stricter bound;
 //   - unverified: a Batch whose items each carry a name and two meta
 //     entries, received whole, without the kind check, then closed;
 //   - verified: the same with every descriptor's kind checked.
@@ -36,50 +38,15 @@ var (
 // RLIMIT_NOFILE of the machines this project runs on.
 func BenchmarkTransfer(b *testing.B) {
 	raiseNoFile(b, benchFDs+1000)
-	b.Run("raw", func(b *testing.B) {
-		mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
-		defer mine.Close()
-		_, wait := startChild(b, "bench-raw", nil, theirs)
-		theirs.Close()
-		rc, err := mine.SyscallConn()
-		if err != nil {
-			b.Fatal(err)
+	for _, rangeClose := range []bool{false, true} {
+		name := "raw"
+		if rangeClose {
+			name = "raw-closerange"
 		}
-		buf := make([]byte, 16)
-		oob := make([]byte, unix.CmsgSpace(4*unixmsg.MaxFDsPerMessage))
-		recvAll := func(n int) {
-			for got := 0; got < n; {
-				var oobn int
-				var rerr error
-				rc.Control(func(s uintptr) {
-					_, oobn, _, rerr = rawsock.Recvmsg(int(s), buf, oob, unix.MSG_CMSG_CLOEXEC)
-				})
-				if rerr != nil {
-					b.Fatal(rerr)
-				}
-				rfds, err := unixmsg.ParseControl(oob[:oobn])
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(rfds) == 0 {
-					b.Fatal("sender stopped")
-				}
-				got += len(rfds)
-				fd.CloseAll(rfds)
-			}
-		}
-		recvAll(benchFDs) // the sender is up
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			recvAll(benchFDs)
-		}
-		b.StopTimer()
-		b.ReportMetric(float64(benchFDs*b.N)/b.Elapsed().Seconds(), "fds/s")
-		mine.Close()
-		wait()
-	})
+		b.Run(name, func(b *testing.B) { benchRaw(b, rangeClose) })
+	}
 	for _, verify := range []bool{false, true} {
+
 		name := "unverified"
 		if verify {
 			name = "verified"
@@ -105,15 +72,73 @@ func BenchmarkTransfer(b *testing.B) {
 			recv() // the sender is up
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := cpuNow()
 			for range b.N {
 				recv()
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(benchFDs*b.N)/b.Elapsed().Seconds(), "fds/s")
+			b.ReportMetric(float64(cpuNow()-cpu0)/float64(b.N), "rx-cpu-ns/op")
 			rx.Close()
 			wait()
 		})
 	}
+}
+
+// benchRaw receives from a child that sends with plain sendmsg(2). The
+// receiver closes each descriptor with close(2), as a hand-written loop
+// would, or, with rangeClose, each message's run with close_range(2), the
+// way Batch.Close does.
+func benchRaw(b *testing.B, rangeClose bool) {
+	mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
+	defer mine.Close()
+	_, wait := startChild(b, "bench-raw", nil, theirs)
+	theirs.Close()
+	rc, err := mine.SyscallConn()
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	oob := make([]byte, unix.CmsgSpace(4*unixmsg.MaxFDsPerMessage))
+	recvAll := func(n int) {
+		for got := 0; got < n; {
+			var oobn int
+			var rerr error
+			rc.Control(func(s uintptr) {
+				_, oobn, _, rerr = rawsock.Recvmsg(int(s), buf, oob, unix.MSG_CMSG_CLOEXEC)
+			})
+			if rerr != nil {
+				b.Fatal(rerr)
+			}
+			rfds, err := unixmsg.ParseControl(oob[:oobn])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(rfds) == 0 {
+				b.Fatal("sender stopped")
+			}
+			got += len(rfds)
+			if rangeClose {
+				fd.CloseAll(rfds)
+			} else {
+				for _, f := range rfds {
+					unix.Close(f)
+				}
+			}
+		}
+	}
+	recvAll(benchFDs) // the sender is up
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuNow()
+	for range b.N {
+		recvAll(benchFDs)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(benchFDs*b.N)/b.Elapsed().Seconds(), "fds/s")
+	b.ReportMetric(float64(cpuNow()-cpu0)/float64(b.N), "rx-cpu-ns/op")
+	mine.Close()
+	wait()
 }
 
 // benchSources returns benchFDs duplicates of one TCP listener's descriptor.
@@ -157,7 +182,7 @@ func benchSendRaw() {
 // entries each, over and over until the parent hangs up.
 func benchSendBatch() {
 	ln, fds := benchSources()
-	tx := childConn(nil)
+	tx := childConn(&unixmsg.Options{NoAck: os.Getenv("BENCH_NOACK") != ""})
 	var batch unixmsg.Batch
 	for i, f := range fds {
 		meta := unixmsg.MetaOf("network", "tcp", "addr", ln.Addr().String())
@@ -190,4 +215,12 @@ func raiseNoFile(tb testing.TB, n uint64) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
 		tb.Skipf("needs RLIMIT_NOFILE of %d (have %d, hard %d) and cannot raise it: %v", n, lim.Cur, lim.Max, err)
 	}
+}
+
+// cpuNow returns the CPU time, user and system, this process has used, in
+// nanoseconds: the receiver's cost, apart from the sender's.
+func cpuNow() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -190,7 +190,7 @@ func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
 		flags = HeadFlagAck
 	}
 	var frames []Frame
-	c.wbuf, frames, err = EncodeBatch(c.wbuf[:0], b.items, flags, c.lim)
+	c.wbuf, frames, err = EncodeBatch(c.wbuf[:0], b.items, b.payload, flags, c.lim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}
@@ -259,8 +259,10 @@ func (c *Conn) ReceiveContext(ctx context.Context) (*Batch, error) {
 		c.reject(err)
 		return nil, err
 	}
-	b := &Batch{items: m.Items, fds: m.FDs}
-	if err := b.verify(!c.opts.SkipVerify); err != nil {
+	b := &Batch{items: m.Items, fds: m.FDs, payload: m.Payload}
+	if c.opts.SkipVerify {
+		// Nothing to check.
+	} else if err := b.verify(); err != nil {
 		b.Close()
 		if m.Flags&HeadFlagAck != 0 {
 			c.reject(err)

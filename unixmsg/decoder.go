@@ -7,16 +7,23 @@ type Frame struct {
 	NFDs int
 }
 
-// EncodeBatch encodes items as the frames of one batch: a HEAD frame, then
-// as many DATA frames as the records and descriptors need, at most
+// EncodeBatch encodes a batch as its frames: a HEAD frame, then as many
+// DATA frames as the payload, records and descriptors need, at most
 // lim.MaxFrame body bytes and lim.MaxFDsPerMessage descriptors each. The
 // frames are appended to dst and returned as sub-slices of it. Item i
-// travels with the i-th descriptor; flags is HeadFlagAck or 0.
-func EncodeBatch(dst []byte, items []Item, flags uint32, lim Limits) ([]byte, []Frame, error) {
+// travels with the i-th descriptor; payload is the batch's own payload;
+// flags is HeadFlagAck or 0.
+func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
 	lim = lim.withDefaults()
-	rec, err := AppendRecords(nil, items, lim)
+	if len(payload) > lim.MaxPayload {
+		return dst, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
+	}
+	rec, err := AppendRecords(append([]byte(nil), payload...), items, lim)
 	if err != nil {
 		return dst, nil, err
+	}
+	if len(rec) > lim.MaxBatchBytes {
+		return dst, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
 	}
 	n := len(items)
 	nframes := (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
@@ -31,7 +38,7 @@ func EncodeBatch(dst []byte, items []Item, flags uint32, lim Limits) ([]byte, []
 	}
 	start := len(dst)
 	dst = AppendHeader(dst, Header{Type: FrameHead, Length: HeadLen})
-	dst = AppendHead(dst, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec))})
+	dst = AppendHead(dst, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
 	type span struct{ off, end, nfds int }
 	spans := make([]span, 0, nframes+1)
 	spans = append(spans, span{start, len(dst), 0})
@@ -57,6 +64,8 @@ type Message struct {
 	// belonging to Items[i]. The descriptors are the receiver's.
 	Items []Item
 	FDs   []int
+	// Payload is the batch's own payload.
+	Payload []byte
 	// Flags are the batch's HEAD flags.
 	Flags uint32
 	// Ack is set when the message is an ACK frame.
@@ -222,7 +231,13 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 		}
 		d.inBatch = true
 		d.head = head
-		d.rec = make([]byte, 0, min(head.Size, 1<<20))
+		// The record buffer is reused from batch to batch (nothing
+		// returned refers to it); it grows with what arrives, never
+		// ahead of it.
+		if cap(d.rec) > 4<<20 {
+			d.rec = nil
+		}
+		d.rec = d.rec[:0]
 		d.fds = make([]int, 0, min(head.Items, 1<<12))
 	case FrameData:
 		if !d.inBatch {
@@ -235,7 +250,7 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 			return errf(ErrUnexpectedFDs, "batch announced %d descriptors, %d arrived", d.head.Items, len(d.fds))
 		}
 		if uint64(len(d.rec))+uint64(len(body)) > d.head.Size {
-			return errf(ErrMalformed, "batch announced %d record bytes, more arrived", d.head.Size)
+			return errf(ErrMalformed, "batch announced %d bytes, more arrived", d.head.Size)
 		}
 		d.rec = append(d.rec, body...)
 	case FrameAck:
@@ -250,12 +265,17 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 		return nil
 	}
 	if uint64(len(d.rec)) == d.head.Size && len(d.fds) == int(d.head.Items) {
-		items, err := ParseRecords(d.rec, int(d.head.Items), d.lim)
+		pl := int(d.head.Payload)
+		items, err := ParseRecords(d.rec[pl:], int(d.head.Items), d.lim)
 		if err != nil {
 			return err
 		}
-		d.out = append(d.out, Message{Items: items, FDs: d.fds, Flags: d.head.Flags})
-		d.inBatch, d.head, d.rec, d.fds = false, Head{}, nil, nil
+		var payload []byte
+		if pl > 0 {
+			payload = append([]byte(nil), d.rec[:pl]...)
+		}
+		d.out = append(d.out, Message{Items: items, FDs: d.fds, Payload: payload, Flags: d.head.Flags})
+		d.inBatch, d.head, d.fds = false, Head{}, nil
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ const (
 	// HeaderLen is the length of a frame header.
 	HeaderLen = 16
 	// HeadLen is the length of a HEAD frame's body.
-	HeadLen = 16
+	HeadLen = 24
 	// RecordLen is the length of a record's fixed part.
 	RecordLen = 10
 	// MaxFDsPerMessage is the kernel's SCM_MAX_FD: the most descriptors one
@@ -203,16 +203,19 @@ func ParseHeader(b []byte, lim Limits) (Header, error) {
 
 // Head is the body of a HEAD frame.
 type Head struct {
-	Items uint32 // items, and so descriptors, in the batch
-	Flags uint32 // HeadFlagAck, or 0
-	Size  uint64 // total bytes of the records that follow in DATA frames
+	Items   uint32 // items, and so descriptors, in the batch
+	Flags   uint32 // HeadFlagAck, or 0
+	Size    uint64 // bytes that follow in DATA frames: payload, then records
+	Payload uint32 // bytes of batch payload at the start of the DATA bytes
 }
 
 // AppendHead appends the encoding of h to dst.
 func AppendHead(dst []byte, h Head) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, h.Items)
 	dst = binary.LittleEndian.AppendUint32(dst, h.Flags)
-	return binary.LittleEndian.AppendUint64(dst, h.Size)
+	dst = binary.LittleEndian.AppendUint64(dst, h.Size)
+	dst = binary.LittleEndian.AppendUint32(dst, h.Payload)
+	return binary.LittleEndian.AppendUint32(dst, 0)
 }
 
 // ParseHead parses a HEAD frame's body and checks it against lim before
@@ -223,21 +226,28 @@ func ParseHead(b []byte, lim Limits) (Head, error) {
 		return Head{}, errf(ErrMalformed, "HEAD body of %d bytes, want %d", len(b), HeadLen)
 	}
 	h := Head{
-		Items: binary.LittleEndian.Uint32(b[0:4]),
-		Flags: binary.LittleEndian.Uint32(b[4:8]),
-		Size:  binary.LittleEndian.Uint64(b[8:16]),
+		Items:   binary.LittleEndian.Uint32(b[0:4]),
+		Flags:   binary.LittleEndian.Uint32(b[4:8]),
+		Size:    binary.LittleEndian.Uint64(b[8:16]),
+		Payload: binary.LittleEndian.Uint32(b[16:20]),
 	}
 	if h.Flags&^HeadFlagAck != 0 {
 		return Head{}, errf(ErrMalformed, "unknown HEAD flags %#x", h.Flags)
 	}
+	if r := binary.LittleEndian.Uint32(b[20:24]); r != 0 {
+		return Head{}, errf(ErrMalformed, "reserved HEAD field is %#x, want 0", r)
+	}
 	if h.Items > uint32(lim.MaxItems) {
 		return Head{}, errf(ErrLimit, "batch of %d items, limit %d", h.Items, lim.MaxItems)
 	}
-	if h.Size > uint64(lim.MaxBatchBytes) {
-		return Head{}, errf(ErrLimit, "batch of %d record bytes, limit %d", h.Size, lim.MaxBatchBytes)
+	if h.Payload > uint32(lim.MaxPayload) {
+		return Head{}, errf(ErrLimit, "batch payload of %d bytes, limit %d", h.Payload, lim.MaxPayload)
 	}
-	if h.Size < uint64(h.Items)*RecordLen {
-		return Head{}, errf(ErrMalformed, "%d record bytes cannot hold %d items", h.Size, h.Items)
+	if h.Size > uint64(lim.MaxBatchBytes) {
+		return Head{}, errf(ErrLimit, "batch of %d bytes, limit %d", h.Size, lim.MaxBatchBytes)
+	}
+	if h.Size < uint64(h.Payload)+uint64(h.Items)*RecordLen {
+		return Head{}, errf(ErrMalformed, "%d bytes cannot hold a payload of %d and %d items", h.Size, h.Payload, h.Items)
 	}
 	return h, nil
 }
@@ -389,8 +399,8 @@ func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
 }
 
 // ParseRecords parses exactly n records that fill src, checking each against
-// lim. Names, keys and values share one string copy of src; payloads are
-// sub-slices of src, which the caller must not modify afterwards.
+// lim. Nothing returned refers to src: names, keys and values share one
+// string copy of it, and payloads share one byte copy.
 func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 	lim = lim.withDefaults()
 	if n < 0 || n > lim.MaxItems {
@@ -405,7 +415,7 @@ func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 	str := string(src)
 	items := make([]Item, n)
 	var pool Meta
-	off := 0
+	off, payTotal := 0, 0
 	for i := range items {
 		it := &items[i]
 		if len(src)-off < RecordLen {
@@ -478,6 +488,7 @@ func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 		}
 		if payLen > 0 {
 			it.Payload = src[off : off+payLen : off+payLen]
+			payTotal += payLen
 		}
 		off += payLen
 		if !it.Kind.Valid() {
@@ -486,6 +497,15 @@ func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 	}
 	if off != len(src) {
 		return nil, errf(ErrMalformed, "%d bytes after the last record", len(src)-off)
+	}
+	if payTotal > 0 {
+		own := make([]byte, 0, payTotal)
+		for i := range items {
+			if p := items[i].Payload; p != nil {
+				own = append(own, p...)
+				items[i].Payload = own[len(own)-len(p) : len(own) : len(own)]
+			}
+		}
 	}
 	return items, nil
 }

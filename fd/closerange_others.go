@@ -1,0 +1,5 @@
+//go:build !linux
+
+package fd
+
+func closeRange(first, last int) error { return closeEach(first, last) }
