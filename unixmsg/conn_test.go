@@ -1,0 +1,395 @@
+//go:build linux
+
+package unixmsg_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fdpass/fdpass/kinds"
+	"github.com/fdpass/fdpass/unixmsg"
+)
+
+// pair returns a connected pair of Conns closed at the end of the test.
+func pair(t *testing.T, opts *unixmsg.Options) (*unixmsg.Conn, *unixmsg.Conn) {
+	t.Helper()
+	a, b, err := unixmsg.Pair(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// sendAsync sends b on c in a goroutine and returns the error channel.
+func sendAsync(c *unixmsg.Conn, b *unixmsg.Batch) <-chan error {
+	errc := make(chan error, 1)
+	go func() { errc <- c.Send(b) }()
+	return errc
+}
+
+func recvErr(t *testing.T, errc <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("send did not return")
+		return nil
+	}
+}
+
+func tempFile(t *testing.T, content string) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "item")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestReceiveDeadlineKeepsConnUsable(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, nil)
+	b.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := b.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Receive past the deadline = %v, want os.ErrDeadlineExceeded", err)
+	}
+	// Nothing of a batch had arrived, so the Conn is still good.
+	b.SetDeadline(time.Time{})
+	var batch unixmsg.Batch
+	defer batch.Close()
+	if err := batch.Add("f", tempFile(t, "x"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	errc := sendAsync(a, &batch)
+	got, err := b.Receive()
+	if err != nil {
+		t.Fatalf("Receive after a timeout: %v", err)
+	}
+	got.Close()
+	if err := recvErr(t, errc); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReceiveContextCancel(t *testing.T) {
+	checkLeaks(t)
+	_, b := pair(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := b.ReceiveContext(ctx)
+		errc <- err
+	}()
+	cancel()
+	if err := recvErr(t, errc); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReceiveContext after cancel = %v, want context.Canceled", err)
+	}
+}
+
+func TestSendContextCancelWhileAwaitingAck(t *testing.T) {
+	checkLeaks(t)
+	a, _ := pair(t, nil) // nobody receives, so no acknowledgement comes
+	var batch unixmsg.Batch
+	defer batch.Close()
+	if err := batch.Add("f", tempFile(t, "x"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := a.SendContext(ctx, &batch); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SendContext = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestKindMismatchRejectedOnBothSides(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, nil)
+	// A sender that lies about a kind: a file declared as a TCP listener.
+	// Batch.Add detects kinds, so lie on the wire by hand: encode a batch
+	// whose record says TCP listener and attach a file.
+	f := tempFile(t, "not a socket")
+	var lie unixmsg.Batch
+	defer lie.Close()
+	if err := lie.Add("ln", f, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := lie.Item(0).Kind; got != kinds.File {
+		t.Fatalf("Add detected %s, want file", got)
+	}
+	errc := sendLying(t, a, f, kinds.TCPListener)
+	_, err := b.Receive()
+	if !errors.Is(err, unixmsg.ErrKindMismatch) || !errors.Is(err, kinds.ErrMismatch) {
+		t.Fatalf("Receive = %v, want ErrKindMismatch and kinds.ErrMismatch", err)
+	}
+	ack := recvErr(t, errc)
+	var rej *unixmsg.RejectedError
+	if !errors.As(ack, &rej) || rej.Status != unixmsg.StatusKind {
+		t.Fatalf("sender got %v, want a RejectedError with status kind", ack)
+	}
+	// The batch was refused whole; the Conn goes on.
+	var ok unixmsg.Batch
+	defer ok.Close()
+	if err := ok.Add("f", f, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	errc = sendAsync(a, &ok)
+	got, err := b.Receive()
+	if err != nil {
+		t.Fatalf("Receive after a refused batch: %v", err)
+	}
+	got.Close()
+	if err := recvErr(t, errc); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sendLying writes, on a's socket, a batch of one item declared as kind k
+// that carries f's descriptor, and waits for the receiver's ACK frame.
+func sendLying(t *testing.T, a *unixmsg.Conn, f *os.File, k kinds.Kind) <-chan error {
+	t.Helper()
+	_, frames, err := unixmsg.EncodeBatch(nil, []unixmsg.Item{{Kind: k, Name: "ln"}}, nil, unixmsg.HeadFlagAck, unixmsg.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := a.UnixConn().SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fr := range frames {
+		var oob []byte
+		if fr.NFDs > 0 {
+			oob = syscall.UnixRights(int(f.Fd()))
+		}
+		var serr error
+		rc.Write(func(s uintptr) bool {
+			serr = syscall.Sendmsg(int(s), fr.Data, oob, nil, 0)
+			return serr != syscall.EAGAIN
+		})
+		if serr != nil {
+			t.Fatal(serr)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		var n int
+		var rerr error
+		rc.Read(func(s uintptr) bool {
+			n, rerr = syscall.Read(int(s), buf)
+			return rerr != syscall.EAGAIN
+		})
+		if rerr != nil {
+			errc <- rerr
+			return
+		}
+		d := unixmsg.NewDecoder(unixmsg.Limits{}, true)
+		if err := d.Feed(buf[:n], nil); err != nil {
+			errc <- err
+			return
+		}
+		m, ok := d.Next()
+		if !ok || m.Ack == nil {
+			errc <- errors.New("no ACK frame")
+			return
+		}
+		if m.Ack.Status != unixmsg.StatusOK {
+			errc <- &unixmsg.RejectedError{Status: m.Ack.Status, Reason: m.Ack.Reason}
+			return
+		}
+		errc <- nil
+	}()
+	return errc
+}
+
+func TestEOF(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, nil)
+	a.Close()
+	if _, err := b.Receive(); err != io.EOF {
+		t.Fatalf("Receive after the peer closed = %v, want io.EOF", err)
+	}
+	if _, err := b.Receive(); err == nil {
+		t.Fatal("second Receive after EOF succeeded")
+	}
+}
+
+func TestClosedConn(t *testing.T) {
+	checkLeaks(t)
+	a, _ := pair(t, nil)
+	a.Close()
+	var batch unixmsg.Batch
+	if err := a.Send(&batch); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Send on a closed Conn = %v, want net.ErrClosed", err)
+	}
+	if _, err := a.Receive(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Receive on a closed Conn = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestNoAck(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, &unixmsg.Options{NoAck: true})
+	var batch unixmsg.Batch
+	defer batch.Close()
+	if err := batch.Add("f", tempFile(t, "x"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// With NoAck, Send returns once written, with no receiver running.
+	if err := a.Send(&batch); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Close()
+}
+
+func TestSendTakenItem(t *testing.T) {
+	checkLeaks(t)
+	a, _ := pair(t, nil)
+	var batch unixmsg.Batch
+	defer batch.Close()
+	if err := batch.Add("f", tempFile(t, "x"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := batch.File("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := a.Send(&batch); !errors.Is(err, unixmsg.ErrTaken) {
+		t.Fatalf("Send of a batch with a taken item = %v, want ErrTaken", err)
+	}
+}
+
+func TestSendOverLimitSendsNothing(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, &unixmsg.Options{Limits: unixmsg.Limits{MaxNameLen: 4}})
+	var batch unixmsg.Batch
+	defer batch.Close()
+	if err := batch.Add("too-long", tempFile(t, "x"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send(&batch); !errors.Is(err, unixmsg.ErrLimit) {
+		t.Fatalf("Send = %v, want ErrLimit", err)
+	}
+	// Nothing went out: the Conn still works.
+	b.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := b.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Receive = %v, want a timeout: nothing should have been sent", err)
+	}
+}
+
+func TestBatchTakers(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	var batch unixmsg.Batch
+	defer batch.Close()
+	meta := unixmsg.MetaOf("addr", ln.Addr().String(), "role", "http")
+	if err := batch.Add("tcp", ln, meta, []byte("state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Add("udp", udp, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Add("tcp", udp, nil, nil); !errors.Is(err, unixmsg.ErrDuplicateName) {
+		t.Fatalf("Add of a duplicate name = %v, want ErrDuplicateName", err)
+	}
+	if err := batch.Add("", tempFile(t, "anon"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	batch.SetPayload([]byte("batch state"))
+	errc := sendAsync(a, &batch)
+	got, err := b.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	if err := recvErr(t, errc); err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Payload()) != "batch state" {
+		t.Errorf("batch payload = %q", got.Payload())
+	}
+	i, err := got.Lookup("tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := got.Item(i)
+	if it.Kind != kinds.TCPListener || it.Meta.Value("addr") != ln.Addr().String() || it.Meta.Value("role") != "http" || string(it.Payload) != "state" {
+		t.Errorf("item = %+v", it)
+	}
+	if _, err := got.PacketConn("tcp"); !errors.Is(err, unixmsg.ErrWrongKind) {
+		t.Errorf("PacketConn of a listener = %v, want ErrWrongKind", err)
+	}
+	if _, err := got.Listener("nope"); !errors.Is(err, unixmsg.ErrNotFound) {
+		t.Errorf("Listener of a missing name = %v, want ErrNotFound", err)
+	}
+	if _, err := got.Lookup(""); !errors.Is(err, unixmsg.ErrNotFound) {
+		t.Errorf("Lookup of the empty name = %v, want ErrNotFound", err)
+	}
+	l2, err := got.Listener("tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if _, err := got.Listener("tcp"); !errors.Is(err, unixmsg.ErrTaken) {
+		t.Errorf("second Listener = %v, want ErrTaken", err)
+	}
+	if !got.Taken(i) {
+		t.Error("Taken = false after Listener")
+	}
+	pc, err := got.PacketConn("udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	// The received listener accepts a connection made to the original.
+	done := make(chan error, 1)
+	go func() {
+		c, err := l2.Accept()
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// Either copy may accept; close the original's side to let ours win.
+	ln.Close()
+	if err := recvErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	// The anonymous item is reached by index.
+	f, err := got.TakeFDAt(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.NewFile(uintptr(f), "anon").Close()
+}
