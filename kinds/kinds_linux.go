@@ -29,7 +29,14 @@ func detect(fd int) (Info, error) {
 	info := Info{Mode: st.Mode & unix.S_IFMT}
 	switch info.Mode {
 	case unix.S_IFSOCK:
-		return detectSocket(fd, info)
+		si, err := detectSocket(fd, info)
+		if errors.Is(err, unix.EBADF) {
+			// An O_PATH descriptor of a socket inode: it names the
+			// socket file but is no socket to talk through.
+			info.Kind = Other
+			return info, nil
+		}
+		return si, err
 	case unix.S_IFREG:
 		if st.Size != 0 {
 			// nsfs and pidfs files are always empty.
@@ -79,7 +86,7 @@ func detectSocket(fd int, info Info) (Info, error) {
 		return Info{}, os.NewSyscallError("getsockopt", err)
 	}
 	info.Mode = unix.S_IFSOCK
-	if info.Family == unix.AF_INET || info.Family == unix.AF_INET6 {
+	if info.Family == unix.AF_INET || info.Family == unix.AF_INET6 || info.Family == unix.AF_SMC {
 		if info.Protocol, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil {
 			return Info{}, os.NewSyscallError("getsockopt", err)
 		}
@@ -100,15 +107,23 @@ func classifySocket(family, typ, proto int, listening bool) Kind {
 	switch family {
 	case unix.AF_INET, unix.AF_INET6:
 		switch {
-		case typ == unix.SOCK_STREAM && (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_MPTCP):
+		case typ == unix.SOCK_STREAM && (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_MPTCP || proto == unix.IPPROTO_SMC):
 			// Go listens with MPTCP by default where the kernel has it
-			// (Go 1.24); an MPTCP socket is a TCP socket to its users.
+			// (Go 1.24); MPTCP and SMC sockets are TCP sockets to their
+			// users (SMC falls back to TCP and answers TCP's options).
 			if listening {
 				return TCPListener
 			}
 			return TCPConn
 		case typ == unix.SOCK_DGRAM && (proto == unix.IPPROTO_UDP || proto == unix.IPPROTO_UDPLITE):
 			return UDP
+		}
+	case unix.AF_SMC:
+		if typ == unix.SOCK_STREAM {
+			if listening {
+				return TCPListener
+			}
+			return TCPConn
 		}
 	case unix.AF_UNIX:
 		switch typ {
@@ -161,9 +176,11 @@ func verify(fd int, want Kind) error {
 	var err error
 	if want.IsSocket() {
 		// Skip fstat: a descriptor that is not a socket fails the first
-		// getsockopt with ENOTSOCK, and only then is it worth a full look.
+		// getsockopt, and only then is it worth a full look.
 		info, err = detectSocket(fd, Info{})
-		if errors.Is(err, unix.ENOTSOCK) {
+		if err != nil {
+			// Not a socket (ENOTSOCK), or not one to talk through (EBADF
+			// for O_PATH): only a full look says what it is.
 			info, err = detect(fd)
 		}
 	} else {

@@ -52,6 +52,7 @@ func verifyAll(fds []int, want []Kind) (int, error) {
 const (
 	ringEntries          = 1024 // SQEs per ring: 256 descriptors of 4 options
 	ioringOpUringCmd     = 46
+	ioringOpStatx        = 21
 	socketOpGetsockopt   = 2
 	ioringSetupSubmitAll = 1 << 7
 	ioringEnterGetEvents = 1 << 0
@@ -138,81 +139,156 @@ func (r *ring) close() {
 	unix.Close(r.fd)
 }
 
-// getsockopts reads sockOpts for each socket in fds into vals (four per
-// socket) and reports in ok which sockets were answered in full.
-func (r *ring) getsockopts(fds []int, vals []int32, ok []bool) error {
-	per := int(r.entries) / len(sockOpts)
-	for start := 0; start < len(fds); start += per {
-		end := min(start+per, len(fds))
-		tail := atomic.LoadUint32(r.sqTail)
-		n := uint32(0)
-		for i := start; i < end; i++ {
-			ok[i] = true
-			for k, opt := range sockOpts {
-				idx := (tail + n) & r.sqMask
-				sqe := r.sqes[int(idx)*sqeSize : int(idx+1)*sqeSize : int(idx+1)*sqeSize]
-				clear(sqe)
-				sqe[0] = ioringOpUringCmd
-				putU32(sqe[4:], uint32(int32(fds[i])))
-				putU32(sqe[8:], socketOpGetsockopt)
-				putU32(sqe[16:], unix.SOL_SOCKET)
-				putU32(sqe[20:], uint32(opt))
-				putU64(sqe[32:], uint64(i*len(sockOpts)+k))
-				putU32(sqe[44:], 4)
-				putU64(sqe[48:], uint64(uintptr(unsafe.Pointer(&vals[i*len(sockOpts)+k]))))
-				*(*uint32)(unsafe.Add(r.sqArray, idx*4)) = idx
-				n++
-			}
+// chunk is how many descriptors one round of submissions covers: a statx
+// each, then four getsockopts for each socket among them.
+const chunk = ringEntries / len(sockOpts)
+
+// emptyPath is the "" path of statx(fd, "", AT_EMPTY_PATH).
+var emptyPath = [1]byte{0}
+
+// submit queues n SQEs written by fill (which gets each SQE's index in the
+// batch and its bytes), submits them and waits for all their completions,
+// calling done with each completion's user data and result.
+func (r *ring) submit(n int, fill func(j int, sqe []byte), done func(ud uint64, res int32)) error {
+	tail := atomic.LoadUint32(r.sqTail)
+	for j := range n {
+		idx := (tail + uint32(j)) & r.sqMask
+		sqe := r.sqes[int(idx)*sqeSize : int(idx+1)*sqeSize : int(idx+1)*sqeSize]
+		clear(sqe)
+		fill(j, sqe)
+		*(*uint32)(unsafe.Add(r.sqArray, idx*4)) = idx
+	}
+	atomic.StoreUint32(r.sqTail, tail+uint32(n))
+	for left := n; left > 0; {
+		_, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(left), uintptr(left), ioringEnterGetEvents, 0, 0)
+		if e != 0 && e != unix.EINTR {
+			return os.NewSyscallError("io_uring_enter", e)
 		}
-		atomic.StoreUint32(r.sqTail, tail+n)
-		for done := uint32(0); done < n; {
-			_, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n-done), uintptr(n-done), ioringEnterGetEvents, 0, 0)
-			if e != 0 && e != unix.EINTR {
-				return os.NewSyscallError("io_uring_enter", e)
-			}
-			head := atomic.LoadUint32(r.cqHead)
-			ctail := atomic.LoadUint32(r.cqTail)
-			for ; head != ctail; head++ {
-				cqe := unsafe.Add(r.cqes, uintptr(head&r.cqMask)*cqeSize)
-				ud := *(*uint64)(cqe)
-				res := *(*int32)(unsafe.Add(cqe, 8))
-				if res < 0 && int(ud) < len(vals) {
-					ok[int(ud)/len(sockOpts)] = false
-				}
-				done++
-			}
-			atomic.StoreUint32(r.cqHead, head)
+		head := atomic.LoadUint32(r.cqHead)
+		ctail := atomic.LoadUint32(r.cqTail)
+		for ; head != ctail; head++ {
+			cqe := unsafe.Add(r.cqes, uintptr(head&r.cqMask)*cqeSize)
+			done(*(*uint64)(cqe), *(*int32)(unsafe.Add(cqe, 8)))
+			left--
 		}
-		// The kernel wrote into vals; keep it reachable until here.
-		runtime.KeepAlive(vals)
+		atomic.StoreUint32(r.cqHead, head)
+	}
+	return nil
+}
+
+// probe fills, for the descriptors fds, their statx type and size and, for
+// sockets, the four sockOpts. ok[i] says that descriptor i was answered in
+// full; the caller checks the others one at a time.
+func (r *ring) probe(fds []int, stx []unix.Statx_t, vals []int32, ok []bool) error {
+	// Statx first, so that socket commands go to sockets only: a
+	// SOCKET_URING_OP_GETSOCKOPT sent to a device would reach whatever
+	// command handler its driver has.
+	err := r.submit(len(fds), func(j int, sqe []byte) {
+		sqe[0] = ioringOpStatx
+		putU32(sqe[4:], uint32(int32(fds[j])))
+		putU64(sqe[8:], uint64(uintptr(unsafe.Pointer(&stx[j]))))
+		putU64(sqe[16:], uint64(uintptr(unsafe.Pointer(&emptyPath[0]))))
+		putU32(sqe[24:], unix.STATX_TYPE|unix.STATX_SIZE)
+		putU32(sqe[28:], unix.AT_EMPTY_PATH)
+		putU64(sqe[32:], uint64(j))
+	}, func(ud uint64, res int32) {
+		if ud < uint64(len(ok)) {
+			ok[ud] = res == 0 && stx[ud].Mask&unix.STATX_TYPE != 0
+		}
+	})
+	runtime.KeepAlive(stx)
+	if err != nil {
+		return err
+	}
+	var socks []int // indexes into fds
+	for j := range fds {
+		if ok[j] && uint32(stx[j].Mode)&unix.S_IFMT == unix.S_IFSOCK {
+			socks = append(socks, j)
+			ok[j] = false // until every option has answered
+		}
+	}
+	if len(socks) == 0 {
+		return nil
+	}
+	answered := make([]uint8, len(fds))
+	n := len(socks) * len(sockOpts)
+	err = r.submit(n, func(j int, sqe []byte) {
+		i, k := socks[j/len(sockOpts)], j%len(sockOpts)
+		sqe[0] = ioringOpUringCmd
+		putU32(sqe[4:], uint32(int32(fds[i])))
+		putU32(sqe[8:], socketOpGetsockopt)
+		putU32(sqe[16:], unix.SOL_SOCKET)
+		putU32(sqe[20:], uint32(sockOpts[k]))
+		putU64(sqe[32:], uint64(i*len(sockOpts)+k))
+		putU32(sqe[44:], 4)
+		putU64(sqe[48:], uint64(uintptr(unsafe.Pointer(&vals[i*len(sockOpts)+k]))))
+	}, func(ud uint64, res int32) {
+		// Success returns the option's length.
+		if i := ud / uint64(len(sockOpts)); i < uint64(len(fds)) && res == 4 {
+			answered[i]++
+		}
+	})
+	// The kernel wrote into vals; keep it reachable until here.
+	runtime.KeepAlive(vals)
+	if err != nil {
+		return err
+	}
+	for _, i := range socks {
+		ok[i] = answered[i] == uint8(len(sockOpts))
 	}
 	return nil
 }
 
 func (r *ring) verify(fds []int, want []Kind) (int, error) {
-	vals := make([]int32, len(fds)*len(sockOpts))
-	ok := make([]bool, len(fds))
-	if err := r.getsockopts(fds, vals, ok); err != nil {
+	stx := make([]unix.Statx_t, chunk)
+	vals := make([]int32, chunk*len(sockOpts))
+	ok := make([]bool, chunk)
+	for start := 0; start < len(fds); start += chunk {
+		part := fds[start:min(start+chunk, len(fds))]
 		clear(ok)
-	}
-	for i, f := range fds {
-		if !ok[i] || !want[i].IsSocket() {
-			if err := Verify(f, want[i]); err != nil {
-				return i, err
+		if err := r.probe(part, stx, vals, ok); err != nil {
+			clear(ok)
+		}
+		for j, f := range part {
+			i := start + j
+			got, known := Invalid, ok[j]
+			if known {
+				got, known = kindOf(&stx[j], vals[j*len(sockOpts):])
 			}
-			continue
-		}
-		v := vals[i*len(sockOpts):]
-		proto := 0
-		if v[0] == unix.AF_INET || v[0] == unix.AF_INET6 {
-			proto = int(v[2])
-		}
-		got := classifySocket(int(v[0]), int(v[1]), proto, v[3] != 0)
-		if got != want[i] {
-			return i, &MismatchError{Want: want[i], Got: got}
+			if !known {
+				if err := Verify(f, want[i]); err != nil {
+					return i, err
+				}
+				continue
+			}
+			if got != want[i] {
+				return i, &MismatchError{Want: want[i], Got: got}
+			}
 		}
 	}
 	return -1, nil
+}
+
+// kindOf names a descriptor's kind from its statx and, for a socket, its
+// socket options; known is false where that is not enough (an empty
+// regular file may be a namespace handle).
+func kindOf(stx *unix.Statx_t, v []int32) (k Kind, known bool) {
+	switch uint32(stx.Mode) & unix.S_IFMT {
+	case unix.S_IFSOCK:
+		proto := 0
+		if v[0] == unix.AF_INET || v[0] == unix.AF_INET6 || v[0] == unix.AF_SMC {
+			proto = int(v[2])
+		}
+		return classifySocket(int(v[0]), int(v[1]), proto, v[3] != 0), true
+	case unix.S_IFREG:
+		if stx.Mask&unix.STATX_SIZE != 0 && stx.Size > 0 {
+			return File, true
+		}
+		return Invalid, false
+	case unix.S_IFDIR, unix.S_IFIFO, unix.S_IFCHR:
+		return File, true
+	}
+	return Invalid, false
 }
 
 func putU32(b []byte, v uint32) { binary.NativeEndian.PutUint32(b, v) }
