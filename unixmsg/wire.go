@@ -102,8 +102,9 @@ type Limits struct {
 	// MaxBatchBytes bounds the encoded records of one batch. Default 64 MiB.
 	MaxBatchBytes int
 	// MaxFrame bounds the body of one frame; senders cut records into
-	// frames of at most this size. Default 64 KiB. On SOCK_SEQPACKET the
-	// socket's send buffer must hold a whole frame.
+	// frames of at most this size. Default 64 KiB; at least 2 KiB, so
+	// that a HEAD frame and an ACK with its longest reason always fit. On
+	// SOCK_SEQPACKET the socket's send buffer must hold a whole frame.
 	MaxFrame int
 	// MaxFDsPerMessage bounds the descriptors in one message, and so the
 	// size of the control buffer. Default and maximum 253 (SCM_MAX_FD).
@@ -124,8 +125,12 @@ func DefaultLimits() Limits {
 	}
 }
 
-// hardMaxFrame keeps a frame length representable and its buffer sane.
-const hardMaxFrame = 16 << 20
+// hardMaxFrame keeps a frame length representable and its buffer sane;
+// minFrame leaves room for every frame that is not DATA.
+const (
+	hardMaxFrame = 16 << 20
+	minFrame     = 2 << 10
+)
 
 // withDefaults fills zero fields and clamps what the wire cannot carry.
 func (l Limits) withDefaults() Limits {
@@ -145,6 +150,7 @@ func (l Limits) withDefaults() Limits {
 	fill(&l.MaxPayload, d.MaxPayload, math.MaxInt32)
 	fill(&l.MaxBatchBytes, d.MaxBatchBytes, math.MaxInt32)
 	fill(&l.MaxFrame, d.MaxFrame, hardMaxFrame)
+	l.MaxFrame = max(l.MaxFrame, minFrame)
 	fill(&l.MaxFDsPerMessage, d.MaxFDsPerMessage, MaxFDsPerMessage)
 	return l
 }
