@@ -22,9 +22,12 @@
 // # Conversion
 //
 // The To* functions take ownership of a raw descriptor and return a Go value
-// that owns it: closing the value closes the descriptor. On error the
-// descriptor is closed. [FromValue] goes the other way and returns a
-// duplicate, so the Go value stays the caller's.
+// for it, checking first that the descriptor is of a kind that value can
+// serve. Where Go's net package duplicates the descriptor (listeners,
+// conns, packet conns) the original is closed; either way, on success and
+// on error, the caller has nothing left to close but the value.
+// [FromValue] goes the other way and returns a duplicate, so the Go value
+// stays the caller's.
 //
 // # Network namespaces
 //

@@ -166,11 +166,16 @@ func ToFile(fd int, name string) *os.File {
 }
 
 // ToListener takes ownership of the raw descriptor fd, a listening TCP or
-// unix socket, and returns a net.Listener that owns it. On error fd is
-// closed.
+// unix socket, and returns a net.Listener for it. The listener holds its
+// own descriptor (net.FileListener works on a duplicate) and fd is closed,
+// on success and on error alike. A descriptor of another kind is
+// ErrConvert.
 func ToListener(fd int) (net.Listener, error) {
-	f := os.NewFile(uintptr(fd), "listener")
-	defer f.Close() // net.FileListener works on a duplicate.
+	f, err := toFile(fd, "net.Listener", TCPListener, UnixListener)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
 	ln, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: net.Listener: %w", ErrConvert, err)
@@ -179,9 +184,14 @@ func ToListener(fd int) (net.Listener, error) {
 }
 
 // ToConn takes ownership of the raw descriptor fd, a connected TCP or unix
-// socket, and returns a net.Conn that owns it. On error fd is closed.
+// stream socket, and returns a net.Conn for it. The conn holds its own
+// descriptor and fd is closed, on success and on error alike. A descriptor
+// of another kind is ErrConvert.
 func ToConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "conn")
+	f, err := toFile(fd, "net.Conn", TCPConn, UnixConn)
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
 	c, err := net.FileConn(f)
 	if err != nil {
@@ -191,16 +201,35 @@ func ToConn(fd int) (net.Conn, error) {
 }
 
 // ToPacketConn takes ownership of the raw descriptor fd, a UDP or unix
-// datagram socket, and returns a net.PacketConn that owns it. On error fd is
-// closed.
+// datagram socket, and returns a net.PacketConn for it. The conn holds its
+// own descriptor and fd is closed, on success and on error alike. A
+// descriptor of another kind is ErrConvert.
 func ToPacketConn(fd int) (net.PacketConn, error) {
-	f := os.NewFile(uintptr(fd), "packetconn")
+	f, err := toFile(fd, "net.PacketConn", UDP, UnixDatagram)
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
 	c, err := net.FilePacketConn(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: net.PacketConn: %w", ErrConvert, err)
 	}
 	return c, nil
+}
+
+// toFile checks that fd is one of the kinds want (Go's net.File* functions
+// do not check that a socket listens, or is connected) and wraps it in an
+// *os.File; on error fd is closed.
+func toFile(fd int, what string, want ...Kind) (*os.File, error) {
+	info, err := Detect(fd)
+	if err == nil && info.Kind != want[0] && info.Kind != want[1] {
+		err = &MismatchError{Want: want[0], Got: info.Kind}
+	}
+	if err != nil {
+		closeFD(fd)
+		return nil, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+	}
+	return os.NewFile(uintptr(fd), what), nil
 }
 
 // ToNsHandle takes ownership of the raw descriptor fd, a network-namespace
