@@ -84,7 +84,7 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 	} else {
 		c.rbuf = make([]byte, 64<<10)
 	}
-	c.oob = make([]byte, ControlSpace(c.lim.MaxFDsPerMessage, 64))
+	c.oob = make([]byte, ControlSpace(c.lim.MaxFDsPerMessage))
 	return c, nil
 }
 

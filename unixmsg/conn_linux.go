@@ -88,9 +88,28 @@ func (c *Conn) recvOnce() (n int, fds []int, eof bool, err error) {
 		return 0, nil, false, cerr
 	}
 	if n == 0 && len(fds) == 0 {
+		if c.messages && !c.peerGone() {
+			// recvmsg(2) returns 0 both for an empty message and at the
+			// end; only the peer's shutdown tells them apart.
+			return 0, nil, false, errf(ErrMalformed, "empty message")
+		}
 		return 0, nil, true, nil
 	}
 	return n, fds, false, nil
+}
+
+// peerGone reports whether the peer has shut the connection down.
+func (c *Conn) peerGone() bool {
+	gone := true
+	c.rc.Control(func(s uintptr) {
+		p := []unix.PollFd{{Fd: int32(s), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(p, 0); err == nil && n == 1 {
+			gone = p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0
+		} else if err == nil {
+			gone = false
+		}
+	})
+	return gone
 }
 
 // writeFrame wraps sendmsg(2): the frame's first bytes carry fds; on a

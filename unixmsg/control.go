@@ -20,11 +20,10 @@ const (
 func cmsgAlignUp(n int) int { return (n + cmsgAlign - 1) &^ (cmsgAlign - 1) }
 
 // ControlSpace returns the control-buffer size that holds one SCM_RIGHTS
-// message of n descriptors plus room for one unexpected message of up to
-// extra bytes, so that a stray control message is reported as such instead
-// of truncating the descriptors.
-func ControlSpace(n, extra int) int {
-	return cmsgAlignUp(cmsgHdrLen+4*n) + cmsgAlignUp(cmsgHdrLen+extra)
+// message of n descriptors and no more: any room beyond it would let the
+// kernel deliver more descriptors than n without setting MSG_CTRUNC.
+func ControlSpace(n int) int {
+	return cmsgAlignUp(cmsgHdrLen + 4*n)
 }
 
 // ControlMessage identifies a control message that is not SCM_RIGHTS.

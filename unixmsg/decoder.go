@@ -18,7 +18,8 @@ func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Lim
 	if len(payload) > lim.MaxPayload {
 		return dst, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
 	}
-	rec, err := AppendRecords(append([]byte(nil), payload...), items, lim)
+	rec := make([]byte, 0, len(payload)+RecordsLen(items))
+	rec, err := AppendRecords(append(rec, payload...), items, lim)
 	if err != nil {
 		return dst, nil, err
 	}

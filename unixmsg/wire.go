@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fdpass/fdpass/kinds"
 )
@@ -372,6 +373,19 @@ func checkItem(it *Item, lim *Limits) error {
 	return nil
 }
 
+// RecordsLen returns the encoded length of the records of items.
+func RecordsLen(items []Item) int {
+	n := 0
+	for i := range items {
+		it := &items[i]
+		n += RecordLen + len(it.Name) + len(it.Payload) + 4*len(it.Meta)
+		for _, e := range it.Meta {
+			n += len(e.Key) + len(e.Value)
+		}
+	}
+	return n
+}
+
 // AppendRecords appends the records of items to dst, checking each item
 // against lim.
 func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
@@ -380,6 +394,7 @@ func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
 		return dst, errf(ErrLimit, "batch of %d items, limit %d", len(items), lim.MaxItems)
 	}
 	start := len(dst)
+	dst = slices.Grow(dst, RecordsLen(items))
 	for i := range items {
 		it := &items[i]
 		if err := checkItem(it, &lim); err != nil {
