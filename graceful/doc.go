@@ -1,0 +1,64 @@
+// Package graceful restarts a server without refusing a connection: the
+// running process (the predecessor) hands its listening sockets, packet
+// sockets and open files to the process that replaces it (the successor)
+// over a unix socket, and stops serving only once the successor says it is
+// ready.
+//
+// The package has two APIs. The handler API (Serve, Receive, Client, ...)
+// keeps the interface of the package fdpass grew from. The restart API,
+// described here, is built around a Process:
+//
+//	p, err := graceful.New(graceful.Options{Path: "/run/myapp/handoff.sock"})
+//	ln, err := p.Listen("tcp", ":8080") // inherited, or created
+//	go http.Serve(ln, handler)
+//	err = p.Ready() // the predecessor, if any, stops here
+//	<-p.Exit()      // a successor has taken over: drain and exit
+//
+// Every generation calls New with the same path. New dials the handoff
+// socket: when a predecessor answers, it receives its descriptors; when
+// nobody does, it creates the socket. Listen, ListenPacket and OpenFile
+// return an inherited descriptor when one matches and create one otherwise.
+// Ready closes the inherited descriptors nobody asked for and tells the
+// predecessor to stop.
+//
+// # Handoff protocol
+//
+// The handoff socket is a SOCK_SEQPACKET unix socket; every message is a
+// unixmsg batch whose payload is a control message (see ParseMessage and
+// AppendMessage for the byte layout):
+//
+//	successor                      predecessor
+//	HELLO (versions)        --->   checks SO_PEERCRED and Options.Authorize
+//	                        <---   OFFER + every registered descriptor
+//	(adopts with Listen ...)       (keeps serving everything)
+//	READY                   --->
+//	                        <---   DONE; its Exit channel closes
+//
+// Either side may send ERROR instead of its next message. Until the
+// predecessor has sent DONE it changes nothing: a successor that crashes,
+// hangs past Options.Timeout or disconnects leaves it serving, and the next
+// successor can try again. The handoff listener travels in the OFFER like
+// any other descriptor, so its path never goes missing between
+// generations; the predecessor serves one successor at a time, and a
+// successor that dials while another is being served waits its turn.
+//
+// A second phase after READY, in which established connections migrate, is
+// reserved in the protocol (the FeatureMigrate bit and message types 6 to
+// 15) but not implemented.
+//
+// # Security
+//
+// Both sides check the peer's credentials with SO_PEERCRED: by default the
+// peer must run with this process's uid; Options.Authorize replaces the
+// check. The socket file is created with Options.Mode (0600 by default)
+// before it appears at its path, so there is no window in which it is more
+// open. A socket file left by a dead process is replaced; a live one is
+// never taken over without a handoff (New returns ErrAlreadyRunning).
+// Abstract names ("@name") have no file mode: rely on the credential check.
+//
+// # Platforms
+//
+// The restart API needs Linux; elsewhere New returns ErrUnsupported. The
+// package never logs on its own: give Options.Logger to hear about
+// handoffs.
+package graceful

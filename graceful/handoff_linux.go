@@ -1,0 +1,188 @@
+//go:build linux
+
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/kinds"
+	"golang.org/x/sys/unix"
+)
+
+const supported = true
+
+func isAbstract(path string) bool { return len(path) > 0 && path[0] == '@' }
+
+func dialHandoff(path string) (*net.UnixConn, error) {
+	return net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+}
+
+type pathState int
+
+const (
+	pathAbsent pathState = iota // nothing listens and no file is in the way
+	pathStale                   // a socket file nobody listens on
+	pathOther                   // anything else: the error says what
+)
+
+// classifyDial tells, from the error of dialing path, whether a handoff
+// socket may be created there.
+func classifyDial(path string, err error) (pathState, error) {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return pathAbsent, nil
+	case errors.Is(err, syscall.ECONNREFUSED):
+		if isAbstract(path) {
+			// Abstract names vanish with their socket: nobody has it.
+			return pathAbsent, nil
+		}
+		// connect(2) also says ECONNREFUSED for a file that is not a
+		// socket; never remove one of those.
+		st, serr := os.Lstat(path)
+		switch {
+		case errors.Is(serr, os.ErrNotExist):
+			return pathAbsent, nil
+		case serr != nil:
+			return pathOther, serr
+		case st.Mode()&os.ModeSocket == 0:
+			return pathOther, fmt.Errorf("%w: %s (%s)", ErrNotSocket, path, st.Mode().Type())
+		}
+		return pathStale, nil
+	case errors.Is(err, syscall.EPROTOTYPE):
+		// A live socket of another type (SOCK_STREAM, say).
+		return pathOther, fmt.Errorf("%w: %s: %w", ErrAlreadyRunning, path, err)
+	}
+	return pathOther, err
+}
+
+// listenHandoff creates the handoff listener at path with the given mode.
+// A file system socket is bound in a private directory, given its mode,
+// and linked into place, so that it is never reachable with a wider mode
+// and never replaces a socket that appeared meanwhile (errRetry). With
+// replace, the stale file at path is removed first.
+func listenHandoff(path string, mode os.FileMode, replace bool) (*net.UnixListener, error) {
+	if isAbstract(path) {
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: %w", errRetry, err)
+		}
+		return ln, err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".fdpass")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, mode.Perm()); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if replace {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			ln.Close()
+			return nil, err
+		}
+	}
+	if err := os.Link(tmp, path); err != nil {
+		ln.Close()
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%w: %w", errRetry, err)
+		}
+		return nil, err
+	}
+	return ln, nil
+}
+
+func removeSocketFile(path string) {
+	if !isAbstract(path) {
+		os.Remove(path)
+	}
+}
+
+// listenReplacing is net.Listen, which for a unix socket replaces a stale
+// socket file at addr (one nobody listens on).
+func listenReplacing(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err == nil || (network != "unix" && network != "unixpacket") || isAbstract(addr) || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
+	}
+	c, derr := net.Dial(network, addr)
+	if derr == nil {
+		c.Close()
+		return nil, err
+	}
+	if !errors.Is(derr, syscall.ECONNREFUSED) {
+		return nil, err
+	}
+	if st, serr := os.Lstat(addr); serr != nil || st.Mode()&os.ModeSocket == 0 {
+		return nil, err
+	}
+	if rerr := os.Remove(addr); rerr != nil {
+		return nil, err
+	}
+	return net.Listen(network, addr)
+}
+
+// peerCredentials wraps getsockopt(SO_PEERCRED).
+func peerCredentials(uc *net.UnixConn) (Peer, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(s uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(s), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return Peer{}, err
+	}
+	if cerr != nil {
+		return Peer{}, os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
+	}
+	return Peer{PID: int(cred.Pid), UID: cred.Uid, GID: cred.Gid}, nil
+}
+
+// currentNetNS names the calling thread's network namespace by the
+// identity of its nsfs inode, with one stat(2).
+func currentNetNS() string {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
+		return fd.ID{Dev: uint64(st.Dev), Ino: st.Ino}.String()
+	}
+	if id, err := kinds.CurrentNetNS(); err == nil {
+		return id.String()
+	}
+	return ""
+}
+
+// socketNetNS names the network namespace the socket behind v was created
+// in, where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), else returns
+// def.
+func socketNetNS(v any, def string) string {
+	sc, ok := v.(syscall.Conn)
+	if !ok {
+		return def
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return def
+	}
+	var id fd.ID
+	var ierr error
+	if err := rc.Control(func(s uintptr) { id, ierr = kinds.SocketNetNS(int(s)) }); err != nil || ierr != nil {
+		return def
+	}
+	return id.String()
+}

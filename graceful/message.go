@@ -1,0 +1,283 @@
+package graceful
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+)
+
+// Control message constants. A control message is the payload of a unixmsg
+// batch on the handoff socket; every integer is little-endian:
+//
+//	offset size  field
+//	0      4     magic "FDHO"
+//	4      1     layout version, 1
+//	5      1     type (MessageType)
+//	6      2     body length N (at most MaxMessageLen-HeaderLen)
+//	8      N     body, exactly N bytes, laid out by type:
+//
+//	HELLO (1), successor to predecessor, N = 8:
+//	  0 u16 lowest protocol version the successor speaks (>= 1)
+//	  2 u16 highest protocol version it speaks (>= lowest)
+//	  4 u32 feature bits it supports
+//	OFFER (2), predecessor to successor, the payload of the batch that
+//	carries the descriptors, N = 24:
+//	  0 u16 protocol version chosen (>= 1)
+//	  2 u16 reserved, 0
+//	  4 u32 feature bits both sides support
+//	  8 u64 predecessor's generation (the first process is 1)
+//	 16 u32 number of descriptors in the batch
+//	 20 u32 milliseconds the predecessor waits for READY
+//	READY (3), successor to predecessor, N = 4:
+//	  0 u32 feature bits the successor asks for in the second phase
+//	DONE (4), predecessor to successor, N = 4:
+//	  0 u32 feature bits of the second phase that follows (0: none)
+//	ERROR (5), either way, N = 4 + R:
+//	  0 u16 code (ErrorCode, not 0)
+//	  2 u16 reason length R (at most MaxReasonLen)
+//	  4 R   reason, text for humans
+//
+// Types 6 to 15 are reserved for the connection-migration phase. A message
+// of any other type, a reserved field that is not zero, or a body of the
+// wrong length is an error. Feature bits a side does not know are ignored
+// (and kept by the codec). HELLO and ERROR keep layout version 1 forever, so
+// that peers of any version can tell each other what they speak.
+const (
+	// MessageMagic opens every control message.
+	MessageMagic = "FDHO"
+	// MessageVersion is the layout version of control messages, and the
+	// handoff protocol version this package speaks.
+	MessageVersion = 1
+	// HeaderLen is the length of a control message's header.
+	HeaderLen = 8
+	// MaxReasonLen bounds the reason text of an ERROR message.
+	MaxReasonLen = 1024
+	// MaxMessageLen bounds a whole control message.
+	MaxMessageLen = HeaderLen + 4 + MaxReasonLen
+)
+
+// MessageType is the type byte of a control message.
+type MessageType uint8
+
+// Message types.
+const (
+	MsgHello MessageType = 1
+	MsgOffer MessageType = 2
+	MsgReady MessageType = 3
+	MsgDone  MessageType = 4
+	MsgError MessageType = 5
+)
+
+func (t MessageType) String() string {
+	switch t {
+	case MsgHello:
+		return "HELLO"
+	case MsgOffer:
+		return "OFFER"
+	case MsgReady:
+		return "READY"
+	case MsgDone:
+		return "DONE"
+	case MsgError:
+		return "ERROR"
+	}
+	return "message(" + strconv.Itoa(int(t)) + ")"
+}
+
+// FeatureMigrate is reserved for the second phase of a handoff, in which
+// established connections move after READY. This version never sets it.
+const FeatureMigrate = 1 << 0
+
+// ErrorCode says why an ERROR message was sent.
+type ErrorCode uint16
+
+// Error codes. A peer may send codes this version does not name; they
+// still parse.
+const (
+	CodeUnauthorized ErrorCode = 1 // the peer's credentials failed the check
+	CodeVersion      ErrorCode = 2 // no protocol version in common
+	CodeProtocol     ErrorCode = 3 // a malformed or unexpected message
+	CodeTimeout      ErrorCode = 4 // the handoff took longer than allowed
+	CodeAborted      ErrorCode = 5 // the sender gave up (closing, failed)
+	CodeInternal     ErrorCode = 6 // the sender failed on its side
+)
+
+func (c ErrorCode) String() string {
+	switch c {
+	case CodeUnauthorized:
+		return "unauthorized"
+	case CodeVersion:
+		return "version"
+	case CodeProtocol:
+		return "protocol"
+	case CodeTimeout:
+		return "timeout"
+	case CodeAborted:
+		return "aborted"
+	case CodeInternal:
+		return "internal"
+	}
+	return "code(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Message is one control message. Only the fields of its Type are encoded;
+// ParseMessage leaves the others zero.
+type Message struct {
+	Type MessageType
+
+	// HELLO: the range of protocol versions the successor speaks.
+	MinVersion, MaxVersion uint16
+	// OFFER: the protocol version chosen.
+	Version uint16
+	// HELLO, OFFER, READY, DONE: feature bits.
+	Features uint32
+	// OFFER: the predecessor's generation, the number of descriptors in
+	// the batch, and how long the predecessor waits for READY.
+	Generation    uint64
+	Items         uint32
+	TimeoutMillis uint32
+	// ERROR: why.
+	Code   ErrorCode
+	Reason string
+}
+
+// bodyLen returns the fixed body length of t, or -1 for a type with a
+// variable body, or -2 for an unknown type.
+func bodyLen(t MessageType) int {
+	switch t {
+	case MsgHello:
+		return 8
+	case MsgOffer:
+		return 24
+	case MsgReady, MsgDone:
+		return 4
+	case MsgError:
+		return -1
+	}
+	return -2
+}
+
+// AppendMessage appends the encoding of m to dst. It checks m as
+// ParseMessage would, so what it encodes parses.
+func AppendMessage(dst []byte, m Message) ([]byte, error) {
+	if err := checkMessage(&m); err != nil {
+		return dst, err
+	}
+	n := bodyLen(m.Type)
+	if n < 0 {
+		n = 4 + len(m.Reason)
+	}
+	dst = append(dst, MessageMagic...)
+	dst = append(dst, MessageVersion, byte(m.Type))
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(n))
+	le := binary.LittleEndian
+	switch m.Type {
+	case MsgHello:
+		dst = le.AppendUint16(dst, m.MinVersion)
+		dst = le.AppendUint16(dst, m.MaxVersion)
+		dst = le.AppendUint32(dst, m.Features)
+	case MsgOffer:
+		dst = le.AppendUint16(dst, m.Version)
+		dst = le.AppendUint16(dst, 0)
+		dst = le.AppendUint32(dst, m.Features)
+		dst = le.AppendUint64(dst, m.Generation)
+		dst = le.AppendUint32(dst, m.Items)
+		dst = le.AppendUint32(dst, m.TimeoutMillis)
+	case MsgReady, MsgDone:
+		dst = le.AppendUint32(dst, m.Features)
+	case MsgError:
+		dst = le.AppendUint16(dst, uint16(m.Code))
+		dst = le.AppendUint16(dst, uint16(len(m.Reason)))
+		dst = append(dst, m.Reason...)
+	}
+	return dst, nil
+}
+
+func checkMessage(m *Message) error {
+	switch m.Type {
+	case MsgHello:
+		if m.MinVersion == 0 || m.MinVersion > m.MaxVersion {
+			return errf(ErrMalformed, "HELLO: version range %d-%d", m.MinVersion, m.MaxVersion)
+		}
+	case MsgOffer:
+		if m.Version == 0 {
+			return errf(ErrMalformed, "OFFER: version 0")
+		}
+	case MsgReady, MsgDone:
+	case MsgError:
+		if m.Code == 0 {
+			return errf(ErrMalformed, "ERROR: code 0")
+		}
+		if len(m.Reason) > MaxReasonLen {
+			return errf(ErrMalformed, "ERROR: reason of %d bytes, limit %d", len(m.Reason), MaxReasonLen)
+		}
+	default:
+		return fmt.Errorf("%w: %s", ErrUnknownMessage, m.Type)
+	}
+	return nil
+}
+
+// ParseMessage parses one control message, which must fill b exactly. It
+// never panics and allocates only the reason of an ERROR message. A message
+// from another protocol is ErrBadMagic, from another layout version
+// ErrVersion, of an unknown type ErrUnknownMessage, and anything else that
+// breaks the format ErrMalformed.
+func ParseMessage(b []byte) (Message, error) {
+	if len(b) >= len(MessageMagic) && string(b[:len(MessageMagic)]) != MessageMagic {
+		return Message{}, fmt.Errorf("%w: %q", ErrBadMagic, b[:len(MessageMagic)])
+	}
+	if len(b) < HeaderLen {
+		return Message{}, errf(ErrMalformed, "message of %d bytes, header is %d", len(b), HeaderLen)
+	}
+	if b[4] != MessageVersion {
+		return Message{}, fmt.Errorf("%w: layout version %d, want %d", ErrVersion, b[4], MessageVersion)
+	}
+	m := Message{Type: MessageType(b[5])}
+	n := int(binary.LittleEndian.Uint16(b[6:8]))
+	body := b[HeaderLen:]
+	if n != len(body) {
+		return Message{}, errf(ErrMalformed, "%s: body length %d, %d bytes follow", m.Type, n, len(body))
+	}
+	want := bodyLen(m.Type)
+	switch {
+	case want == -2:
+		return Message{}, fmt.Errorf("%w: %s", ErrUnknownMessage, m.Type)
+	case want >= 0 && n != want:
+		return Message{}, errf(ErrMalformed, "%s: body of %d bytes, want %d", m.Type, n, want)
+	}
+	le := binary.LittleEndian
+	switch m.Type {
+	case MsgHello:
+		m.MinVersion = le.Uint16(body[0:2])
+		m.MaxVersion = le.Uint16(body[2:4])
+		m.Features = le.Uint32(body[4:8])
+	case MsgOffer:
+		m.Version = le.Uint16(body[0:2])
+		if r := le.Uint16(body[2:4]); r != 0 {
+			return Message{}, errf(ErrMalformed, "OFFER: reserved field %#x", r)
+		}
+		m.Features = le.Uint32(body[4:8])
+		m.Generation = le.Uint64(body[8:16])
+		m.Items = le.Uint32(body[16:20])
+		m.TimeoutMillis = le.Uint32(body[20:24])
+	case MsgReady, MsgDone:
+		m.Features = le.Uint32(body[0:4])
+	case MsgError:
+		if n < 4 {
+			return Message{}, errf(ErrMalformed, "ERROR: body of %d bytes, at least 4", n)
+		}
+		m.Code = ErrorCode(le.Uint16(body[0:2]))
+		r := int(le.Uint16(body[2:4]))
+		if r > MaxReasonLen {
+			return Message{}, errf(ErrMalformed, "ERROR: reason of %d bytes, limit %d", r, MaxReasonLen)
+		}
+		if 4+r != n {
+			return Message{}, errf(ErrMalformed, "ERROR: reason of %d bytes in a body of %d", r, n)
+		}
+		m.Reason = string(body[4:])
+	}
+	if err := checkMessage(&m); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
