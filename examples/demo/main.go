@@ -21,13 +21,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fdpass/fdpass/examples/internal/proc"
 )
 
 func main() {
@@ -73,11 +74,9 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 	}
 	defer os.RemoveAll(dir)
 	fmt.Println("building examples/httpserver ...")
-	bin := filepath.Join(dir, "httpserver")
-	build := exec.Command("go", "build", "-o", bin, "github.com/fdpass/fdpass/examples/httpserver")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building the server: %w", err)
+	bin, err := proc.Build(dir, "github.com/fdpass/fdpass/examples/httpserver")
+	if err != nil {
+		return err
 	}
 	addr, err := freeAddr()
 	if err != nil {
@@ -86,18 +85,18 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 	sock := filepath.Join(dir, "handoff.sock")
 	args := []string{"-graceful", sock, "-listen", addr}
 
-	var procs []*instance
+	var procs []*proc.Instance
 	defer func() {
 		for _, p := range procs {
-			p.kill()
+			p.Kill()
 		}
 	}()
-	first, err := startInstance(bin, args...)
+	first, err := proc.Start(bin, args...)
 	if err != nil {
 		return err
 	}
 	procs = append(procs, first)
-	if _, err := first.await("ready", 10*time.Second); err != nil {
+	if _, err := first.Await("ready", 10*time.Second); err != nil {
 		return err
 	}
 	fmt.Printf("serving on http://%s, handoff socket %s\n", addr, sock)
@@ -139,31 +138,32 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 		if round == 2 {
 			// A successor that takes the descriptors and dies before
 			// READY: the running instance must keep serving.
-			bad, err := startInstance(bin, append(args, "-fail-before-ready")...)
+			bad, err := proc.Start(bin, append(args, "-fail-before-ready")...)
 			if err != nil {
 				return err
 			}
 			procs = append(procs, bad)
-			if err := bad.wait(10 * time.Second); err == nil {
+			if err := bad.Wait(10 * time.Second); err == nil {
 				return errors.New("the failing successor exited cleanly")
 			}
-			if current.exited() {
+			if current.Exited() {
 				return errors.New("the running instance stopped after a failed successor")
 			}
 			rollbacks++
 			continue
 		}
-		next, err := startInstance(bin, args...)
+		next, err := proc.Start(bin, args...)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, next)
-		line, err := next.await("ready", 10*time.Second)
+		line, err := next.Await("ready", 10*time.Second)
 		if err != nil {
 			return err
 		}
-		handoffs = append(handoffs, field(line, "handoff"))
-		if err := current.wait(15 * time.Second); err != nil {
+		d, _ := time.ParseDuration(proc.Field(line, "handoff"))
+		handoffs = append(handoffs, d)
+		if err := current.Wait(15 * time.Second); err != nil {
 			return fmt.Errorf("the old instance: %w", err)
 		}
 		current = next
@@ -285,91 +285,4 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
-}
-
-// field returns the duration value of key in a "key=value ..." line.
-func field(line, key string) time.Duration {
-	for _, f := range strings.Fields(line) {
-		if v, ok := strings.CutPrefix(f, key+"="); ok {
-			d, _ := time.ParseDuration(v)
-			return d
-		}
-	}
-	return 0
-}
-
-// instance is one running server process and the lines it prints.
-type instance struct {
-	cmd   *exec.Cmd
-	lines chan string
-	done  chan struct{}
-	err   error
-}
-
-func startInstance(bin string, args ...string) (*instance, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	in := &instance{cmd: cmd, lines: make(chan string, 16), done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case in.lines <- sc.Text():
-			default:
-			}
-		}
-		in.err = cmd.Wait()
-		close(in.done)
-	}()
-	return in, nil
-}
-
-// await returns the first line that starts with prefix.
-func (in *instance) await(prefix string, d time.Duration) (string, error) {
-	timeout := time.After(d)
-	for {
-		select {
-		case l := <-in.lines:
-			if strings.HasPrefix(l, prefix) {
-				return l, nil
-			}
-		case <-in.done:
-			return "", fmt.Errorf("instance %d exited before %q: %v", in.cmd.Process.Pid, prefix, in.err)
-		case <-timeout:
-			return "", fmt.Errorf("instance %d: no %q within %s", in.cmd.Process.Pid, prefix, d)
-		}
-	}
-}
-
-// wait waits for the process to exit and returns its error.
-func (in *instance) wait(d time.Duration) error {
-	select {
-	case <-in.done:
-		return in.err
-	case <-time.After(d):
-		return fmt.Errorf("instance %d still running after %s", in.cmd.Process.Pid, d)
-	}
-}
-
-func (in *instance) exited() bool {
-	select {
-	case <-in.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (in *instance) kill() {
-	if !in.exited() {
-		in.cmd.Process.Kill()
-		<-in.done
-	}
 }
