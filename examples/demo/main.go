@@ -57,6 +57,12 @@ func (s *stats) ok(instance string) {
 	s.mu.Unlock()
 }
 
+func (s *stats) served() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.instances)
+}
+
 func (s *stats) fail(err error) {
 	s.requests.Add(1)
 	s.failed.Add(1)
@@ -114,7 +120,7 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 	start := time.Now()
 	progress := func() {
 		fmt.Printf("\r%5.1fs  requests %-8d failed %-4d instances %d ",
-			time.Since(start).Seconds(), st.requests.Load(), st.failed.Load(), len(st.instances))
+			time.Since(start).Seconds(), st.requests.Load(), st.failed.Load(), st.served())
 	}
 	ticker := time.NewTicker(250 * time.Millisecond)
 	defer ticker.Stop()
@@ -182,7 +188,7 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 	fmt.Printf("  requests failed   %d\n", st.failed.Load())
 	fmt.Printf("  takeovers         %d\n", len(handoffs))
 	fmt.Printf("  rollbacks         %d (a successor that died before READY)\n", rollbacks)
-	fmt.Printf("  instances served  %d\n", len(st.instances))
+	fmt.Printf("  instances served  %d\n", st.served())
 	if len(handoffs) > 0 {
 		fmt.Printf("  handoff time      min %s  median %s  max %s (successor start to READY)\n",
 			handoffs[0], handoffs[len(handoffs)/2], handoffs[len(handoffs)-1])
@@ -193,8 +199,8 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 	if st.failed.Load() > 0 {
 		return fmt.Errorf("%d requests failed", st.failed.Load())
 	}
-	if len(st.instances) != takeovers+1 {
-		return fmt.Errorf("%d instances served, want %d", len(st.instances), takeovers+1)
+	if n := st.served(); n != takeovers+1 {
+		return fmt.Errorf("%d instances served, want %d", n, takeovers+1)
 	}
 	return nil
 }
