@@ -3,6 +3,7 @@
 package kinds
 
 import (
+	"net"
 	"syscall"
 
 	"github.com/fdpass/fdpass/fd"
@@ -28,3 +29,14 @@ func SocketNetNSHandle(int) (netns.NsHandle, error) { return netns.None(), ErrUn
 func CurrentNetNS() (fd.ID, error) { return fd.ID{}, ErrUnsupported }
 
 func verifyAll([]int, []Kind) (int, error) { return 0, ErrUnsupported }
+
+// InNetNS is Linux-only; elsewhere it returns ErrUnsupported.
+func InNetNS(netns.NsHandle, func() error) error { return ErrUnsupported }
+
+// ListenInNetNS is Linux-only; elsewhere it returns ErrUnsupported.
+func ListenInNetNS(netns.NsHandle, string, string) (net.Listener, error) { return nil, ErrUnsupported }
+
+// ListenPacketInNetNS is Linux-only; elsewhere it returns ErrUnsupported.
+func ListenPacketInNetNS(netns.NsHandle, string, string) (net.PacketConn, error) {
+	return nil, ErrUnsupported
+}
