@@ -34,6 +34,14 @@
 //	READY                   --->
 //	                        <---   DONE; its Exit channel closes
 //
+// The OFFER batch names its items by index ("0", "1", ...) and describes
+// each in meta: "role" (handoff, listener, packet or file), "network" (as
+// given to Listen or ListenPacket; for files the access flags), "addr" (as
+// given, or the file name) and, for sockets, "netns" (device:inode of the
+// network namespace the socket lives in). The kind of every descriptor is
+// verified on receipt. Exactly one item has the role handoff: the handoff
+// listener, a SOCK_SEQPACKET unix listener.
+//
 // Either side may send ERROR instead of its next message. Until the
 // predecessor has sent DONE it changes nothing: a successor that crashes,
 // hangs past Options.Timeout or disconnects leaves it serving, and the next

@@ -398,9 +398,10 @@ func (p *Process) Inherited() bool {
 // not been adopted yet; otherwise a new one. Calls after Ready always
 // create.
 //
-// The listener is the caller's. The Process keeps a duplicate of its
-// descriptor to hand to the successor, so closing the listener does not take
-// it out of the handoff; Close the Process for that. Unix listeners never
+// The listener is the caller's. From Ready on, the Process holds a
+// duplicate of its descriptor to hand to the successor, so closing the
+// listener then does not take it out of the handoff (closing it before
+// Ready does). Unix listeners never
 // remove their socket file on Close, since a successor may be serving on
 // it; a stale file left at addr is replaced.
 func (p *Process) Listen(network, addr string) (net.Listener, error) {
@@ -439,7 +440,8 @@ func (p *Process) Listen(network, addr string) (net.Listener, error) {
 
 // ListenPacket returns a packet socket on network ("udp", "udp4", "udp6"
 // or "unixgram") and addr, inherited or created as Listen does. The
-// socket is the caller's; the Process keeps a duplicate for the successor.
+// socket is the caller's; the Process duplicates it for the successor, as
+// Listen does.
 func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 	var want kinds.Kind
 	switch network {
@@ -474,8 +476,8 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 // inherited when the predecessor handed over the same name opened with the
 // same access mode and O_APPEND, otherwise opened now (with perm, if it is
 // created). An inherited file shares its offset and status flags with the
-// predecessor's. The file is the caller's; the Process keeps a duplicate
-// for the successor.
+// predecessor's. The file is the caller's; the Process duplicates it for
+// the successor, as Listen does.
 func (p *Process) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	mode := "flag=" + strconv.Itoa(flag&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND))
 	f, ok, err := p.take(matchKey{roleFile, mode, name, ""}, kinds.File)
@@ -773,9 +775,31 @@ func (p *Process) handoff(uc *net.UnixConn) bool {
 		log.Warn("graceful: handoff connection", slog.Any("error", err))
 		return false
 	}
-	defer c.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			c.Close()
+		}
+	}()
 	err = p.offer(c, log)
+	if err == errNoHello {
+		// A health check, most likely: nothing to roll back.
+		log.Debug("graceful: peer hung up before HELLO")
+		return false
+	}
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Tell a successor that is merely slow why it lost, out of
+			// turn: the next successor need not wait for it.
+			keep = true
+			reason := fmt.Sprintf("no READY within %v", p.opts.Timeout)
+			p.refusing.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(refuseLinger))
+				sendError(c, CodeTimeout, reason)
+				linger(c)
+			})
+		}
 		log.Warn("graceful: handoff rolled back; still serving", slog.Any("error", err), slog.Duration("after", time.Since(start)))
 		return false
 	}
@@ -794,11 +818,17 @@ func (p *Process) handoff(uc *net.UnixConn) bool {
 	return true
 }
 
+// errNoHello: the peer hung up without a word.
+var errNoHello = errors.New("graceful: peer hung up before HELLO")
+
 // offer runs the predecessor's side of one handoff, from HELLO to DONE. It
 // changes nothing of the Process unless it returns nil.
 func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger) error {
 	hello, err := receiveMessage(c)
 	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return errNoHello
+		}
 		if !isDisconnect(err) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			sendError(c, CodeProtocol, err.Error())
 		}
@@ -866,14 +896,13 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger) error {
 }
 
 // sendError tells the peer why, as far as it listens; it never waits past
-// the connection's deadline.
+// the connection's deadline, which every caller has set. (A context would
+// not do: unixmsg clears the deadline after a cancellation.)
 func sendError(c *unixmsg.Conn, code ErrorCode, reason string) {
 	if len(reason) > MaxReasonLen {
 		reason = reason[:MaxReasonLen]
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	sendMessage(ctx, c, Message{Type: MsgError, Code: code, Reason: reason})
+	sendMessage(context.Background(), c, Message{Type: MsgError, Code: code, Reason: reason})
 }
 
 // refuse sends ERROR without waiting for an acknowledgement, waits a
@@ -888,12 +917,28 @@ func refuse(uc *net.UnixConn, code ErrorCode, reason string) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(refuseLinger))
 	sendError(c, code, reason)
+	linger(c)
+}
+
+// linger reads and drops what the peer sends until it hangs up or the
+// deadline passes, so that a message it sends meanwhile does not fail
+// before it reads an ERROR.
+func linger(c *unixmsg.Conn) {
 	for {
 		b, err := c.Receive()
 		if err != nil {
-			return
+			break
 		}
 		b.Close()
+	}
+	// The Conn may be broken (the peer's READY crossed our ERROR): drain
+	// the socket itself. Descriptors in what is dropped are closed by the
+	// kernel, since no control buffer takes them.
+	buf := make([]byte, 512)
+	for {
+		if _, err := c.UnixConn().Read(buf); err != nil {
+			return
+		}
 	}
 }
 

@@ -489,6 +489,12 @@ func TestRestartInProcess(t *testing.T) {
 	if socketID(f1) != socketID(f2) {
 		t.Error("file not inherited")
 	}
+	if _, err := p2.Listen("udp", "127.0.0.1:0"); !errors.Is(err, graceful.ErrNetwork) {
+		t.Errorf("Listen udp: %v, want ErrNetwork", err)
+	}
+	if _, err := p2.ListenPacket("tcp", "127.0.0.1:0"); !errors.Is(err, graceful.ErrNetwork) {
+		t.Errorf("ListenPacket tcp: %v, want ErrNetwork", err)
+	}
 	udp, err := p2.ListenPacket("udp", "127.0.0.1:0") // nothing to inherit
 	if err != nil {
 		t.Fatal(err)
@@ -1036,5 +1042,66 @@ func TestRestartHostilePredecessor(t *testing.T) {
 				t.Logf("fake predecessor: %v", err)
 			}
 		})
+	}
+}
+
+// TestRestartSlowSuccessor: a successor that says READY after the
+// predecessor's timeout learns why it failed; the predecessor keeps
+// serving and hands over to the next one.
+func TestRestartSlowSuccessor(t *testing.T) {
+	restartCheckLeaks(t)
+	path := filepath.Join(t.TempDir(), "h.sock")
+	logs := make(chan string, 100)
+	p1, err := graceful.New(graceful.Options{Path: path, Timeout: 200 * time.Millisecond, Logger: slog.New(chanHandler(logs))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.Close()
+	ln1, err := p1.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln1.Close()
+	if err := p1.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := graceful.New(graceful.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := p2.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitLine(t, logs, "rolled back")
+	err = p2.Ready()
+	var herr *graceful.HandoffError
+	if !errors.Is(err, graceful.ErrHandoff) || !errors.As(err, &herr) || herr.Code != graceful.CodeTimeout {
+		t.Errorf("late READY: %v, want ErrHandoff with a timeout ERROR", err)
+	}
+	ln2.Close()
+	p2.Close()
+	if p1.HandedOff() {
+		t.Fatal("predecessor handed off to a late successor")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the late successor removed the socket file: %v", err)
+	}
+	p3, err := graceful.New(graceful.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p3.Close()
+	ln3, err := p3.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln3.Close()
+	if err := p3.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	<-p1.Exit()
+	if socketID(ln3) != socketID(ln1) {
+		t.Error("listener not inherited")
 	}
 }

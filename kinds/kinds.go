@@ -221,9 +221,10 @@ func ToPacketConn(fd int) (net.PacketConn, error) {
 // do not check that a socket listens, or is connected) and wraps it in an
 // *os.File; on error fd is closed.
 func toFile(fd int, what string, want ...Kind) (*os.File, error) {
-	info, err := Detect(fd)
-	if err == nil && info.Kind != want[0] && info.Kind != want[1] {
-		err = &MismatchError{Want: want[0], Got: info.Kind}
+	err := Verify(fd, want[0])
+	var me *MismatchError
+	if errors.As(err, &me) && me.Got == want[1] {
+		err = nil
 	}
 	if err != nil {
 		closeFD(fd)

@@ -57,6 +57,11 @@ type Conn struct {
 
 	emu    sync.Mutex
 	broken error
+
+	// dmu guards the deadlines set through the Conn, which a cancelled
+	// context must not clobber.
+	dmu      sync.Mutex
+	rdl, wdl time.Time
 }
 
 // NewConn returns a Conn that sends and receives on uc, which must be a
@@ -134,9 +139,31 @@ func Pair(opts *Options) (*Conn, *Conn, error) {
 // credentials. Reading or writing it directly breaks the protocol.
 func (c *Conn) UnixConn() *net.UnixConn { return c.uc }
 
-// SetDeadline sets the read and write deadlines of the underlying
-// connection; Send and Receive fail with os.ErrDeadlineExceeded past it.
-func (c *Conn) SetDeadline(t time.Time) error { return c.uc.SetDeadline(t) }
+// SetDeadline sets the read and write deadlines of the connection; Send and
+// Receive fail with os.ErrDeadlineExceeded past it. Set deadlines here,
+// not on UnixConn(): a cancelled context restores these.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.rdl, c.wdl = t, t
+	return c.uc.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline (see SetDeadline).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.rdl = t
+	return c.uc.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline (see SetDeadline).
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.wdl = t
+	return c.uc.SetWriteDeadline(t)
+}
 
 // Close closes the connection and every descriptor received on it that was
 // not yet returned in a batch.
@@ -386,12 +413,20 @@ func (c *Conn) watch(ctx context.Context) func() error {
 	if ctx.Done() == nil {
 		return func() error { return nil }
 	}
-	stop := context.AfterFunc(ctx, func() { c.uc.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() {
+		c.dmu.Lock()
+		c.uc.SetDeadline(aLongTimeAgo)
+		c.dmu.Unlock()
+	})
 	return func() error {
 		if stop() {
 			return nil
 		}
-		c.uc.SetDeadline(time.Time{})
+		// Put back the deadlines the caller set.
+		c.dmu.Lock()
+		c.uc.SetReadDeadline(c.rdl)
+		c.uc.SetWriteDeadline(c.wdl)
+		c.dmu.Unlock()
 		return ctx.Err()
 	}
 }

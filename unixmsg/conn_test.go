@@ -393,3 +393,31 @@ func TestBatchTakers(t *testing.T) {
 	}
 	os.NewFile(uintptr(f), "anon").Close()
 }
+
+func TestCancelKeepsCallersDeadline(t *testing.T) {
+	checkLeaks(t)
+	_, b := pair(t, nil)
+	b.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.ReceiveContext(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReceiveContext = %v, want context.Canceled", err)
+	}
+	// The deadline set before must still hold: this Receive must time out
+	// instead of waiting for ever.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := b.Receive()
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Receive = %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		b.SetDeadline(time.Now()) // unblock it
+		<-errc
+		t.Fatal("the caller's deadline was lost after a cancelled context")
+	}
+}
