@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
 )
@@ -419,5 +420,57 @@ func TestCancelKeepsCallersDeadline(t *testing.T) {
 		b.SetDeadline(time.Now()) // unblock it
 		<-errc
 		t.Fatal("the caller's deadline was lost after a cancelled context")
+	}
+}
+
+// TestStreamDescriptorFlood: a stream peer that opens a frame and then
+// sends descriptors with every byte of it must be stopped at the first
+// such read, not when the frame completes (which it never does).
+func TestStreamDescriptorFlood(t *testing.T) {
+	checkLeaks(t)
+	mine, theirs := socketPairFiles(t, syscall.SOCK_STREAM)
+	defer theirs.Close()
+	rx := fileConn(t, mine, nil)
+	defer rx.Close()
+	null, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	rights := make([]int, unixmsg.MaxFDsPerMessage)
+	for i := range rights {
+		rights[i] = int(null.Fd())
+	}
+	before, err := fd.Count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := unixmsg.AppendHeader(nil, unixmsg.Header{Type: unixmsg.FrameHead, Length: unixmsg.HeadLen})
+	frame = unixmsg.AppendHead(frame, unixmsg.Head{Items: 1, Size: 200})
+	frame = unixmsg.AppendHeader(frame, unixmsg.Header{Type: unixmsg.FrameData, NFDs: 1, Length: 200})
+	if err := syscall.Sendmsg(int(theirs.Fd()), frame, syscall.UnixRights(int(null.Fd())), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	peak := 0
+	errc := make(chan error, 1)
+	go func() {
+		rx.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := rx.Receive()
+		errc <- err
+	}()
+	for range 30 {
+		if err := syscall.Sendmsg(int(theirs.Fd()), []byte{0}, syscall.UnixRights(rights...), nil, 0); err != nil {
+			break // the receiver gave up and closed: good
+		}
+		if n, err := fd.Count(); err == nil {
+			peak = max(peak, n-before)
+		}
+	}
+	err = recvErr(t, errc)
+	if !errors.Is(err, unixmsg.ErrUnexpectedFDs) {
+		t.Fatalf("Receive = %v, want ErrUnexpectedFDs", err)
+	}
+	if peak > 4*unixmsg.MaxFDsPerMessage {
+		t.Errorf("the receiver held up to %d descriptors from the flood", peak)
 	}
 }

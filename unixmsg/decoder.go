@@ -206,7 +206,19 @@ func (d *Decoder) parse(p []byte) (int, error) {
 		d.off += int64(end - used)
 		used = end
 	}
-	return used, d.settle(d.off)
+	if err := d.settle(d.off); err != nil {
+		return used, err
+	}
+	// What is left is the start of one unfinished frame, at d.off. Only
+	// the descriptors of a read that holds that start can belong to it:
+	// the kernel ends a read after the data of a sendmsg(2) that carried
+	// descriptors, so there is at most one such group, and a group that
+	// came later, with bytes in the middle of the frame, never will be
+	// claimed. Failing now bounds what a peer can make us hold.
+	if len(d.groups) > 1 || len(d.groups) == 1 && d.groups[0].start > d.off {
+		return used, errf(ErrUnexpectedFDs, "%d descriptors arrived in the middle of a frame", len(d.groups[len(d.groups)-1].fds))
+	}
+	return used, nil
 }
 
 // settle fails on any group of descriptors whose read lies wholly before

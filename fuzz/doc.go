@@ -1,0 +1,37 @@
+// Package fuzz holds the project's native Go fuzz targets. It has no API:
+// the targets live in its test files, and their seed corpora in
+// testdata/fuzz/<Target>/.
+//
+// # Targets
+//
+//   - FuzzParseFrames: raw bytes, cut into reads that each carry a fuzzed
+//     number of fake descriptors, through unixmsg.Decoder on a stream and on
+//     a message socket, with the default limits and with small ones. Every
+//     descriptor fed comes back exactly once, every error wraps a sentinel,
+//     every decoded batch respects the limits and encodes back.
+//   - FuzzRoundTrip: items built from the input; whatever unixmsg.EncodeBatch
+//     accepts decodes back equal, frame by frame and as a stream cut at
+//     fuzzed points; records round-trip through AppendRecords and
+//     ParseRecords.
+//   - FuzzReceive (Linux): fuzzed bytes and real descriptors of the wrong
+//     kinds and counts sent with raw sendmsg(2) over a socketpair, received
+//     with unixmsg.Conn; every Receive yields an error or a valid batch, and
+//     the process's open-descriptor count comes back to where it started.
+//   - FuzzParseControl: unixmsg.ParseControl on arbitrary control buffers.
+//   - FuzzHandoffMessage: the graceful handoff-message parser, with a
+//     parse, append, parse round trip.
+//
+// # Running
+//
+// go test ./fuzz replays the seed corpora (and any regression entries) as
+// ordinary tests. To fuzz one target, for as long as you like:
+//
+//	go test ./fuzz -run '^$' -fuzz '^FuzzParseFrames$' -fuzztime 10m
+//
+// .ci/fuzz runs every target in turn for $FUZZTIME each (default 20s). A
+// finding is written to testdata/fuzz/<Target>/<hash>; commit it with the
+// fix, and it stays as a regression entry. After a change to the wire
+// format, regenerate the named seed files with
+//
+//	go test ./fuzz -run '^TestCorpus$' -update-corpus
+package fuzz
