@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fdpass/fdpass/graceful/systemd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
 )
@@ -113,6 +114,8 @@ type Process struct {
 	out       *unixmsg.Batch     // regs[:outN] as a batch, built lazily
 	outN      int                //
 	cur       *net.UnixConn      // the handoff in progress
+	sd        *systemd.Set       // descriptors systemd passed, until Ready
+	notify    *systemd.Notifier  // nil outside systemd
 	serving   chan struct{}      // closed when the serve loop ends
 	refusing  sync.WaitGroup     // refusals in progress
 }
@@ -154,6 +157,20 @@ func New(opts Options) (*Process, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With(slog.String("handoff", opts.Path))
+	if err := p.initSystemd(); err != nil {
+		return nil, err
+	}
+	q, err := p.start()
+	if err != nil {
+		p.systemdStopping(true)
+		return nil, err
+	}
+	return q, nil
+}
+
+// start finds the predecessor, or creates the handoff socket.
+func (p *Process) start() (*Process, error) {
+	opts := p.opts
 	deadline := time.Now().Add(opts.Timeout)
 	var last error
 	for attempt := 0; ; attempt++ {
@@ -419,6 +436,9 @@ func (p *Process) Listen(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !ok {
+		f, ok = p.fromSystemd(want, network, addr)
+	}
 	var ln net.Listener
 	if ok {
 		if ln, err = kinds.ToListener(f); err != nil {
@@ -456,6 +476,9 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 	f, ok, err := p.take(matchKey{rolePacket, network, addr, ns}, want)
 	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		f, ok = p.fromSystemd(want, network, addr)
 	}
 	var pc net.PacketConn
 	if ok {
@@ -605,6 +628,7 @@ func (p *Process) Ready() error {
 		}
 		p.log.Info("graceful: predecessor stopped; this generation serves", slog.Uint64("generation", p.Generation()))
 	}
+	p.systemdReady()
 	p.mu.Lock()
 	p.owner = true
 	defer p.mu.Unlock()
@@ -699,6 +723,7 @@ func (p *Process) Close() error {
 	if owner && !handedOff && ln != nil {
 		removeSocketFile(p.opts.Path)
 	}
+	p.systemdStopping(handedOff)
 	p.closeExit()
 	return nil
 }
@@ -769,6 +794,12 @@ func (p *Process) handoff(uc *net.UnixConn) bool {
 		p.refusing.Go(func() { refuse(uc, CodeUnauthorized, err.Error()) })
 		return false
 	}
+	p.systemdHandoff()
+	defer func() {
+		if !p.HandedOff() {
+			p.systemdRollback()
+		}
+	}()
 	c, err := unixmsg.NewConn(uc, nil)
 	if err != nil {
 		uc.Close()
@@ -781,7 +812,7 @@ func (p *Process) handoff(uc *net.UnixConn) bool {
 			c.Close()
 		}
 	}()
-	err = p.offer(c, log)
+	err = p.offer(c, log, peer.PID)
 	if err == errNoHello {
 		// A health check, most likely: nothing to roll back.
 		log.Debug("graceful: peer hung up before HELLO")
@@ -823,7 +854,7 @@ var errNoHello = errors.New("graceful: peer hung up before HELLO")
 
 // offer runs the predecessor's side of one handoff, from HELLO to DONE. It
 // changes nothing of the Process unless it returns nil.
-func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger) error {
+func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
 	hello, err := receiveMessage(c)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -887,6 +918,7 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger) error {
 		sendError(c, CodeAborted, "predecessor is closing")
 		return net.ErrClosed
 	}
+	p.systemdTakeover(pid)
 	// DONE is acknowledged: once Send returns nil the successor has it,
 	// and this process may stop.
 	if err := sendMessage(context.Background(), c, Message{Type: MsgDone}); err != nil {
