@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -25,46 +26,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// warmUp makes the runtime open what it opens once (the network poller and
-// its wake-up descriptor), so that descriptor counts taken in tests compare
-// like with like.
-func warmUp() {
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-	}
-	if r, w, err := os.Pipe(); err == nil {
-		r.Close()
-		w.Close()
-	}
-}
+func warmUp() { fdtest.WarmUp() }
 
-// checkLeaks records the process's open-descriptor count and, when the test
-// ends (after the cleanups registered later have run), fails it unless the
-// count is back where it was. Descriptors closed by goroutines that are
-// still finishing get a deadline to go.
 func checkLeaks(t testing.TB) {
 	t.Helper()
-	before, err := fd.Count()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			after, err := fd.Count()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if after == before {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("descriptor leak: %d open before, %d after", before, after)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
+	fdtest.CheckLeaks(t)
 }
 
 func mustCount(t testing.TB) int {

@@ -9,9 +9,8 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/unixmsg"
 )
 
@@ -42,47 +41,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// warmUp makes the runtime open what it opens once (the network poller,
-// and so on), so that descriptor counts taken in tests compare like with
-// like.
-func warmUp() {
-	a, b, err := unixmsg.Pair(nil)
-	if err == nil {
-		a.Close()
-		b.Close()
-	}
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-	}
-	_ = exec.Command("/bin/true").Run()
-}
+func warmUp() { fdtest.WarmUp() }
 
-// checkLeaks records the process's open-descriptor count and, when the test
-// ends, fails it unless the count is back where it was. Descriptors closed
-// by goroutines that are still finishing get a deadline to go.
 func checkLeaks(t testing.TB) {
 	t.Helper()
-	before, err := fd.Count()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			after, err := fd.Count()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if after == before {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("descriptor leak: %d open before, %d after", before, after)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
+	fdtest.CheckLeaks(t)
 }
 
 // startChild re-runs the test binary as role, handing it the given files as

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,28 +54,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// warmUp makes the runtime open what it opens once (the network poller,
-// and so on), so that descriptor counts taken later compare like with like.
-func warmUp() {
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-	}
-	if c, err := net.ListenPacket("udp", "127.0.0.1:0"); err == nil {
-		c.Close()
-	}
-	_, _ = net.LookupPort("tcp", "http")
-}
+func warmUp() { fdtest.WarmUp() }
 
-// checkLeaks records the process's open-descriptor count and, when the test
-// ends, fails it unless the count is back where it was.
 func checkLeaks(t testing.TB) {
 	t.Helper()
-	before := count(t)
-	t.Cleanup(func() {
-		if err := awaitCount(before); err != nil {
-			t.Error(err)
-		}
-	})
+	fdtest.CheckLeaks(t)
 }
 
 func count(t testing.TB) int {
