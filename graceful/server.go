@@ -320,44 +320,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (s *Server) track(ln *net.UnixListener) bool {
+func (s *Server) track(ln *net.UnixListener) bool { return track(s, &s.listeners, ln) }
+
+func (s *Server) untrack(ln *net.UnixListener) { untrack(s, &s.listeners, ln) }
+
+func (s *Server) trackConn(uc *net.UnixConn) bool { return track(s, &s.conns, uc) }
+
+func (s *Server) untrackConn(uc *net.UnixConn) { untrack(s, &s.conns, uc) }
+
+// track adds k to the set m of what Close must close, unless the server is
+// closed already.
+func track[K comparable](s *Server, m *map[K]struct{}, k K) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	if s.listeners == nil {
-		s.listeners = make(map[*net.UnixListener]struct{})
+	if *m == nil {
+		*m = make(map[K]struct{})
 	}
-	s.listeners[ln] = struct{}{}
+	(*m)[k] = struct{}{}
 	s.active.Add(1)
 	return true
 }
 
-func (s *Server) untrack(ln *net.UnixListener) {
+func untrack[K comparable](s *Server, m *map[K]struct{}, k K) {
 	s.mu.Lock()
-	delete(s.listeners, ln)
-	s.mu.Unlock()
-	s.active.Done()
-}
-
-func (s *Server) trackConn(uc *net.UnixConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	if s.conns == nil {
-		s.conns = make(map[*net.UnixConn]struct{})
-	}
-	s.conns[uc] = struct{}{}
-	s.active.Add(1)
-	return true
-}
-
-func (s *Server) untrackConn(uc *net.UnixConn) {
-	s.mu.Lock()
-	delete(s.conns, uc)
+	delete(*m, k)
 	s.mu.Unlock()
 	s.active.Done()
 }
