@@ -4,6 +4,7 @@ package graceful_test
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,7 +22,61 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var _ = registerRestartRole("systemd-generation", systemdGeneration)
+var (
+	_ = registerRestartRole("systemd-generation", systemdGeneration)
+	_ = registerRestartRole("systemd-store", systemdStore)
+)
+
+// systemdStore plays a service across a stop and start: without
+// LISTEN_FDS it listens (TCP and UDP), parks both in the descriptor store
+// and exits; with them it adopts both and answers one datagram and the
+// connections queued while no process ran.
+func systemdStore() error {
+	// Read before New: adopting systemd's descriptors unsets LISTEN_FDS.
+	restarted := os.Getenv("LISTEN_FDS") != ""
+	p, err := graceful.New(graceful.Options{Path: os.Getenv("SD_HANDOFF")})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	ln, err := p.Listen("tcp", os.Getenv("SD_ADDR"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	pc, err := p.ListenPacket("udp", os.Getenv("SD_UDP"))
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	if err := p.Ready(); err != nil {
+		return err
+	}
+	if !restarted {
+		if err := p.Store("fdpass"); err != nil {
+			return err
+		}
+		say("stored pid=%d", os.Getpid())
+		return nil
+	}
+	n, _ := strconv.Atoi(os.Getenv("SD_CONNS"))
+	say("serving pid=%d", os.Getpid())
+	buf := make([]byte, 64)
+	m, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		return err
+	}
+	pc.WriteTo(append([]byte("udp "), buf[:m]...), from)
+	for range n {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c, "pid=%d\n", os.Getpid())
+		c.Close()
+	}
+	return nil
+}
 
 // systemdGeneration is one generation of a service run by (a stand-in
 // for) systemd: it may get its listener as LISTEN_FDS, and reports what it
@@ -104,6 +159,7 @@ type notifyPeer struct {
 type notifyMsg struct {
 	pid  int
 	text string
+	fds  []int // descriptors sent along (FDSTORE=1), kept open
 }
 
 func newNotifyPeer(t *testing.T, path string) *notifyPeer {
@@ -124,17 +180,18 @@ func newNotifyPeer(t *testing.T, path string) *notifyPeer {
 				return
 			}
 			pid := 0
+			var fds []int
 			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
 				for _, cm := range cms {
 					if cred, err := unix.ParseUnixCredentials(&cm); err == nil {
 						pid = int(cred.Pid)
-					} else if fds, err := unix.ParseUnixRights(&cm); err == nil {
-						fd.CloseAll(fds)
+					} else if rights, err := unix.ParseUnixRights(&cm); err == nil {
+						fds = append(fds, rights...)
 					}
 				}
 			}
 			np.mu.Lock()
-			np.msgs = append(np.msgs, notifyMsg{pid, string(buf[:n])})
+			np.msgs = append(np.msgs, notifyMsg{pid, string(buf[:n]), fds})
 			np.mu.Unlock()
 			select {
 			case np.seen <- struct{}{}:
@@ -142,8 +199,25 @@ func newNotifyPeer(t *testing.T, path string) *notifyPeer {
 			}
 		}
 	}()
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		c.Close()
+		np.mu.Lock()
+		defer np.mu.Unlock()
+		for _, m := range np.msgs {
+			fd.CloseAll(m.fds)
+		}
+	})
 	return np
+}
+
+// stored returns the descriptors of the first message from pid that
+// contains text.
+func (np *notifyPeer) stored(t *testing.T, pid int, text string) []int {
+	t.Helper()
+	i := np.await(t, pid, text)
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	return np.msgs[i].fds
 }
 
 // await polls until a message from pid contains text, and returns its
@@ -263,4 +337,108 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 	second.cmd.Process.Signal(syscall.SIGTERM)
 	second.mustExit()
 	np.await(t, pid2, "STOPPING=1")
+}
+
+// TestSystemdStoreStopStart: process A parks its TCP listener and UDP
+// socket in (a stand-in for) systemd's descriptor store and exits; with no
+// process running, clients connect and a datagram is sent; process B,
+// started with what the store holds as LISTEN_FDS, adopts both and serves
+// every one of them: no connection refused, no datagram lost.
+func TestSystemdStoreStopStart(t *testing.T) {
+	restartCheckLeaks(t)
+	dir := t.TempDir()
+	np := newNotifyPeer(t, filepath.Join(dir, "notify"))
+	tcpAddr, udpAddr := freeTCPAddr(t), freeUDPAddr(t)
+	env := []string{
+		"SD_HANDOFF=" + filepath.Join(dir, "handoff.sock"),
+		"SD_ADDR=" + tcpAddr,
+		"SD_UDP=" + udpAddr,
+		"NOTIFY_SOCKET=" + filepath.Join(dir, "notify"),
+		"SD_CONNS=8",
+	}
+	a := startRestartChild(t, "", "systemd-store", nil, env...)
+	line := a.expect("stored")
+	a.mustExit()
+	pidA, _ := strconv.Atoi(field(line, "pid"))
+	fds := np.stored(t, pidA, "FDSTORE=1")
+	if len(fds) != 2 {
+		t.Fatalf("stored %d descriptors, want 2", len(fds))
+	}
+	np.await(t, pidA, "STOPPING=1")
+
+	// No process runs: the kernel queues these on the stored sockets.
+	var conns []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", tcpAddr)
+		if err != nil {
+			t.Fatalf("connection refused while stopped: %v", err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	u, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write([]byte("while-stopped")); err != nil {
+		t.Fatal(err)
+	}
+
+	files := make([]*os.File, len(fds))
+	for i, f := range fds {
+		d, err := fd.DupFD(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[i] = os.NewFile(uintptr(d), "stored")
+		defer files[i].Close()
+	}
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(append(os.Environ(), env...), restartChildEnv+"=systemd-store",
+		"LISTEN_FDS=2", "LISTEN_FDNAMES=fdpass:fdpass")
+	cmd.ExtraFiles = files
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || !strings.HasPrefix(reply, "pid=") {
+			t.Errorf("connection %d made while stopped: %q, %v", i, reply, err)
+		}
+	}
+	u.SetDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 64)
+	n, err := u.Read(buf)
+	if err != nil || string(buf[:n]) != "udp while-stopped" {
+		t.Errorf("datagram sent while stopped: %q, %v", buf[:n], err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("process B: %v", err)
+	}
+}
+
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func freeUDPAddr(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
 }
