@@ -94,14 +94,18 @@ func handoffFields(m graceful.Message) graceful.Message {
 		k.Version, k.Features, k.Generation, k.Items, k.TimeoutMillis = m.Version, m.Features, m.Generation, m.Items, m.TimeoutMillis
 	case graceful.MsgReady, graceful.MsgDone:
 		k.Features = m.Features
+	case graceful.MsgConns:
+		k.Items, k.Total = m.Items, m.Total
+	case graceful.MsgAdopted:
+		k.Items = m.Items
 	case graceful.MsgError:
 		k.Code, k.Reason = m.Code, m.Reason
 	}
 	return k
 }
 
-// buildMessage reads a Message from b: the type (mod 8, so that 0, 6 and 7
-// are unknown), then every field whatever the type, the reason last with
+// buildMessage reads a Message from b: the type (mod 16, so that 0 and 8
+// to 15 are unknown), then every field whatever the type, the reason last with
 // a two-byte length that may exceed MaxReasonLen (cut to what is left).
 func buildMessage(b []byte) graceful.Message {
 	r := reader{b}
@@ -114,12 +118,13 @@ func buildMessage(b []byte) graceful.Message {
 	u16 := func() uint16 { return binary.LittleEndian.Uint16(le(2)) }
 	u32 := func() uint32 { return binary.LittleEndian.Uint32(le(4)) }
 	u64 := func() uint64 { return binary.LittleEndian.Uint64(le(8)) }
-	m := graceful.Message{Type: graceful.MessageType(r.byte() % 8)}
+	m := graceful.Message{Type: graceful.MessageType(r.byte() % 16)}
 	m.MinVersion, m.MaxVersion, m.Version = u16(), u16(), u16()
 	m.Features = u32()
 	m.Generation = u64()
 	m.Items, m.TimeoutMillis = u32(), u32()
 	m.Code = graceful.ErrorCode(u16())
+	m.Total = u32()
 	n := int(u16())
 	if n > 0 {
 		// Long reasons come from repeating what is left.

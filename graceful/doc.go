@@ -50,9 +50,30 @@
 // generations; the predecessor serves one successor at a time, and a
 // successor that dials while another is being served waits its turn.
 //
-// A second phase after READY, in which established connections migrate, is
-// reserved in the protocol (the FeatureMigrate bit and message types 6 to
-// 15) but not implemented.
+// # Live migration of connections
+//
+// With Options.Migrate set on both sides, established connections move
+// too, between READY and DONE. The predecessor tracks each connection it
+// serves (Process.Track returns a *Conn to read and write instead); at a
+// takeover the readers are interrupted (Read returns ErrMigrating), and each
+// hands over its session state and the bytes it has read but not processed
+// (Conn.Handoff, or Conn.HandoffReader for a bufio.Reader) at a message
+// boundary. The connections travel in CONNS batches; the successor says
+// ADOPTED, and the predecessor keeps its copies until its DONE is
+// acknowledged. If the successor fails before, the predecessor resumes
+// every connection and keeps serving. The successor takes them from
+// Process.MigratedConns after Ready, each with its State; their first Reads
+// return the bytes handed over. See Conn for how a server quiesces a
+// connection, and HANDOFF.md for the messages.
+//
+// For net/http, Process.HTTP wraps a Server so that at a takeover its idle
+// keep-alive connections migrate, busy ones migrate once their response is
+// written, and any that cannot end cleanly with "Connection: close".
+//
+// Migration moves the socket, not the kernel's TCP state around it: what
+// the application has written stays queued in the socket and is sent
+// whichever process holds it. A connection the predecessor cannot quiesce
+// in time (Options.QuiesceTimeout) stays with it.
 //
 // # Security
 //

@@ -47,6 +47,9 @@ var (
 	// ErrNetwork: Listen or ListenPacket was given a network it does not
 	// handle.
 	ErrNetwork = errors.New("graceful: unsupported network")
+	// ErrMigrating: a Conn's Read was interrupted because the connection
+	// is being migrated to the successor; call Conn.Handoff.
+	ErrMigrating = errors.New("graceful: connection is being migrated")
 )
 
 // HandoffError is an ERROR control message received from the peer. It

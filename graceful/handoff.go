@@ -13,9 +13,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful/systemd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/vishvananda/netns"
 )
 
 // Options configure a Process. The zero value of each field means its
@@ -38,6 +40,20 @@ type Options struct {
 	// Logger receives the Process's reports of handoffs, refusals and
 	// rollbacks. If nil, the Process is silent.
 	Logger *slog.Logger
+	// Migrate turns on live migration (see Conn): as a successor, the
+	// process takes the predecessor's tracked connections before DONE;
+	// as a predecessor, it hands over those it tracks. Both sides must
+	// set it.
+	Migrate bool
+	// QuiesceTimeout bounds how long a predecessor waits for the readers
+	// of its tracked connections to reach Handoff; the latecomers stay.
+	// If zero, 5 seconds or half of Timeout, whichever is less.
+	QuiesceTimeout time.Duration
+	// Migrated, if set, is called in a successor with the migrated
+	// connections before it acknowledges them; an error refuses them and
+	// fails the handoff (the predecessor keeps serving everything). Do
+	// not read or write the connections in it.
+	Migrated func([]*Conn) error
 }
 
 const (
@@ -114,6 +130,8 @@ type Process struct {
 	out       *unixmsg.Batch     // regs[:outN] as a batch, built lazily
 	outN      int                //
 	cur       *net.UnixConn      // the handoff in progress
+	mig       migration          // live migration (migrate.go)
+	ns        string             // the network namespace New ran in
 	sd        *systemd.Set       // descriptors systemd passed, until Ready
 	notify    *systemd.Notifier  // nil outside systemd
 	serving   chan struct{}      // closed when the serve loop ends
@@ -157,6 +175,11 @@ func New(opts Options) (*Process, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With(slog.String("handoff", opts.Path))
+	// Listen matches sockets against this namespace: asking the kernel
+	// for the calling thread's on every call costs more than adopting
+	// the socket (a path lookup in /proc), and a process that serves
+	// another namespace says so with ListenInNetNS.
+	p.ns = currentNetNS()
 	if err := p.initSystemd(); err != nil {
 		return nil, err
 	}
@@ -270,7 +293,7 @@ func (p *Process) inherit(uc *net.UnixConn, deadline time.Time) error {
 // hello sends HELLO and receives the OFFER. On success the handoff
 // listener is p.ln, and the rest of the batch is indexed in p.avail.
 func (p *Process) hello(c *unixmsg.Conn) (*unixmsg.Batch, uint64, error) {
-	if err := sendMessage(context.Background(), c, Message{Type: MsgHello, MinVersion: MessageVersion, MaxVersion: MessageVersion}); err != nil {
+	if err := sendMessage(context.Background(), c, Message{Type: MsgHello, MinVersion: MessageVersion, MaxVersion: MessageVersion, Features: p.features()}); err != nil {
 		return nil, 0, err
 	}
 	in, err := c.Receive()
@@ -297,6 +320,7 @@ func (p *Process) hello(c *unixmsg.Conn) (*unixmsg.Batch, uint64, error) {
 		in.Close()
 		return nil, 0, err
 	}
+	p.mig.agreed = m.Features&p.features()&FeatureMigrate != 0
 	return in, m.Generation + 1, nil
 }
 
@@ -411,8 +435,10 @@ func (p *Process) Inherited() bool {
 // Listen returns a listener on network ("tcp", "tcp4", "tcp6", "unix" or
 // "unixpacket") and addr: inherited from the predecessor when it handed
 // over one with the same network, address (as given to Listen, not as
-// resolved) and network namespace (that of the calling thread), which has
-// not been adopted yet; otherwise a new one. Calls after Ready always
+// resolved) and network namespace (the one New ran in; see ListenInNetNS
+// for another), which has not been adopted yet; or one systemd passed
+// (socket activation, the descriptor store) with the same kind and
+// address; otherwise a new one. Calls after Ready always
 // create.
 //
 // The listener is the caller's. From Ready on, the Process holds a
@@ -422,6 +448,31 @@ func (p *Process) Inherited() bool {
 // remove their socket file on Close, since a successor may be serving on
 // it; a stale file left at addr is replaced.
 func (p *Process) Listen(network, addr string) (net.Listener, error) {
+	return p.listen(p.ns, network, addr, func() (net.Listener, error) {
+		return listenReplacing(network, addr)
+	})
+}
+
+// ListenInNetNS is Listen for a socket in the network namespace h rather
+// than the one the Process was created in: it inherits a listener the
+// predecessor made in that namespace, or creates one there (see
+// kinds.InNetNS; entering a namespace needs CAP_SYS_ADMIN). h stays the
+// caller's.
+func (p *Process) ListenInNetNS(h netns.NsHandle, network, addr string) (net.Listener, error) {
+	id, err := fd.Identify(int(h))
+	if err != nil {
+		return nil, err
+	}
+	return p.listen(id.String(), network, addr, func() (ln net.Listener, err error) {
+		err = kinds.InNetNS(h, func() error {
+			ln, err = listenReplacing(network, addr)
+			return err
+		})
+		return ln, err
+	})
+}
+
+func (p *Process) listen(ns, network, addr string, create func() (net.Listener, error)) (net.Listener, error) {
 	var want kinds.Kind
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -431,12 +482,11 @@ func (p *Process) Listen(network, addr string) (net.Listener, error) {
 	default:
 		return nil, fmt.Errorf("%w: Listen %q", ErrNetwork, network)
 	}
-	ns := currentNetNS()
 	f, ok, err := p.take(matchKey{roleListener, network, addr, ns}, want)
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
+	if !ok && ns == p.ns {
 		f, ok = p.fromSystemd(want, network, addr)
 	}
 	var ln net.Listener
@@ -445,7 +495,7 @@ func (p *Process) Listen(network, addr string) (net.Listener, error) {
 			return nil, err
 		}
 	} else {
-		if ln, err = listenReplacing(network, addr); err != nil {
+		if ln, err = create(); err != nil {
 			return nil, err
 		}
 		ns = socketNetNS(ln, ns)
@@ -472,7 +522,7 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 	default:
 		return nil, fmt.Errorf("%w: ListenPacket %q", ErrNetwork, network)
 	}
-	ns := currentNetNS()
+	ns := p.ns
 	f, ok, err := p.take(matchKey{rolePacket, network, addr, ns}, want)
 	if err != nil {
 		return nil, err
@@ -643,16 +693,32 @@ func (p *Process) Ready() error {
 // confirm sends READY and waits for DONE.
 func (p *Process) confirm(c *unixmsg.Conn) error {
 	c.SetDeadline(time.Now().Add(p.opts.Timeout))
-	if err := sendMessage(context.Background(), c, Message{Type: MsgReady}); err != nil {
+	var ask uint32
+	if p.mig.agreed {
+		ask = FeatureMigrate
+	}
+	if err := sendMessage(context.Background(), c, Message{Type: MsgReady, Features: ask}); err != nil {
 		return err
 	}
+	var conns []*Conn
+	if ask != 0 {
+		var err error
+		if conns, err = p.migrateIn(c); err != nil {
+			return err
+		}
+	}
 	m, err := receiveMessage(c)
+	if err == nil && m.Type == MsgDone {
+		p.adopted(conns)
+		return nil
+	}
+	for _, mc := range conns {
+		mc.Conn.Close()
+	}
 	if err != nil {
 		return err
 	}
 	switch m.Type {
-	case MsgDone:
-		return nil
 	case MsgError:
 		return &HandoffError{Code: m.Code, Reason: m.Reason}
 	}
@@ -886,6 +952,7 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
 	payload, err := AppendMessage(nil, Message{
 		Type:          MsgOffer,
 		Version:       MessageVersion,
+		Features:      hello.Features & p.features(),
 		Generation:    gen,
 		Items:         uint32(out.Len()),
 		TimeoutMillis: uint32(min(p.opts.Timeout.Milliseconds(), 1<<32-1)),
@@ -919,11 +986,24 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
 		return net.ErrClosed
 	}
 	p.systemdTakeover(pid)
+	// Live migration, when both asked for it: the connections move now,
+	// and stay this process's until DONE is acknowledged.
+	var mig *outgoing
+	if m.Features&hello.Features&p.features()&FeatureMigrate != 0 {
+		if mig, err = p.migrateOut(c, log); err != nil {
+			return err
+		}
+	}
 	// DONE is acknowledged: once Send returns nil the successor has it,
 	// and this process may stop.
-	if err := sendMessage(context.Background(), c, Message{Type: MsgDone}); err != nil {
+	if err := sendMessage(context.Background(), c, Message{Type: MsgDone, Features: m.Features & hello.Features & p.features()}); err != nil {
+		// Hang up before resuming, so that a successor still about to
+		// acknowledge DONE fails to, and does not serve them too.
+		c.Close()
+		mig.resume()
 		return fmt.Errorf("sending DONE: %w", err)
 	}
+	mig.commit()
 	return nil
 }
 

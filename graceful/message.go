@@ -36,8 +36,14 @@ import (
 //	  0 u16 code (ErrorCode, not 0)
 //	  2 u16 reason length R (at most MaxReasonLen)
 //	  4 R   reason, text for humans
+//	CONNS (6), predecessor to successor, the payload of a batch of
+//	migrating connections, N = 8:
+//	  0 u32 number of connections in this batch
+//	  4 u32 connections in the whole migration (>= this batch's)
+//	ADOPTED (7), successor to predecessor, N = 4:
+//	  0 u32 connections the successor holds (the whole migration's)
 //
-// Types 6 to 15 are reserved for the connection-migration phase. A message
+// Types 8 to 15 are reserved for the connection-migration phase. A message
 // of any other type, a reserved field that is not zero, or a body of the
 // wrong length is an error. Feature bits a side does not know are ignored
 // (and kept by the codec). HELLO and ERROR keep layout version 1 forever, so
@@ -66,6 +72,10 @@ const (
 	MsgReady MessageType = 3
 	MsgDone  MessageType = 4
 	MsgError MessageType = 5
+	// MsgConns and MsgAdopted make up the connection-migration phase,
+	// between READY and DONE, when both sides asked for FeatureMigrate.
+	MsgConns   MessageType = 6
+	MsgAdopted MessageType = 7
 )
 
 func (t MessageType) String() string {
@@ -80,12 +90,17 @@ func (t MessageType) String() string {
 		return "DONE"
 	case MsgError:
 		return "ERROR"
+	case MsgConns:
+		return "CONNS"
+	case MsgAdopted:
+		return "ADOPTED"
 	}
 	return "message(" + strconv.Itoa(int(t)) + ")"
 }
 
-// FeatureMigrate is reserved for the second phase of a handoff, in which
-// established connections move after READY. This version never sets it.
+// FeatureMigrate asks for, and announces, the connection-migration phase:
+// after READY the predecessor sends its tracked connections in CONNS
+// batches, the successor answers ADOPTED, and only then comes DONE.
 const FeatureMigrate = 1 << 0
 
 // ErrorCode says why an ERROR message was sent.
@@ -133,9 +148,13 @@ type Message struct {
 	Features uint32
 	// OFFER: the predecessor's generation, the number of descriptors in
 	// the batch, and how long the predecessor waits for READY.
+	// CONNS: Items is the number of connections in the batch.
+	// ADOPTED: Items is the number of connections adopted.
 	Generation    uint64
 	Items         uint32
 	TimeoutMillis uint32
+	// CONNS: the number of connections in the whole migration.
+	Total uint32
 	// ERROR: why.
 	Code   ErrorCode
 	Reason string
@@ -149,8 +168,10 @@ func bodyLen(t MessageType) int {
 		return 8
 	case MsgOffer:
 		return 24
-	case MsgReady, MsgDone:
+	case MsgReady, MsgDone, MsgAdopted:
 		return 4
+	case MsgConns:
+		return 8
 	case MsgError:
 		return -1
 	}
@@ -185,6 +206,11 @@ func AppendMessage(dst []byte, m Message) ([]byte, error) {
 		dst = le.AppendUint32(dst, m.TimeoutMillis)
 	case MsgReady, MsgDone:
 		dst = le.AppendUint32(dst, m.Features)
+	case MsgConns:
+		dst = le.AppendUint32(dst, m.Items)
+		dst = le.AppendUint32(dst, m.Total)
+	case MsgAdopted:
+		dst = le.AppendUint32(dst, m.Items)
 	case MsgError:
 		dst = le.AppendUint16(dst, uint16(m.Code))
 		dst = le.AppendUint16(dst, uint16(len(m.Reason)))
@@ -203,7 +229,11 @@ func checkMessage(m *Message) error {
 		if m.Version == 0 {
 			return errf(ErrMalformed, "OFFER: version 0")
 		}
-	case MsgReady, MsgDone:
+	case MsgReady, MsgDone, MsgAdopted:
+	case MsgConns:
+		if m.Items > m.Total {
+			return errf(ErrMalformed, "CONNS: %d connections in a batch of a migration of %d", m.Items, m.Total)
+		}
 	case MsgError:
 		if m.Code == 0 {
 			return errf(ErrMalformed, "ERROR: code 0")
@@ -262,6 +292,11 @@ func ParseMessage(b []byte) (Message, error) {
 		m.TimeoutMillis = le.Uint32(body[20:24])
 	case MsgReady, MsgDone:
 		m.Features = le.Uint32(body[0:4])
+	case MsgConns:
+		m.Items = le.Uint32(body[0:4])
+		m.Total = le.Uint32(body[4:8])
+	case MsgAdopted:
+		m.Items = le.Uint32(body[0:4])
 	case MsgError:
 		if n < 4 {
 			return Message{}, errf(ErrMalformed, "ERROR: body of %d bytes, at least 4", n)

@@ -19,6 +19,9 @@ func TestMessageRoundTrip(t *testing.T) {
 		{Type: graceful.MsgReady},
 		{Type: graceful.MsgReady, Features: graceful.FeatureMigrate},
 		{Type: graceful.MsgDone, Features: 3},
+		{Type: graceful.MsgConns, Items: 2048, Total: 10000},
+		{Type: graceful.MsgConns},
+		{Type: graceful.MsgAdopted, Items: 10000},
 		{Type: graceful.MsgError, Code: graceful.CodeTimeout},
 		{Type: graceful.MsgError, Code: 999, Reason: strings.Repeat("é", graceful.MaxReasonLen/2)},
 	} {
@@ -56,6 +59,16 @@ func TestMessageWire(t *testing.T) {
 	if !bytes.Equal(b, want) {
 		t.Errorf("HELLO encodes as %q, want %q", b, want)
 	}
+	b, _ = graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgConns, Items: 2, Total: 0x0103})
+	want = []byte("FDHO\x01\x06\x08\x00\x02\x00\x00\x00\x03\x01\x00\x00")
+	if !bytes.Equal(b, want) {
+		t.Errorf("CONNS encodes as %q, want %q", b, want)
+	}
+	b, _ = graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgAdopted, Items: 5})
+	want = []byte("FDHO\x01\x07\x04\x00\x05\x00\x00\x00")
+	if !bytes.Equal(b, want) {
+		t.Errorf("ADOPTED encodes as %q, want %q", b, want)
+	}
 }
 
 func TestParseMessageErrors(t *testing.T) {
@@ -75,7 +88,11 @@ func TestParseMessageErrors(t *testing.T) {
 		{"bad magic short", []byte("HTTP/"), graceful.ErrBadMagic},
 		{"version", mod(hello, func(b []byte) []byte { b[4] = 2; return b }), graceful.ErrVersion},
 		{"unknown type", []byte("FDHO\x01\x09\x00\x00"), graceful.ErrUnknownMessage},
-		{"reserved type", []byte("FDHO\x01\x06\x00\x00"), graceful.ErrUnknownMessage},
+		{"reserved type", []byte("FDHO\x01\x08\x00\x00"), graceful.ErrUnknownMessage},
+		{"reserved type 15", []byte("FDHO\x01\x0f\x00\x00"), graceful.ErrUnknownMessage},
+		{"conns short", []byte("FDHO\x01\x06\x04\x00\x00\x00\x00\x00"), graceful.ErrMalformed},
+		{"conns batch > total", []byte("FDHO\x01\x06\x08\x00\x02\x00\x00\x00\x01\x00\x00\x00"), graceful.ErrMalformed},
+		{"adopted long", []byte("FDHO\x01\x07\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00"), graceful.ErrMalformed},
 		{"type zero", []byte("FDHO\x01\x00\x00\x00"), graceful.ErrUnknownMessage},
 		{"truncated body", hello[:len(hello)-1], graceful.ErrMalformed},
 		{"trailing byte", append(bytes.Clone(hello), 0), graceful.ErrMalformed},
@@ -104,7 +121,8 @@ func TestAppendMessageErrors(t *testing.T) {
 		want error
 	}{
 		{graceful.Message{}, graceful.ErrUnknownMessage},
-		{graceful.Message{Type: 6}, graceful.ErrUnknownMessage},
+		{graceful.Message{Type: 8}, graceful.ErrUnknownMessage},
+		{graceful.Message{Type: graceful.MsgConns, Items: 3, Total: 2}, graceful.ErrMalformed},
 		{graceful.Message{Type: graceful.MsgHello}, graceful.ErrMalformed},
 		{graceful.Message{Type: graceful.MsgOffer}, graceful.ErrMalformed},
 		{graceful.Message{Type: graceful.MsgError}, graceful.ErrMalformed},
@@ -126,6 +144,8 @@ func TestParseMessageNoPanic(t *testing.T) {
 		{Type: graceful.MsgOffer, Version: 1, Items: 3},
 		{Type: graceful.MsgReady},
 		{Type: graceful.MsgDone},
+		{Type: graceful.MsgConns, Items: 1, Total: 2},
+		{Type: graceful.MsgAdopted, Items: 2},
 		{Type: graceful.MsgError, Code: 2, Reason: "why"},
 	} {
 		b, _ := graceful.AppendMessage(nil, m)
@@ -169,6 +189,8 @@ func FuzzParseMessage(f *testing.F) {
 		{Type: graceful.MsgOffer, Version: 1, Generation: 4, Items: 3, TimeoutMillis: 1000},
 		{Type: graceful.MsgReady},
 		{Type: graceful.MsgDone},
+		{Type: graceful.MsgConns, Items: 1, Total: 2},
+		{Type: graceful.MsgAdopted, Items: 2},
 		{Type: graceful.MsgError, Code: 2, Reason: "why"},
 	} {
 		b, _ := graceful.AppendMessage(nil, m)

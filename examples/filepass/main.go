@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command filepass passes open files across restarts: an append-only log
 // that every generation writes, and a memfd holding the service's state
 // (the next line number and a lock), which each new generation reads where

@@ -10,7 +10,9 @@
 //
 // Every response says which instance served it. The handoff socket
 // (-graceful) is where a new instance finds the running one; it passes to
-// the new instance with the listener, so it never goes missing.
+// the new instance with the listener, so it never goes missing. Keep-alive
+// connections move to the new instance too (graceful.HTTPServer): a
+// client's connection outlives the process that accepted it.
 //
 // The process reports on standard output, one line per event:
 //
@@ -55,7 +57,7 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	if verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	p, err := graceful.New(graceful.Options{Path: sock, Logger: logger})
+	p, err := graceful.New(graceful.Options{Path: sock, Logger: logger, Migrate: true})
 	if err != nil {
 		return err
 	}
@@ -72,26 +74,20 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	}
 
 	var served atomic.Int64
-	var draining atomic.Bool
-	conns := newConnCount()
 	id := strconv.Itoa(os.Getpid())
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			served.Add(1)
-			if draining.Load() {
-				// The successor serves new connections; this one ends
-				// cleanly after its response instead of being cut while
-				// the client may be sending on it.
-				w.Header().Set("Connection", "close")
-			}
 			w.Header().Set("X-Instance", id)
 			fmt.Fprintf(w, "served by instance %s (generation %d)\n", id, p.Generation())
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		ConnState:         conns.track,
 	}
+	// Keep-alive connections migrate to the successor at a takeover,
+	// idle ones at once and busy ones after their response.
+	hs := p.HTTP(srv)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- hs.Serve(ln) }()
 	if err := p.Ready(); err != nil {
 		return err
 	}
@@ -102,59 +98,25 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case <-p.Exit():
-		// A successor said READY: it serves from now on.
+		// A successor said READY and took the connections that could
+		// move: it serves from now on.
 	case <-sig:
 	case err := <-serveErr:
 		return err
 	}
-	// Drain. http.Server.Shutdown would close idle keep-alive connections
-	// at once, under a client that may be sending its next request on
-	// one; instead stop accepting, answer each connection's next request
-	// with "Connection: close", and wait for them to end.
-	draining.Store(true)
-	ln.Close()
-	if e := <-serveErr; !errors.Is(e, net.ErrClosed) && !errors.Is(e, http.ErrServerClosed) {
-		err = e
-	}
+	// Drain what stayed. http.Server.Shutdown would close idle keep-alive
+	// connections at once, under a client that may be sending its next
+	// request on one; instead stop accepting, answer each connection's
+	// next request with "Connection: close", and wait for them to end.
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	if conns.wait(ctx) != nil {
-		err = errors.Join(err, srv.Close())
+	if e := hs.Drain(ctx); e != nil {
+		// Connections still open after -drain were closed.
+		log.Printf("drain: %v", e)
+	}
+	if e := <-serveErr; !errors.Is(e, net.ErrClosed) && !errors.Is(e, http.ErrServerClosed) {
+		err = errors.Join(err, e)
 	}
 	fmt.Printf("exit pid=%d served=%d\n", os.Getpid(), served.Load())
 	return err
-}
-
-// connCount counts a server's open connections.
-type connCount struct {
-	n    atomic.Int64
-	zero chan struct{} // gets a value whenever the count drops to zero
-}
-
-func newConnCount() *connCount { return &connCount{zero: make(chan struct{}, 1)} }
-
-func (c *connCount) track(_ net.Conn, st http.ConnState) {
-	switch st {
-	case http.StateNew:
-		c.n.Add(1)
-	case http.StateHijacked, http.StateClosed:
-		if c.n.Add(-1) == 0 {
-			select {
-			case c.zero <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// wait returns when no connection is open, or ctx's error.
-func (c *connCount) wait(ctx context.Context) error {
-	for c.n.Load() > 0 {
-		select {
-		case <-c.zero:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
 }

@@ -1,0 +1,247 @@
+package graceful
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// HTTPServer serves a net/http Server so that its keep-alive connections
+// migrate at a takeover (with Options.Migrate set on both sides): a
+// connection that waits for its next request moves to the successor at
+// once; one in the middle of a request moves as soon as its response is
+// written, within Options.QuiesceTimeout; one that cannot move (still busy,
+// or holding the first bytes of a pipelined request) stays, and from the
+// takeover on its next response says "Connection: close". No byte a client
+// sent is lost either way.
+//
+// Only HTTP/1 over plain TCP or unix sockets migrates (a TLS session's
+// state lives in the process). It relies on net/http reading connections
+// through a 4 KiB bufio.Reader, and migrates a connection only when a read
+// shows that reader empty; with any other reader size nothing migrates and
+// Drain ends connections as before.
+type HTTPServer struct {
+	p    *Process
+	srv  *http.Server
+	user func(net.Conn, http.ConnState)
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	ln       *httpListener
+	queue    []*Conn // migrated in before Serve
+	conns    map[net.Conn]int
+	zero     chan struct{}
+}
+
+// httpState tags the state of a migrating HTTP connection.
+const httpState = "net/http"
+
+// httpReadBuf is the size of net/http's connection reader: a read of
+// exactly this size is made with the reader empty.
+const httpReadBuf = 4 << 10
+
+// HTTP prepares srv to be served with live migration. It wraps srv's
+// ConnState hook and Handler (the ones set now keep working); then call
+// Serve instead of srv.Serve, and Drain after Exit instead of
+// srv.Shutdown. In a successor, the HTTP connections that migrated are
+// served by the HTTPServer; MigratedConns does not return them.
+func (p *Process) HTTP(srv *http.Server) *HTTPServer {
+	hs := &HTTPServer{p: p, srv: srv, user: srv.ConnState, conns: map[net.Conn]int{}, zero: make(chan struct{}, 1)}
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hs.ending() {
+			// This process ends: the connection ends cleanly after this
+			// response, before the client sends on it again.
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+	srv.ConnState = hs.connState
+	p.mig.mu.Lock()
+	p.mig.sinks = append(p.mig.sinks, hs.adopt)
+	p.mig.mu.Unlock()
+	return hs
+}
+
+// ending reports whether a successor took over (or the Process closed),
+// or Drain was called.
+func (hs *HTTPServer) ending() bool {
+	select {
+	case <-hs.p.Exit():
+		return true
+	default:
+		return hs.draining.Load()
+	}
+}
+
+// adopt takes a connection migrated in, if it is an HTTP one.
+func (hs *HTTPServer) adopt(c *Conn) bool {
+	if string(c.State()) != httpState {
+		return false
+	}
+	c.mu.Lock()
+	c.hs = hs
+	c.mu.Unlock()
+	hs.mu.Lock()
+	ln := hs.ln
+	if ln == nil {
+		hs.queue = append(hs.queue, c)
+	}
+	hs.mu.Unlock()
+	if ln != nil {
+		ln.push(c)
+	}
+	return true
+}
+
+// Serve serves HTTP on ln, as srv.Serve does, tracking every connection
+// for migration. Closing ln, or Drain, ends it; like srv.Serve it returns
+// an error that, after that, matches net.ErrClosed.
+func (hs *HTTPServer) Serve(ln net.Listener) error {
+	l := &httpListener{Listener: ln, hs: hs, conns: make(chan net.Conn), done: make(chan struct{})}
+	hs.mu.Lock()
+	hs.ln = l
+	queue := hs.queue
+	hs.queue = nil
+	hs.mu.Unlock()
+	for _, c := range queue {
+		l.push(c)
+	}
+	go l.accept()
+	return hs.srv.Serve(l)
+}
+
+// Drain ends this process's HTTP service after a takeover: it stops
+// accepting, answers every further request with "Connection: close", and
+// waits for the connections that stayed to end, or for ctx; then it closes
+// what is left. Connections that migrated are the successor's and are not
+// waited for.
+func (hs *HTTPServer) Drain(ctx context.Context) error {
+	hs.draining.Store(true)
+	hs.mu.Lock()
+	ln := hs.ln
+	hs.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	for {
+		hs.mu.Lock()
+		n := len(hs.conns)
+		hs.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-hs.zero:
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), hs.srv.Close())
+		}
+	}
+}
+
+func (hs *HTTPServer) connState(nc net.Conn, st http.ConnState) {
+	if c, ok := nc.(*Conn); ok {
+		c.httpState(st)
+	}
+	// Count per connection: a connection that resumes after a failed
+	// migration is served anew, and its StateNew may come before the
+	// StateClosed of its first round.
+	hs.mu.Lock()
+	switch st {
+	case http.StateNew:
+		hs.conns[nc]++
+	case http.StateClosed, http.StateHijacked:
+		if hs.conns[nc]--; hs.conns[nc] <= 0 {
+			delete(hs.conns, nc)
+		}
+		if len(hs.conns) == 0 {
+			select {
+			case hs.zero <- struct{}{}:
+			default:
+			}
+		}
+	}
+	hs.mu.Unlock()
+	if hs.user != nil {
+		hs.user(nc, st)
+	}
+}
+
+// httpListener is the listener net/http serves: what the real listener
+// accepts, tracked, and the connections that migrated in or resumed.
+type httpListener struct {
+	net.Listener
+	hs    *HTTPServer
+	conns chan net.Conn
+	errc  chan error
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *httpListener) accept() {
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.Close()
+			return
+		}
+		c := l.hs.p.Track(nc)
+		c.mu.Lock()
+		c.hs = l.hs
+		c.mu.Unlock()
+		if !l.push(c) {
+			return
+		}
+	}
+}
+
+// push hands c to net/http, or closes it if the listener is closed.
+func (l *httpListener) push(c *Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		c.Close()
+		return false
+	}
+}
+
+func (l *httpListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
+	}
+}
+
+func (l *httpListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		err = l.Listener.Close()
+		close(l.done)
+	})
+	return err
+}
+
+// resume gives a connection that did not migrate back to net/http.
+func (hs *HTTPServer) resume(c *Conn) {
+	hs.mu.Lock()
+	ln := hs.ln
+	hs.mu.Unlock()
+	if ln == nil {
+		c.Close()
+		return
+	}
+	go ln.push(c)
+}

@@ -1,0 +1,782 @@
+package graceful
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fdpass/fdpass/kinds"
+	"github.com/fdpass/fdpass/unixmsg"
+)
+
+// Conn is an established connection that can migrate to the successor at
+// a takeover (live migration). Get one from Process.Track, or, in the
+// successor, from Process.MigratedConns. It is a net.Conn whose Read
+// first returns the bytes handed over with it, and whose Read, while the
+// connection is being migrated, returns ErrMigrating.
+//
+// # Quiescing a connection
+//
+// A connection moves only at a message boundary, which only the
+// application knows. The goroutine that reads the connection does this:
+//
+//	r := bufio.NewReader(c) // reads from the *Conn
+//	for {
+//		line, err := r.ReadString('\n')
+//		if errors.Is(err, graceful.ErrMigrating) {
+//			if c.HandoffReader(state(), r, []byte(line)) {
+//				return // the successor serves it now
+//			}
+//			continue // not migrated: r yields line's bytes again
+//		}
+//		...         // handle one whole message, answer it
+//	}
+//
+// At a takeover the Process interrupts Read (with a read deadline in the
+// past), so a reader that waits for the next request, or comes back for
+// it, gets ErrMigrating with whatever part of a message it has read.
+// Handoff then passes the session state and the bytes read but not
+// processed; it blocks until the successor holds the connection (true:
+// return, and neither read nor write it again) or the migration failed
+// (false: carry on serving, the next Read returns those bytes first).
+// Answers already written stay in the socket and reach the client.
+//
+// A connection whose reader does not reach Handoff within
+// Options.QuiesceTimeout (one busy writing to a slow client, say) stays
+// with this process, which serves and drains it as before.
+type Conn struct {
+	net.Conn
+	p       *Process
+	network string // "tcp", "unix", ...
+
+	mu      sync.Mutex
+	phase   connPhase
+	pending []byte    // what Read returns before reading the socket
+	state   []byte    // the session state received with it
+	rdl     time.Time // the application's read deadline
+	out     []byte    // state and bytes offered to the successor
+	arrived chan<- *Conn
+	decided chan bool
+	// Served by an HTTPServer: net/http reads it, and a migration
+	// interrupts only a read for the next request with nothing buffered.
+	hs          *HTTPServer
+	idle        bool // waiting for the next request
+	interrupted bool // a read returned ErrMigrating; net/http gave up on it
+}
+
+type connPhase uint8
+
+const (
+	phaseIdle      connPhase = iota
+	phaseQuiescing           // Read fails with ErrMigrating
+	phaseArrived             // Handoff waits for the outcome
+	phaseMigrated            // the successor has it; closed here
+	phaseClosed              // closed by the application
+)
+
+// migration is a Process's part in live migration.
+type migration struct {
+	mu      sync.Mutex
+	tracked map[*Conn]struct{}
+	in      []*Conn            // migrated in, not yet returned by MigratedConns
+	sinks   []func(*Conn) bool // take migrated connections before in does
+	agreed  bool               // the predecessor offered FeatureMigrate
+}
+
+// Defaults and bounds of the migration phase.
+const (
+	defaultQuiesce = 5 * time.Second
+	// connsPerBatch bounds the connections in one CONNS batch. The
+	// predecessor builds up to batchesAhead batches at once, and so holds
+	// at most connsPerBatch*batchesAhead duplicates besides its own
+	// descriptors.
+	connsPerBatch = 1024
+	batchesAhead  = 3
+	// bytesPerBatch bounds the item payloads of one CONNS batch.
+	bytesPerBatch = 32 << 20
+	metaConn      = "conn"
+)
+
+// Track registers c for migration and returns it wrapped in a Conn, which
+// the application reads and writes instead of c. The Conn takes ownership
+// of c: closing the Conn closes c. Tracking has effect only with
+// Options.Migrate set; otherwise the Conn is c with a Read that returns
+// what c's does.
+func (p *Process) Track(c net.Conn) *Conn {
+	mc := &Conn{Conn: c, p: p, network: c.LocalAddr().Network()}
+	p.mig.mu.Lock()
+	if p.mig.tracked == nil {
+		p.mig.tracked = make(map[*Conn]struct{})
+	}
+	p.mig.tracked[mc] = struct{}{}
+	p.mig.mu.Unlock()
+	return mc
+}
+
+func (p *Process) untrack(c *Conn) {
+	p.mig.mu.Lock()
+	delete(p.mig.tracked, c)
+	p.mig.mu.Unlock()
+}
+
+// MigratedConns returns the connections the predecessor handed over, once
+// Ready has returned, and each only once (those an HTTPServer serves
+// excepted). They are tracked by this Process, so they move on at the next
+// takeover. Serve each as the predecessor did: its State says where the
+// session stands, and its first Reads return the bytes the predecessor had
+// read but not processed.
+//
+// On Linux the net.Conn inside a migrated Conn is built on an *os.File
+// (reads, writes and deadlines through the runtime poller, SyscallConn for
+// socket options), not a *net.TCPConn: that costs a fifth of what
+// net.FileConn does, which matters with thousands of connections.
+func (p *Process) MigratedConns() []*Conn {
+	p.mig.mu.Lock()
+	defer p.mig.mu.Unlock()
+	in := p.mig.in
+	p.mig.in = nil
+	return in
+}
+
+// State returns the session state the predecessor handed over with the
+// connection, or nil for a connection tracked here.
+func (c *Conn) State() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Read reads what the predecessor handed over first, then from the
+// connection. While the connection is being migrated it returns
+// ErrMigrating; see Handoff.
+func (c *Conn) Read(b []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		switch c.phase {
+		case phaseQuiescing:
+			if c.interruptible(len(b)) {
+				c.interrupted = true
+				c.mu.Unlock()
+				return 0, c.migrating()
+			}
+		case phaseArrived:
+			c.mu.Unlock()
+			return 0, c.migrating()
+		case phaseMigrated:
+			c.mu.Unlock()
+			return 0, net.ErrClosed
+		}
+		if len(c.pending) > 0 {
+			n := copy(b, c.pending)
+			c.pending = c.pending[n:]
+			if len(c.pending) == 0 {
+				c.pending = nil
+			}
+			c.mu.Unlock()
+			return n, nil
+		}
+		c.mu.Unlock()
+		n, err := c.Conn.Read(b)
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		c.mu.Lock()
+		retry := false
+		switch {
+		case c.phase != phaseQuiescing:
+			// A migration that gave up may have interrupted this read
+			// before it put the deadline back.
+			retry = c.rdl.IsZero() || time.Now().Before(c.rdl)
+		case c.interruptible(len(b)):
+			c.interrupted = true
+			c.mu.Unlock()
+			return 0, c.migrating()
+		default:
+			// An HTTP connection whose reader holds part of a request:
+			// it stays, and reads on.
+			c.idle = false
+			c.Conn.SetReadDeadline(c.rdl)
+			retry = c.rdl.IsZero() || time.Now().Before(c.rdl)
+		}
+		c.mu.Unlock()
+		if !retry {
+			return n, err
+		}
+	}
+}
+
+// interruptible reports, with c.mu held and the connection quiescing,
+// whether a read of n bytes may end in ErrMigrating. For an HTTP
+// connection that is a read for the next request into net/http's empty
+// reader; any other read first puts back the deadline and reads on.
+func (c *Conn) interruptible(n int) bool {
+	if c.hs == nil {
+		return true
+	}
+	if c.idle && n == httpReadBuf {
+		return true
+	}
+	c.idle = false
+	c.Conn.SetReadDeadline(c.rdl)
+	return false
+}
+
+// migrating is the error of a read that a migration interrupted: an
+// OpError, as the net package's read errors are, so that net/http drops
+// the connection without answering.
+func (c *Conn) migrating() error {
+	return &net.OpError{Op: "read", Net: c.network, Source: c.Conn.LocalAddr(), Addr: c.Conn.RemoteAddr(), Err: ErrMigrating}
+}
+
+// httpState follows net/http's view of the connection.
+func (c *Conn) httpState(st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch st {
+	case http.StateNew, http.StateIdle:
+		c.idle = true
+		if c.phase == phaseQuiescing {
+			c.Conn.SetReadDeadline(aLongTimeAgo)
+		}
+	case http.StateActive:
+		c.idle = false
+	}
+}
+
+// SetDeadline sets the read and write deadlines, as net.Conn's does.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline, as net.Conn's does; a migration
+// interrupts reads whatever the deadline, and puts it back if the
+// connection stays.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rdl = t
+	if c.phase != phaseIdle {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Close closes the connection, unless it has migrated: then the
+// successor's copy is the connection, and Close does nothing.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.hs != nil && c.interrupted && (c.phase == phaseQuiescing || c.phase == phaseIdle) {
+		// net/http gave up on the connection because a migration
+		// interrupted its read for the next request: hand it over, or if
+		// it stays, serve it anew.
+		c.interrupted = false
+		c.mu.Unlock()
+		if !c.handoff([]byte(httpState), nil, nil) {
+			c.hs.resume(c)
+		}
+		return nil
+	}
+	switch c.phase {
+	case phaseMigrated, phaseClosed:
+		c.mu.Unlock()
+		return nil
+	case phaseQuiescing:
+		// The migration waits for nobody now.
+		c.arrived <- nil
+	}
+	c.phase = phaseClosed
+	c.mu.Unlock()
+	c.p.untrack(c)
+	return c.Conn.Close()
+}
+
+// Handoff offers the connection to the successor, at a message boundary:
+// state is the session state, buffered the bytes read from the connection
+// but not processed, in order. Call it from the goroutine that reads the
+// connection, after Read returned ErrMigrating. It blocks until the
+// migration is decided, and reports whether the successor has the
+// connection. If so, the connection is closed here (the successor's copy
+// keeps it open): do not read, write or shut it down. If not, serve on:
+// the next Read returns buffered first. Handoff copies state and buffered.
+func (c *Conn) Handoff(state, buffered []byte) bool {
+	return c.handoff(state, buffered, nil)
+}
+
+// handoff is Handoff with the unprocessed bytes in two parts, a then b.
+// The CONNS item payload is built at once, in one allocation: with 10,000
+// connections, fresh memory is much of the cost.
+func (c *Conn) handoff(state, a, b []byte) bool {
+	c.mu.Lock()
+	// Bytes handed over before this one's and not read yet come last.
+	n := len(a) + len(b) + len(c.pending)
+	payload := make([]byte, 4, 4+len(state)+n)
+	binary.LittleEndian.PutUint32(payload, uint32(len(state)))
+	payload = append(append(append(append(payload, state...), a...), b...), c.pending...)
+	all := payload[4+len(state):]
+	if c.phase != phaseQuiescing {
+		c.pending = nullIfEmpty(all)
+		c.mu.Unlock()
+		return false
+	}
+	c.out = payload
+	c.pending = nil
+	c.phase = phaseArrived
+	decided := make(chan bool, 1)
+	c.decided = decided
+	c.arrived <- c
+	c.mu.Unlock()
+	if <-decided {
+		return true
+	}
+	c.mu.Lock()
+	c.pending = nullIfEmpty(all)
+	c.mu.Unlock()
+	return false
+}
+
+// HandoffReader is Handoff for a server that reads the connection through
+// r, a bufio.Reader on the Conn: the bytes handed over are partial (what
+// the read that failed with ErrMigrating returned) followed by what r
+// holds. If the connection stays, r yields them again.
+func (c *Conn) HandoffReader(state []byte, r *bufio.Reader, partial []byte) bool {
+	// handoff copies what r holds; if the connection stays, r reads it
+	// back from the Conn.
+	held, _ := r.Peek(r.Buffered())
+	ok := c.handoff(state, partial, held)
+	r.Discard(len(held))
+	return ok
+}
+
+func nullIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// decodeConnPayload splits a CONNS item's payload: u32 length S of the
+// state, S bytes of state, then the bytes read but not processed.
+func decodeConnPayload(b []byte) (state, buffered []byte, err error) {
+	if len(b) < 4 {
+		return nil, nil, errf(ErrMalformed, "connection payload of %d bytes", len(b))
+	}
+	s := binary.LittleEndian.Uint32(b)
+	if uint64(s) > uint64(len(b)-4) {
+		return nil, nil, errf(ErrMalformed, "connection state of %d bytes in a payload of %d", s, len(b))
+	}
+	return b[4 : 4+s], b[4+s:], nil
+}
+
+// features returns the feature bits this process supports.
+func (p *Process) features() uint32 {
+	if p.opts.Migrate {
+		return FeatureMigrate
+	}
+	return 0
+}
+
+// outgoing is a migration in progress on the predecessor: the connections
+// offered, each waiting in Handoff for the outcome.
+type outgoing struct {
+	conns []*Conn
+}
+
+// quiesce interrupts the readers of every tracked connection and returns
+// those that reach Handoff within the quiesce timeout; the others stay.
+func (p *Process) quiesce() []*Conn {
+	p.mig.mu.Lock()
+	snap := make([]*Conn, 0, len(p.mig.tracked))
+	for c := range p.mig.tracked {
+		snap = append(snap, c)
+	}
+	p.mig.mu.Unlock()
+	arrived := make(chan *Conn, len(snap))
+	waiting := 0
+	for _, c := range snap {
+		c.mu.Lock()
+		if c.phase == phaseIdle {
+			c.phase = phaseQuiescing
+			c.arrived = arrived
+			if c.hs == nil || c.idle {
+				c.Conn.SetReadDeadline(aLongTimeAgo)
+			}
+			waiting++
+		}
+		c.mu.Unlock()
+	}
+	wait := p.opts.QuiesceTimeout
+	if wait <= 0 {
+		wait = min(defaultQuiesce, p.opts.Timeout/2)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var ready []*Conn
+	for waiting > 0 {
+		select {
+		case c := <-arrived:
+			waiting--
+			if c != nil {
+				ready = append(ready, c)
+			}
+			continue
+		case <-timer.C:
+		}
+		break
+	}
+	if waiting > 0 {
+		// Too slow: they stay. A reader that arrives later finds its
+		// connection idle and carries on. Those that arrived meanwhile
+		// are taken from their phase, not from the channel.
+		ready = ready[:0]
+		late := 0
+		for _, c := range snap {
+			c.mu.Lock()
+			switch {
+			case c.phase == phaseQuiescing:
+				c.phase = phaseIdle
+				c.arrived = nil
+				c.Conn.SetReadDeadline(c.rdl)
+				late++
+			case c.phase == phaseArrived && c.arrived == arrived:
+				ready = append(ready, c)
+			}
+			c.mu.Unlock()
+		}
+		p.log.Info("graceful: connections did not reach a message boundary in time; they stay", slog.Int("count", late))
+	}
+	return ready
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// migrateOut runs the predecessor's part of the migration phase, after
+// READY: it quiesces the tracked connections, sends them, and waits for
+// ADOPTED. The caller commits or resumes the result; on error the
+// connections have resumed.
+func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger) (*outgoing, error) {
+	start := time.Now()
+	// A connection whose state and bytes exceed what a CONNS item may
+	// carry stays.
+	maxPayload := unixmsg.DefaultLimits().MaxPayload
+	out := new(outgoing)
+	for _, mc := range p.quiesce() {
+		if len(mc.out) > maxPayload {
+			mc.decide(false)
+			continue
+		}
+		out.conns = append(out.conns, mc)
+	}
+	total := len(out.conns)
+	quiet := time.Since(start)
+	if err := p.sendConns(c, out.conns); err != nil {
+		out.resume()
+		return nil, err
+	}
+	m, err := receiveMessage(c)
+	if err == nil {
+		switch {
+		case m.Type == MsgError:
+			err = &HandoffError{Code: m.Code, Reason: m.Reason}
+		case m.Type != MsgAdopted:
+			err = errf(ErrMalformed, "%s where ADOPTED was due", m.Type)
+			sendError(c, CodeProtocol, err.Error())
+		case int(m.Items) != total:
+			err = errf(ErrMalformed, "successor adopted %d connections of %d", m.Items, total)
+			sendError(c, CodeProtocol, err.Error())
+		}
+	}
+	if err != nil {
+		out.resume()
+		return nil, fmt.Errorf("waiting for ADOPTED: %w", err)
+	}
+	log.Info("graceful: successor adopted connections", slog.Int("count", total),
+		slog.Duration("quiesced", quiet), slog.Duration("took", time.Since(start)))
+	return out, nil
+}
+
+// sendConns sends conns in CONNS batches (one, empty, if there are none).
+// Batches are built ahead, in parallel, while earlier ones are sent:
+// duplicating a descriptor and detecting its kind is most of the cost.
+func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
+	total := len(conns)
+	type built struct {
+		b   *unixmsg.Batch
+		err error
+	}
+	var bounds [][2]int
+	for i := 0; i < total || i == 0; {
+		j, bytes := i, 0
+		for ; j < total && j-i < connsPerBatch && bytes < bytesPerBatch; j++ {
+			bytes += len(conns[j].out)
+		}
+		bounds = append(bounds, [2]int{i, j})
+		if j == total {
+			break
+		}
+		i = j
+	}
+	// Items share their meta: a batch keeps it as it is.
+	metas := map[string]unixmsg.Meta{}
+	for _, mc := range conns {
+		if metas[mc.network] == nil {
+			metas[mc.network] = unixmsg.Meta{{Key: metaRole, Value: metaConn}, {Key: metaNetwork, Value: mc.network}}
+		}
+	}
+	build := func(i, j int) built {
+		b := new(unixmsg.Batch)
+		for k := i; k < j; k++ {
+			mc := conns[k]
+			meta := metas[mc.network]
+			if err := b.Add(strconv.Itoa(k), mc.Conn, meta, mc.out); err != nil {
+				b.Close()
+				return built{err: fmt.Errorf("migrating connection %d: %w", k, err)}
+			}
+		}
+		payload, err := AppendMessage(nil, Message{Type: MsgConns, Items: uint32(j - i), Total: uint32(total)})
+		if err != nil {
+			b.Close()
+			return built{err: err}
+		}
+		b.SetPayload(payload)
+		return built{b: b}
+	}
+	res := make([]chan built, len(bounds))
+	for k := range res {
+		res[k] = make(chan built, 1)
+	}
+	sem := make(chan struct{}, batchesAhead)
+	go func() {
+		for k, bd := range bounds {
+			sem <- struct{}{}
+			go func() { res[k] <- build(bd[0], bd[1]) }()
+		}
+	}()
+	var err error
+	for k := range bounds {
+		r := <-res[k]
+		if err == nil {
+			err = r.err
+			if err == nil {
+				if serr := c.Send(r.b); serr != nil {
+					err = fmt.Errorf("sending connections: %w", serr)
+				}
+			}
+		}
+		if r.b != nil {
+			r.b.Close()
+		}
+		<-sem
+	}
+	return err
+}
+
+// decide ends c's migration: migrated, or back to serving.
+func (c *Conn) decide(migrated bool) {
+	c.mu.Lock()
+	if c.phase != phaseArrived {
+		c.mu.Unlock()
+		return
+	}
+	decided := c.decided
+	c.out, c.decided, c.arrived = nil, nil, nil
+	if migrated {
+		c.phase = phaseMigrated
+		c.Conn.Close()
+	} else {
+		c.phase = phaseIdle
+		c.Conn.SetReadDeadline(c.rdl)
+	}
+	c.mu.Unlock()
+	if migrated {
+		c.p.untrack(c)
+	}
+	decided <- migrated
+}
+
+// resume gives every connection back to its reader. Nil-safe.
+func (o *outgoing) resume() {
+	if o == nil {
+		return
+	}
+	for _, c := range o.conns {
+		c.decide(false)
+	}
+}
+
+// commit closes this process's copies: the successor has the connections.
+// Nil-safe.
+func (o *outgoing) commit() {
+	if o == nil {
+		return
+	}
+	for _, c := range o.conns {
+		c.decide(true)
+	}
+}
+
+// migrateIn runs the successor's part of the migration phase, after READY:
+// it receives the CONNS batches, adopts every connection, and says
+// ADOPTED. The connections are not served before DONE; on error they are
+// closed (the predecessor still holds its copies). Connections are
+// converted in parallel, and while the next batch arrives.
+func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
+	var (
+		batches [][]*Conn
+		wg      sync.WaitGroup
+		emu     sync.Mutex
+		cerr    error
+	)
+	fail := func(err error) ([]*Conn, error) {
+		wg.Wait()
+		for _, cs := range batches {
+			for _, mc := range cs {
+				if mc != nil {
+					mc.Conn.Close()
+				}
+			}
+		}
+		return nil, err
+	}
+	start := time.Now()
+	total, have := -1, 0
+	for total < 0 || have < total {
+		b, err := c.Receive()
+		if err != nil {
+			return fail(fmt.Errorf("receiving connections: %w", err))
+		}
+		items, t, err := p.takeBatch(b, total, have)
+		b.Close()
+		if err != nil {
+			sendError(c, CodeProtocol, err.Error())
+			return fail(err)
+		}
+		total = t
+		have += len(items)
+		cs := make([]*Conn, len(items))
+		batches = append(batches, cs)
+		const chunk = 128
+		for i := 0; i < len(items); i += chunk {
+			wg.Go(func() {
+				for k := i; k < min(i+chunk, len(items)); k++ {
+					it := items[k]
+					nc, err := streamConn(it.fd, it.kind)
+					if err != nil {
+						emu.Lock()
+						cerr = cmp.Or(cerr, err)
+						emu.Unlock()
+						continue
+					}
+					cs[k] = &Conn{Conn: nc, p: p, network: it.network, state: it.state, pending: nullIfEmpty(it.buffered)}
+				}
+			})
+		}
+	}
+	received := time.Since(start)
+	wg.Wait()
+	p.log.Debug("graceful: received connections", slog.Int("count", have),
+		slog.Duration("received", received), slog.Duration("adopted", time.Since(start)))
+	if cerr != nil {
+		sendError(c, CodeInternal, cerr.Error())
+		return fail(cerr)
+	}
+	conns := make([]*Conn, 0, have)
+	for _, cs := range batches {
+		conns = append(conns, cs...)
+	}
+	if p.opts.Migrated != nil {
+		if err := p.opts.Migrated(conns); err != nil {
+			sendError(c, CodeAborted, err.Error())
+			return fail(err)
+		}
+	}
+	if err := sendMessage(context.Background(), c, Message{Type: MsgAdopted, Items: uint32(len(conns))}); err != nil {
+		return fail(err)
+	}
+	return conns, nil
+}
+
+// incoming is one connection taken out of a CONNS batch.
+type incoming struct {
+	fd              int
+	kind            kinds.Kind
+	network         string
+	state, buffered []byte
+}
+
+// takeBatch checks one CONNS batch, the first after have of a migration
+// of total (-1: not known yet), and takes its descriptors. On error it
+// takes nothing.
+func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int, error) {
+	m, err := ParseMessage(b.Payload())
+	if err != nil {
+		return nil, total, err
+	}
+	switch {
+	case m.Type == MsgError:
+		return nil, total, &HandoffError{Code: m.Code, Reason: m.Reason}
+	case m.Type != MsgConns:
+		return nil, total, errf(ErrMalformed, "%s where CONNS was due", m.Type)
+	case int(m.Items) != b.Len():
+		return nil, total, errf(ErrMalformed, "CONNS announces %d connections, %d arrived", m.Items, b.Len())
+	case total >= 0 && int(m.Total) != total:
+		return nil, total, errf(ErrMalformed, "CONNS total changed from %d to %d", total, m.Total)
+	case have+b.Len() > int(m.Total):
+		return nil, total, errf(ErrMalformed, "CONNS brings %d connections of %d", have+b.Len(), m.Total)
+	}
+	items := make([]incoming, b.Len())
+	for i, it := range b.Items() {
+		if it.Kind != kinds.TCPConn && it.Kind != kinds.UnixConn {
+			return nil, total, errf(ErrMalformed, "CONNS item %d is a %s", i, it.Kind)
+		}
+		state, buffered, err := decodeConnPayload(it.Payload)
+		if err != nil {
+			return nil, total, err
+		}
+		items[i] = incoming{kind: it.Kind, network: it.Meta.Value(metaNetwork), state: state, buffered: buffered}
+	}
+	for i := range items {
+		// Checked above: every descriptor is there.
+		items[i].fd, _ = b.TakeFDAt(i)
+	}
+	return items, int(m.Total), nil
+}
+
+// adopted makes the connections received in the migration phase this
+// process's, after DONE.
+func (p *Process) adopted(conns []*Conn) {
+	p.mig.mu.Lock()
+	defer p.mig.mu.Unlock()
+	if p.mig.tracked == nil {
+		p.mig.tracked = make(map[*Conn]struct{})
+	}
+	sinks := p.mig.sinks
+	for _, c := range conns {
+		p.mig.tracked[c] = struct{}{}
+	}
+	var rest []*Conn
+	p.mig.mu.Unlock()
+next:
+	for _, c := range conns {
+		for _, take := range sinks {
+			if take(c) {
+				continue next
+			}
+		}
+		rest = append(rest, c)
+	}
+	p.mig.mu.Lock()
+	p.mig.in = append(p.mig.in, rest...)
+}

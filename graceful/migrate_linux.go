@@ -1,0 +1,77 @@
+//go:build linux
+
+package graceful
+
+import (
+	"net"
+	"os"
+	"sync"
+
+	"github.com/fdpass/fdpass/kinds"
+	"golang.org/x/sys/unix"
+)
+
+// streamConn takes ownership of fd, a connected stream socket of kind k
+// received in a CONNS batch, and returns it as a net.Conn.
+//
+// kinds.ToConn goes through os.NewFile and net.FileConn, which duplicates
+// the descriptor, registers both with the poller and closes one: about
+// five times the cost of this, which is what makes 10,000 connections
+// move in well under 200 ms. The socket is non-blocking already (the
+// predecessor's runtime made it so, and the flag belongs to the socket),
+// so os.NewFile gives a pollable file with deadlines; a socket that is
+// not goes the long way.
+func streamConn(fd int, k kinds.Kind) (net.Conn, error) {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_NONBLOCK == 0 {
+		return kinds.ToConn(fd)
+	}
+	return &fileConn{File: os.NewFile(uintptr(fd), "conn"), kind: k}, nil
+}
+
+// fileConn is a connected stream socket as a net.Conn on an *os.File: reads,
+// writes, deadlines and SyscallConn are the file's. Its addresses are
+// looked up on first use.
+type fileConn struct {
+	*os.File
+	kind         kinds.Kind
+	once         sync.Once
+	laddr, raddr net.Addr
+}
+
+func (c *fileConn) LocalAddr() net.Addr  { c.addrs(); return c.laddr }
+func (c *fileConn) RemoteAddr() net.Addr { c.addrs(); return c.raddr }
+
+func (c *fileConn) addrs() {
+	c.once.Do(func() {
+		var la, ra unix.Sockaddr
+		if rc, err := c.File.SyscallConn(); err == nil {
+			rc.Control(func(s uintptr) {
+				la, _ = unix.Getsockname(int(s))
+				ra, _ = unix.Getpeername(int(s))
+			})
+		}
+		c.laddr, c.raddr = c.addr(la), c.addr(ra)
+	})
+}
+
+func (c *fileConn) addr(sa unix.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}
+	case *unix.SockaddrInet6:
+		a := &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			}
+		}
+		return a
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: sa.Name, Net: "unix"}
+	}
+	if c.kind == kinds.UnixConn {
+		return &net.UnixAddr{Net: "unix"}
+	}
+	return &net.TCPAddr{}
+}
