@@ -15,6 +15,11 @@ import (
 const (
 	afInet        = unix.AF_INET
 	afInet6       = unix.AF_INET6
+	sIFSOCK       = unix.S_IFSOCK
+	sockStream    = unix.SOCK_STREAM
+	sockDgram     = unix.SOCK_DGRAM
+	ipprotoTCP    = unix.IPPROTO_TCP
+	ipprotoUDP    = unix.IPPROTO_UDP
 	sockSeqpacket = unix.SOCK_SEQPACKET
 
 	// nsGetNsType is NS_GET_NSTYPE, _IO(0xb7, 0x3) in linux/nsfs.h.

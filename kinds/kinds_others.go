@@ -13,6 +13,11 @@ import (
 const (
 	afInet        = syscall.AF_INET
 	afInet6       = syscall.AF_INET6
+	sIFSOCK       = syscall.S_IFSOCK
+	sockStream    = syscall.SOCK_STREAM
+	sockDgram     = syscall.SOCK_DGRAM
+	ipprotoTCP    = syscall.IPPROTO_TCP
+	ipprotoUDP    = syscall.IPPROTO_UDP
 	sockSeqpacket = syscall.SOCK_SEQPACKET
 )
 

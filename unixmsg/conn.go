@@ -52,8 +52,9 @@ type Conn struct {
 	rbuf []byte
 	oob  []byte
 
-	wmu  sync.Mutex
-	wbuf []byte
+	wmu     sync.Mutex
+	wbuf    []byte
+	scratch []byte
 
 	emu    sync.Mutex
 	broken error
@@ -217,12 +218,13 @@ func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
 		flags = HeadFlagAck
 	}
 	var frames []Frame
-	c.wbuf, frames, err = EncodeBatch(c.wbuf[:0], b.items, b.payload, flags, c.lim)
+	c.wbuf, c.scratch, frames, err = encodeBatch(c.wbuf[:0], c.scratch, b.items, b.payload, flags, c.lim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}
-	if cap(c.wbuf) > 4<<20 {
-		defer func() { c.wbuf = nil }()
+	if cap(c.wbuf) > 64<<20 {
+		// Keep what a usual batch needs, not the largest one ever sent.
+		defer func() { c.wbuf, c.scratch = nil, nil }()
 	}
 	stop := c.watch(ctx)
 	for _, fr := range frames {

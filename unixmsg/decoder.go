@@ -1,5 +1,7 @@
 package unixmsg
 
+import "slices"
+
 // Frame is one encoded frame and how many of the batch's descriptors, taken
 // in order, travel with it.
 type Frame struct {
@@ -14,17 +16,25 @@ type Frame struct {
 // travels with the i-th descriptor; payload is the batch's own payload;
 // flags is HeadFlagAck or 0.
 func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
+	dst, _, frames, err := encodeBatch(dst, nil, items, payload, flags, lim)
+	return dst, frames, err
+}
+
+// encodeBatch is EncodeBatch with a scratch buffer for the records, which
+// a Conn keeps from batch to batch: on the virtual machines this project
+// runs on, memory touched for the first time costs far more than a copy.
+func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []byte, []Frame, error) {
 	lim = lim.withDefaults()
 	if len(payload) > lim.MaxPayload {
-		return dst, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
+		return dst, scratch, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
 	}
-	rec := make([]byte, 0, len(payload)+RecordsLen(items))
+	rec := slices.Grow(scratch[:0], len(payload)+RecordsLen(items))
 	rec, err := AppendRecords(append(rec, payload...), items, lim)
 	if err != nil {
-		return dst, nil, err
+		return dst, rec, nil, err
 	}
 	if len(rec) > lim.MaxBatchBytes {
-		return dst, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
+		return dst, rec, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
 	}
 	n := len(items)
 	nframes := (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
@@ -56,7 +66,7 @@ func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Lim
 	for i, s := range spans {
 		frames[i] = Frame{Data: dst[s.off:s.end:s.end], NFDs: s.nfds}
 	}
-	return dst, frames, nil
+	return dst, rec, frames, nil
 }
 
 // Message is what a Decoder produces: a whole batch (Ack is nil) or an ACK.
