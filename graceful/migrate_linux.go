@@ -39,6 +39,10 @@ type fileConn struct {
 	laddr, raddr net.Addr
 }
 
+// DescriptorKind says what the socket is (kinds.Kinded), so that handing
+// it on costs no system call to find out.
+func (c *fileConn) DescriptorKind() kinds.Kind { return c.kind }
+
 func (c *fileConn) LocalAddr() net.Addr  { c.addrs(); return c.laddr }
 func (c *fileConn) RemoteAddr() net.Addr { c.addrs(); return c.raddr }
 

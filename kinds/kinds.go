@@ -179,10 +179,20 @@ func infoOfValue(v any) (Info, bool) {
 	case *net.UDPConn:
 		info.Kind, info.Type, info.Protocol = UDP, sockDgram, ipprotoUDP
 		info.Family = ipFamily(c.LocalAddr())
+	case Kinded:
+		return Info{Kind: c.DescriptorKind()}, c.DescriptorKind().Valid()
 	default:
 		return Info{}, false
 	}
 	return info, info.Family != 0
+}
+
+// Kinded is implemented by values that know what their descriptor is (a
+// wrapper around a socket it made or adopted, say). FromValue takes their
+// word instead of asking the kernel: a sender's own values are not a peer's
+// claims, and a receiver checks kinds from the descriptors anyway.
+type Kinded interface {
+	DescriptorKind() Kind
 }
 
 func ipFamily(a net.Addr) int {
