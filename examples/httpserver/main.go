@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"sync/atomic"
@@ -95,14 +96,34 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 		os.Getpid(), p.Generation(), p.Inherited(), time.Since(start).Round(100*time.Microsecond), ln.Addr())
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case <-p.Exit():
-		// A successor said READY and took the connections that could
-		// move: it serves from now on.
-	case <-sig:
-	case err := <-serveErr:
-		return err
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+wait:
+	for {
+		select {
+		case <-p.Exit():
+			// A successor said READY and took the connections that
+			// could move: it serves from now on.
+			break wait
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				// systemctl reload: start the successor ourselves, so
+				// that it runs in the service's control group.
+				if err := startSuccessor(); err != nil {
+					log.Printf("reload: %v", err)
+				}
+				continue
+			}
+			// Stopping with no successor: under systemd, park the
+			// listener in the descriptor store, so that the next start
+			// adopts it and no connection is refused in between (this
+			// does nothing outside systemd).
+			if err := p.Store("http"); err != nil {
+				log.Printf("store: %v", err)
+			}
+			break wait
+		case err := <-serveErr:
+			return err
+		}
 	}
 	// Drain what stayed. http.Server.Shutdown would close idle keep-alive
 	// connections at once, under a client that may be sending its next
@@ -119,4 +140,16 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	}
 	fmt.Printf("exit pid=%d served=%d\n", os.Getpid(), served.Load())
 	return err
+}
+
+// startSuccessor runs this program again with the same arguments; it takes
+// over through the handoff socket.
+func startSuccessor() error {
+	cmd := exec.Command(os.Args[0], os.Args[1:]...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait()
+	return nil
 }
