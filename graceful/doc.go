@@ -75,6 +75,20 @@
 // whichever process holds it. A connection the predecessor cannot quiesce
 // in time (Options.QuiesceTimeout) stays with it.
 //
+// # systemd
+//
+// Under systemd a Process needs no glue code. New adopts the descriptors
+// systemd passes (LISTEN_FDS: socket activation, and the descriptor store
+// given back at start), and Listen and ListenPacket match them by kind and
+// address when no predecessor handed over a match; Ready closes what
+// nothing used and sends READY=1; a handoff sends RELOADING=1 and, before
+// DONE, MAINPID=<successor>, so that systemd follows the new process; a
+// rollback sends READY=1 again; Close without a successor sends
+// STOPPING=1. Process.Store parks the Process's sockets and files in the
+// descriptor store, so that a stop and a later start refuse no connection.
+// Without LISTEN_FDS and NOTIFY_SOCKET all of this does nothing. See
+// package graceful/systemd for the unit settings.
+//
 // # Security
 //
 // Both sides check the peer's credentials with SO_PEERCRED: by default the
