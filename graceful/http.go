@@ -104,7 +104,7 @@ func (hs *HTTPServer) adopt(c *Conn) bool {
 // for migration. Closing ln, or Drain, ends it; like srv.Serve it returns
 // an error that, after that, matches net.ErrClosed.
 func (hs *HTTPServer) Serve(ln net.Listener) error {
-	l := &httpListener{Listener: ln, hs: hs, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &httpListener{Listener: ln, hs: hs, conns: make(chan net.Conn), done: make(chan struct{}), accepted: make(chan struct{})}
 	hs.mu.Lock()
 	hs.ln = l
 	queue := hs.queue
@@ -129,6 +129,11 @@ func (hs *HTTPServer) Drain(ctx context.Context) error {
 	hs.mu.Unlock()
 	if ln != nil {
 		ln.Close()
+		// Whatever was accepted is counted before the count is read.
+		select {
+		case <-ln.accepted:
+		case <-ctx.Done():
+		}
 	}
 	for {
 		hs.mu.Lock()
@@ -177,14 +182,16 @@ func (hs *HTTPServer) connState(nc net.Conn, st http.ConnState) {
 // accepts, tracked, and the connections that migrated in or resumed.
 type httpListener struct {
 	net.Listener
-	hs    *HTTPServer
-	conns chan net.Conn
-	errc  chan error
-	done  chan struct{}
-	once  sync.Once
+	hs       *HTTPServer
+	conns    chan net.Conn
+	errc     chan error
+	done     chan struct{}
+	accepted chan struct{} // closed when accept returns
+	once     sync.Once
 }
 
 func (l *httpListener) accept() {
+	defer close(l.accepted)
 	for {
 		nc, err := l.Listener.Accept()
 		if err != nil {
@@ -205,15 +212,60 @@ func (l *httpListener) accept() {
 	}
 }
 
-// push hands c to net/http, or closes it if the listener is closed.
+// push hands c to net/http. When the listener has closed meanwhile (a
+// connection accepted as Drain began, or one that stayed after a failed
+// migration), c is served on its own instead: closing it could cut a
+// request the client has already sent (the kernel answers unread data
+// with a reset).
 func (l *httpListener) push(c *Conn) bool {
 	select {
 	case l.conns <- c:
 		return true
 	case <-l.done:
-		c.Close()
+		l.hs.serveOne(l.Listener, c)
 		return false
 	}
+}
+
+// serveOne serves c with the Server, on a listener that yields c alone, and
+// returns once net/http counts it (ConnState StateNew has run), so that
+// Drain waits for it.
+func (hs *HTTPServer) serveOne(parent net.Listener, c *Conn) {
+	one := &oneConnListener{Listener: parent, c: c, served: make(chan struct{}), closed: make(chan struct{})}
+	ret := make(chan error, 1)
+	go func() { ret <- hs.srv.Serve(one) }()
+	select {
+	case <-one.served:
+	case <-ret:
+		// The Server was closed (Drain ran out of time): nothing serves.
+		c.Close()
+	}
+}
+
+// oneConnListener yields one connection, then blocks until closed.
+type oneConnListener struct {
+	net.Listener // for Addr
+	c            net.Conn
+	served       chan struct{}
+	closed       chan struct{}
+	sonce, once  sync.Once
+}
+
+// Accept is called by net/http's Serve loop only, one call at a time.
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	if c := l.c; c != nil {
+		l.c = nil
+		return c, nil
+	}
+	// Serve asks again only after it has set c's state to StateNew.
+	l.sonce.Do(func() { close(l.served) })
+	<-l.closed
+	return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
+}
+
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
 }
 
 func (l *httpListener) Accept() (net.Conn, error) {
