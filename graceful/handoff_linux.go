@@ -51,14 +51,33 @@ func classifyDial(path string, err error) (pathState, error) {
 		case serr != nil:
 			return pathOther, serr
 		case st.Mode()&os.ModeSocket == 0:
-			return pathOther, fmt.Errorf("%w: %s (%s)", ErrNotSocket, path, st.Mode().Type())
+			return pathOther, fmt.Errorf("%w: %s (%s)", ErrNotSocket, path, fileType(st.Mode()))
 		}
 		return pathStale, nil
 	case errors.Is(err, syscall.EPROTOTYPE):
 		// A live socket of another type (SOCK_STREAM, say).
 		return pathOther, fmt.Errorf("%w: %s: %w", ErrAlreadyRunning, path, err)
+	case errors.Is(err, syscall.EACCES):
+		return pathOther, fmt.Errorf("graceful: cannot reach the handoff socket %s (run as its owner, or widen Options.Mode): %w", path, err)
 	}
-	return pathOther, err
+	return pathOther, fmt.Errorf("graceful: handoff socket %s: %w", path, err)
+}
+
+// fileType names what a non-socket file is, for error messages.
+func fileType(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m.IsRegular():
+		return "a regular file"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return m.String()
 }
 
 // listenHandoff creates the handoff listener at path with the given mode.
@@ -76,7 +95,7 @@ func listenHandoff(path string, mode os.FileMode, replace bool) (*net.UnixListen
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".fdpass")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("graceful: create handoff socket %s: %w", path, err)
 	}
 	defer os.RemoveAll(dir)
 	tmp := filepath.Join(dir, "s")

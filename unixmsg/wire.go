@@ -100,7 +100,8 @@ type Limits struct {
 	MaxMetaBytes int
 	// MaxPayload bounds one item's payload. Default 1 MiB.
 	MaxPayload int
-	// MaxBatchBytes bounds the encoded records of one batch. Default 64 MiB.
+	// MaxBatchBytes bounds the bytes of one batch's DATA frames: its
+	// payload and records (HEAD size). Default 64 MiB.
 	MaxBatchBytes int
 	// MaxFrame bounds the body of one frame; senders cut records into
 	// frames of at most this size. Default 64 KiB; at least 2 KiB, so
