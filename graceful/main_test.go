@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtest"
 )
 
 // The restart API's tests re-run the test binary as child processes, each
@@ -52,51 +51,17 @@ func TestMain(m *testing.M) {
 
 // restartWarmUp makes the runtime open what it opens once (the network
 // poller), so that descriptor counts compare like with like.
-func restartWarmUp() {
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-	}
-	if pc, err := net.ListenPacket("udp", "127.0.0.1:0"); err == nil {
-		pc.Close()
-	}
-	if r, w, err := os.Pipe(); err == nil {
-		r.Close()
-		w.Close()
-	}
-}
+func restartWarmUp() { fdtest.WarmUp() }
 
 // awaitFDCount polls until the process has want descriptors open, or
 // fails after a deadline.
-func awaitFDCount(want int) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, err := fd.Count()
-		if err != nil {
-			return err
-		}
-		if got == want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("descriptor leak: %d open before, %d after", want, got)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func awaitFDCount(want int) error { return fdtest.AwaitCount(want) }
 
 // restartCheckLeaks fails t unless the descriptor count is back where it
 // was when the test ends.
 func restartCheckLeaks(t testing.TB) {
 	t.Helper()
-	before, err := fd.Count()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := awaitFDCount(before); err != nil {
-			t.Error(err)
-		}
-	})
+	fdtest.CheckLeaks(t)
 }
 
 // restartChild is a child process whose stdout lines the test reads.
