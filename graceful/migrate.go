@@ -268,7 +268,12 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.rdl = t
-	if c.phase != phaseIdle {
+	// While a migration waits for this connection, only a deadline that
+	// has passed takes effect: it ends a read sooner, as net/http's abort
+	// of its background read must (else the response never finishes and
+	// the connection never reaches a message boundary); a later one would
+	// undo the interruption.
+	if c.phase != phaseIdle && (t.IsZero() || t.After(time.Now())) {
 		return nil
 	}
 	return c.Conn.SetReadDeadline(t)
