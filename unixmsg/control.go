@@ -26,18 +26,14 @@ func ControlSpace(n int) int {
 	return cmsgAlignUp(cmsgHdrLen + 4*n)
 }
 
-// ControlMessage identifies a control message that is not SCM_RIGHTS.
-type ControlMessage struct {
-	Level, Type int32
-	Len         int
-}
-
-// ParseControl parses a control buffer as filled in by recvmsg(2) on Linux. It returns every descriptor of every SCM_RIGHTS message, whatever
+// ParseControl parses a control buffer as filled in by recvmsg(2) on
+// Linux. It returns every descriptor of every SCM_RIGHTS message, whatever
 // else the buffer holds, so that the caller can close them; err wraps
 // ErrUnexpectedControl when another control message is present and
 // ErrMalformed when the buffer does not parse. It never panics.
 func ParseControl(oob []byte) (fds []int, err error) {
-	var other *ControlMessage
+	// The first control message that is not SCM_RIGHTS, for the error.
+	var other error
 	for len(oob) >= cmsgHdrLen {
 		var l uint64
 		if cmsgLenLen == 8 {
@@ -59,7 +55,7 @@ func ParseControl(oob []byte) (fds []int, err error) {
 				fds = append(fds, int(int32(binary.NativeEndian.Uint32(data[i:]))))
 			}
 		} else if other == nil {
-			other = &ControlMessage{Level: level, Type: typ, Len: len(data)}
+			other = errf(ErrUnexpectedControl, "level %d type %d (%d bytes)", level, typ, len(data))
 		}
 		next := cmsgAlignUp(int(l))
 		if next >= len(oob) {
@@ -67,8 +63,5 @@ func ParseControl(oob []byte) (fds []int, err error) {
 		}
 		oob = oob[next:]
 	}
-	if other != nil {
-		return fds, errf(ErrUnexpectedControl, "level %d type %d (%d bytes)", other.Level, other.Type, other.Len)
-	}
-	return fds, nil
+	return fds, other
 }

@@ -3,8 +3,6 @@ package unixmsg
 import (
 	"errors"
 	"fmt"
-
-	"github.com/fdpass/fdpass/kinds"
 )
 
 // Errors. Every error returned by this package that concerns the peer's
@@ -64,8 +62,6 @@ func (e *kindError) Error() string {
 }
 
 func (e *kindError) Unwrap() []error { return []error{ErrKindMismatch, e.err} }
-
-var _ = kinds.ErrMismatch
 
 // RejectedError is returned to a sender whose batch the receiver refused. It
 // matches ErrRejected.
