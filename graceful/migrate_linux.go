@@ -3,9 +3,11 @@
 package graceful
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/fdpass/fdpass/kinds"
 	"golang.org/x/sys/unix"
@@ -20,13 +22,19 @@ import (
 // move in well under 200 ms. The socket is non-blocking already (the
 // predecessor's runtime made it so, and the flag belongs to the socket),
 // so os.NewFile gives a pollable file with deadlines; a socket that is
-// not goes the long way.
+// not (the file refuses a deadline, which costs no system call to ask)
+// goes the long way.
 func streamConn(fd int, k kinds.Kind) (net.Conn, error) {
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil || fl&unix.O_NONBLOCK == 0 {
-		return kinds.ToConn(fd)
+	f := os.NewFile(uintptr(fd), "conn")
+	if f.SetDeadline(time.Time{}) == nil {
+		return &fileConn{File: f, kind: k}, nil
 	}
-	return &fileConn{File: os.NewFile(uintptr(fd), "conn"), kind: k}, nil
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: net.Conn: %w", kinds.ErrConvert, err)
+	}
+	return c, nil
 }
 
 // fileConn is a connected stream socket as a net.Conn on an *os.File: reads,

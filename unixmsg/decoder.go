@@ -110,12 +110,16 @@ type Decoder struct {
 	groups   []fdGroup
 	inBatch  bool
 	head     Head
-	rec      []byte
+	rec      []byte // the batch's records so far; its items will point into it
 	fds      []int
 	out      []Message
 	discard  []int
 	err      error
 }
+
+// maxRecPrealloc bounds what a HEAD makes the decoder allocate ahead of the
+// records arriving.
+const maxRecPrealloc = 4 << 20
 
 // NewDecoder returns a Decoder that enforces lim. messages says the socket
 // keeps message boundaries (SOCK_SEQPACKET or SOCK_DGRAM): each read must
@@ -254,13 +258,11 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 		}
 		d.inBatch = true
 		d.head = head
-		// The record buffer is reused from batch to batch (nothing
-		// returned refers to it); it grows with what arrives, never
-		// ahead of it.
-		if cap(d.rec) > 4<<20 {
-			d.rec = nil
-		}
-		d.rec = d.rec[:0]
+		// The batch's items will point into its record buffer, so each
+		// batch gets a new one: as large as HEAD announces up to
+		// maxRecPrealloc, and beyond that grown with what arrives, so
+		// that a HEAD alone cannot make the decoder allocate much.
+		d.rec = make([]byte, 0, min(head.Size, maxRecPrealloc))
 		d.fds = make([]int, 0, min(head.Items, 1<<12))
 	case FrameData:
 		if !d.inBatch {
@@ -289,13 +291,15 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 	}
 	if uint64(len(d.rec)) == d.head.Size && len(d.fds) == int(d.head.Items) {
 		pl := int(d.head.Payload)
-		items, err := ParseRecords(d.rec[pl:], int(d.head.Items), d.lim)
+		rec := d.rec
+		d.rec = nil
+		items, err := parseRecords(rec[pl:], int(d.head.Items), d.lim)
 		if err != nil {
 			return err
 		}
 		var payload []byte
 		if pl > 0 {
-			payload = append([]byte(nil), d.rec[:pl]...)
+			payload = rec[:pl:pl]
 		}
 		d.out = append(d.out, Message{Items: items, FDs: d.fds, Payload: payload, Flags: d.head.Flags})
 		d.inBatch, d.head, d.fds = false, Head{}, nil

@@ -1,0 +1,67 @@
+//go:build linux
+
+package graceful
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/fdpass/fdpass/internal/fdtest"
+	"github.com/fdpass/fdpass/kinds"
+	"golang.org/x/sys/unix"
+)
+
+// TestStreamConn converts received stream sockets: a non-blocking one
+// becomes a fileConn on the poller, a blocking one goes through
+// net.FileConn; both carry bytes both ways and honour deadlines, and
+// nothing leaks.
+func TestStreamConn(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		flags    int
+		fileConn bool
+	}{
+		{"nonblocking", unix.SOCK_NONBLOCK, true},
+		{"blocking", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fdtest.CheckLeaks(t)
+			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|tc.flags, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(sp[1])
+			c, err := streamConn(sp[0], kinds.UnixConn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, ok := c.(*fileConn); ok != tc.fileConn {
+				t.Errorf("streamConn gave a %T", c)
+			}
+			if _, err := unix.Write(sp[1], []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+			if _, err := c.Write([]byte("pong")); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := unix.Read(sp[1], buf); err != nil || string(buf[:n]) != "pong" {
+				t.Fatalf("peer read %q, %v", buf[:n], err)
+			}
+			// Nothing to read: the deadline ends the wait.
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			var ne net.Error
+			if _, err := c.Read(buf); err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+				t.Errorf("read past the deadline: %v, want a timeout", err)
+			}
+		})
+	}
+}
