@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/fdpass/fdpass/fd"
@@ -130,17 +131,25 @@ func TestVerifyAllRawSockets(t *testing.T) {
 		t.Skip("no raw sockets could be created")
 	}
 	// Pad to a size that takes the io_uring path.
-	pad, padWant := mixedFDs(t, 1100)
+	pad, padWant := mixedFDs(t, 2000)
 	all := append(append([]int(nil), fds...), pad...)
 	for i := range fds {
-		for _, k := range []kinds.Kind{kinds.TCPListener, kinds.TCPConn, kinds.UDP} {
+		// TCP and UDP are checked one call at a time; the other kinds
+		// go through the ring, whose answer must name the same kind.
+		for _, k := range []kinds.Kind{kinds.TCPListener, kinds.TCPConn, kinds.UDP, kinds.UnixConn, kinds.UnixDatagram} {
 			w := append(append([]kinds.Kind(nil), want...), padWant...)
 			w[i] = k
-			if j, err := kinds.VerifyAll(all, w); j != i || !errors.Is(err, kinds.ErrMismatch) {
+			j, err := kinds.VerifyAll(all, w)
+			if j != i || !errors.Is(err, kinds.ErrMismatch) {
 				t.Errorf("socket %d declared %s: VerifyAll = %d, %v; want %d, a mismatch", i, k, j, err, i)
 			}
-			if err := kinds.Verify(fds[i], k); !errors.Is(err, kinds.ErrMismatch) {
-				t.Errorf("socket %d declared %s: Verify = %v; want a mismatch", i, k, err)
+			single := kinds.Verify(fds[i], k)
+			if !errors.Is(single, kinds.ErrMismatch) {
+				t.Errorf("socket %d declared %s: Verify = %v; want a mismatch", i, k, single)
+			}
+			var me, se *kinds.MismatchError
+			if errors.As(err, &me) && errors.As(single, &se) && *me != *se {
+				t.Errorf("socket %d declared %s: VerifyAll says %+v, Verify says %+v", i, k, *me, *se)
 			}
 		}
 	}
@@ -148,39 +157,51 @@ func TestVerifyAllRawSockets(t *testing.T) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// BenchmarkVerify checks 10,000 TCP listener descriptors one system call
-// at a time (Verify) and in batches (VerifyAll).
+// BenchmarkVerify checks 10,000 listener descriptors one system call at a
+// time (each) and with VerifyAll (all): TCP ones, which VerifyAll also
+// checks one at a time, and unix ones, which it reads through io_uring.
 func BenchmarkVerify(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
-	fds := make([]int, 10000)
-	want := make([]kinds.Kind, len(fds))
-	for i := range fds {
-		if fds[i], err = fd.Dup(ln); err != nil {
-			b.Fatal(err)
-		}
-		want[i] = kinds.TCPListener
+	defer tcp.Close()
+	unixLn, err := net.Listen("unix", filepath.Join(b.TempDir(), "s"))
+	if err != nil {
+		b.Fatal(err)
 	}
-	defer fd.CloseAll(fds)
-	b.Run("each", func(b *testing.B) {
-		for range b.N {
-			for _, f := range fds {
-				if err := kinds.Verify(f, kinds.TCPListener); err != nil {
+	defer unixLn.Close()
+	for _, c := range []struct {
+		name string
+		ln   net.Listener
+		k    kinds.Kind
+	}{{"tcp", tcp, kinds.TCPListener}, {"unix", unixLn, kinds.UnixListener}} {
+		fds := make([]int, 10000)
+		want := make([]kinds.Kind, len(fds))
+		for i := range fds {
+			if fds[i], err = fd.Dup(c.ln); err != nil {
+				b.Fatal(err)
+			}
+			want[i] = c.k
+		}
+		b.Run(c.name+"/each", func(b *testing.B) {
+			for range b.N {
+				for _, f := range fds {
+					if err := kinds.Verify(f, c.k); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(len(fds)*b.N)/b.Elapsed().Seconds(), "fds/s")
+		})
+		b.Run(c.name+"/all", func(b *testing.B) {
+			for range b.N {
+				if _, err := kinds.VerifyAll(fds, want); err != nil {
 					b.Fatal(err)
 				}
 			}
-		}
-		b.ReportMetric(float64(len(fds)*b.N)/b.Elapsed().Seconds(), "fds/s")
-	})
-	b.Run("all", func(b *testing.B) {
-		for range b.N {
-			if _, err := kinds.VerifyAll(fds, want); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(len(fds)*b.N)/b.Elapsed().Seconds(), "fds/s")
-	})
+			b.ReportMetric(float64(len(fds)*b.N)/b.Elapsed().Seconds(), "fds/s")
+		})
+		fd.CloseAll(fds)
+	}
 }
