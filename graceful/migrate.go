@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -64,7 +65,7 @@ type Conn struct {
 	pending []byte    // what Read returns before reading the socket
 	state   []byte    // the session state received with it
 	rdl     time.Time // the application's read deadline
-	out     []byte    // state and bytes offered to the successor
+	out     offer     // what is offered to the successor
 	arrived chan<- *Conn
 	decided chan bool
 	// Served by an HTTPServer: net/http reads it, and a migration
@@ -97,9 +98,9 @@ type migration struct {
 const (
 	defaultQuiesce = 5 * time.Second
 	// connsPerBatch bounds the connections in one CONNS batch. The
-	// predecessor builds up to batchesAhead batches at once, and so holds
-	// at most connsPerBatch*batchesAhead duplicates besides its own
-	// descriptors.
+	// predecessor holds up to batchesAhead batches at once (one being
+	// sent, the others built ahead), and so at most
+	// connsPerBatch*batchesAhead duplicates besides its own descriptors.
 	connsPerBatch = 1024
 	batchesAhead  = 3
 	// bytesPerBatch bounds the item payloads of one CONNS batch.
@@ -315,29 +316,29 @@ func (c *Conn) Close() error {
 // migration is decided, and reports whether the successor has the
 // connection. If so, the connection is closed here (the successor's copy
 // keeps it open): do not read, write or shut it down. If not, serve on:
-// the next Read returns buffered first. Handoff copies state and buffered.
+// the next Read returns buffered first. Handoff reads state and buffered
+// until it returns and keeps neither: another goroutine must not change
+// them meanwhile.
 func (c *Conn) Handoff(state, buffered []byte) bool {
 	return c.handoff(state, buffered, nil)
 }
 
 // handoff is Handoff with the unprocessed bytes in two parts, a then b.
-// The CONNS item payload is built at once, in one allocation: with 10,000
-// connections, fresh memory is much of the cost.
+// Nothing is copied here: the caller waits until the migration is decided,
+// and the CONNS batch copies the offer into a buffer that it reuses from
+// batch to batch. With 10,000 connections, memory touched for the first
+// time is much of the cost.
 func (c *Conn) handoff(state, a, b []byte) bool {
 	c.mu.Lock()
 	// Bytes handed over before this one's and not read yet come last.
-	n := len(a) + len(b) + len(c.pending)
-	payload := make([]byte, 4, 4+len(state)+n)
-	binary.LittleEndian.PutUint32(payload, uint32(len(state)))
-	payload = append(append(append(append(payload, state...), a...), b...), c.pending...)
-	all := payload[4+len(state):]
+	o := offer{state: state, rest: [3][]byte{a, b, c.pending}}
+	c.pending = nil
 	if c.phase != phaseQuiescing {
-		c.pending = nullIfEmpty(all)
+		c.pending = o.buffered()
 		c.mu.Unlock()
 		return false
 	}
-	c.out = payload
-	c.pending = nil
+	c.out = o
 	c.phase = phaseArrived
 	decided := make(chan bool, 1)
 	c.decided = decided
@@ -347,9 +348,46 @@ func (c *Conn) handoff(state, a, b []byte) bool {
 		return true
 	}
 	c.mu.Lock()
-	c.pending = nullIfEmpty(all)
+	c.pending = o.buffered()
 	c.mu.Unlock()
 	return false
+}
+
+// offer is a connection's CONNS item payload in parts: u32 length S of the
+// state, S bytes of state, then the bytes read but not processed.
+type offer struct {
+	state []byte
+	rest  [3][]byte // the unprocessed bytes, in order
+}
+
+func (o *offer) size() int {
+	n := 4 + len(o.state)
+	for _, r := range o.rest {
+		n += len(r)
+	}
+	return n
+}
+
+func (o *offer) appendTo(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(o.state)))
+	dst = append(dst, o.state...)
+	for _, r := range o.rest {
+		dst = append(dst, r...)
+	}
+	return dst
+}
+
+// buffered returns the unprocessed bytes in one new slice, or nil.
+func (o *offer) buffered() []byte {
+	n := o.size() - 4 - len(o.state)
+	if n == 0 {
+		return nil
+	}
+	b := make([]byte, 0, n)
+	for _, r := range o.rest {
+		b = append(b, r...)
+	}
+	return b
 }
 
 // HandoffReader is Handoff for a server that reads the connection through
@@ -357,8 +395,8 @@ func (c *Conn) handoff(state, a, b []byte) bool {
 // the read that failed with ErrMigrating returned) followed by what r
 // holds. If the connection stays, r yields them again.
 func (c *Conn) HandoffReader(state []byte, r *bufio.Reader, partial []byte) bool {
-	// handoff copies what r holds; if the connection stays, r reads it
-	// back from the Conn.
+	// handoff is done with what r holds when it returns; if the
+	// connection stays, r reads it back from the Conn.
 	held, _ := r.Peek(r.Buffered())
 	ok := c.handoff(state, partial, held)
 	r.Discard(len(held))
@@ -478,7 +516,7 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger) (*outgoing, erro
 	maxPayload := unixmsg.DefaultLimits().MaxPayload
 	out := new(outgoing)
 	for _, mc := range p.quiesce() {
-		if len(mc.out) > maxPayload {
+		if mc.out.size() > maxPayload {
 			mc.decide(false)
 			continue
 		}
@@ -519,13 +557,14 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 	total := len(conns)
 	type built struct {
 		b   *unixmsg.Batch
+		buf []byte // the batch's payloads
 		err error
 	}
 	var bounds [][2]int
 	for i := 0; i < total || i == 0; {
 		j, bytes := i, 0
 		for ; j < total && j-i < connsPerBatch && bytes < bytesPerBatch; j++ {
-			bytes += len(conns[j].out)
+			bytes += conns[j].out.size()
 		}
 		bounds = append(bounds, [2]int{i, j})
 		if j == total {
@@ -540,12 +579,30 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 			metas[mc.network] = unixmsg.Meta{{Key: metaRole, Value: metaConn}, {Key: metaNetwork, Value: mc.network}}
 		}
 	}
+	// The payloads of a batch are copied into one buffer, which serves
+	// again once the batch is sent.
+	bufs := make(chan []byte, batchesAhead)
 	build := func(i, j int) built {
+		need := 0
+		for _, mc := range conns[i:j] {
+			need += mc.out.size()
+		}
+		var buf []byte
+		select {
+		case buf = <-bufs:
+		default:
+		}
+		if cap(buf) < need {
+			buf = make([]byte, 0, need)
+		}
+		buf = buf[:0]
 		b := new(unixmsg.Batch)
 		for k := i; k < j; k++ {
 			mc := conns[k]
 			meta := metas[mc.network]
-			if err := b.Add(strconv.Itoa(k), mc.Conn, meta, mc.out); err != nil {
+			start := len(buf)
+			buf = mc.out.appendTo(buf)
+			if err := b.Add(strconv.Itoa(k), mc.Conn, meta, buf[start:len(buf):len(buf)]); err != nil {
 				b.Close()
 				return built{err: fmt.Errorf("migrating connection %d: %w", k, err)}
 			}
@@ -556,22 +613,30 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 			return built{err: err}
 		}
 		b.SetPayload(payload)
-		return built{b: b}
+		return built{b: b, buf: buf}
 	}
-	res := make([]chan built, len(bounds))
-	for k := range res {
-		res[k] = make(chan built, 1)
-	}
-	sem := make(chan struct{}, batchesAhead)
+	// One goroutine builds the batches in order while earlier ones are
+	// sent: the first batch, which everything waits for, gets a processor
+	// to itself, and at most batchesAhead batches exist at once (one
+	// being sent, the rest built or being built).
+	res := make(chan built, batchesAhead-2)
+	stop := make(chan struct{})
 	go func() {
-		for k, bd := range bounds {
-			sem <- struct{}{}
-			go func() { res[k] <- build(bd[0], bd[1]) }()
+		defer close(res)
+		for _, bd := range bounds {
+			r := build(bd[0], bd[1])
+			select {
+			case res <- r:
+			case <-stop:
+				if r.b != nil {
+					r.b.Close()
+				}
+				return
+			}
 		}
 	}()
 	var err error
-	for k := range bounds {
-		r := <-res[k]
+	for r := range res {
 		if err == nil {
 			err = r.err
 			if err == nil {
@@ -579,11 +644,17 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 					err = fmt.Errorf("sending connections: %w", serr)
 				}
 			}
+			if err != nil {
+				close(stop)
+			}
 		}
 		if r.b != nil {
 			r.b.Close()
+			select {
+			case bufs <- r.buf:
+			default:
+			}
 		}
-		<-sem
 	}
 	return err
 }
@@ -596,7 +667,7 @@ func (c *Conn) decide(migrated bool) {
 		return
 	}
 	decided := c.decided
-	c.out, c.decided, c.arrived = nil, nil, nil
+	c.out, c.decided, c.arrived = offer{}, nil, nil
 	if migrated {
 		c.phase = phaseMigrated
 		c.Conn.Close()
@@ -644,8 +715,43 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 		emu     sync.Mutex
 		cerr    error
 	)
+	// Converting a connection costs system calls and fresh memory. It
+	// runs beside the receiving, on all processors but the one that
+	// receives: with every processor converting, the receiving goroutine
+	// waited for one (milliseconds per batch on two cores), and so did
+	// the predecessor.
+	type job struct {
+		items []incoming
+		cs    []*Conn
+	}
+	jobs := make(chan job, 1024)
+	closed := false
+	for range max(1, runtime.GOMAXPROCS(0)-1) {
+		wg.Go(func() {
+			for j := range jobs {
+				for k, it := range j.items {
+					nc, err := streamConn(it.fd, it.kind)
+					if err != nil {
+						emu.Lock()
+						cerr = cmp.Or(cerr, err)
+						emu.Unlock()
+						continue
+					}
+					j.cs[k] = &Conn{Conn: nc, p: p, network: it.network, state: it.state, pending: nullIfEmpty(it.buffered)}
+				}
+			}
+		})
+	}
+	converted := func() {
+		if !closed {
+			closed = true
+			close(jobs)
+			wg.Wait()
+		}
+	}
+	defer converted()
 	fail := func(err error) ([]*Conn, error) {
-		wg.Wait()
+		converted()
 		for _, cs := range batches {
 			for _, mc := range cs {
 				if mc != nil {
@@ -672,25 +778,10 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 		have += len(items)
 		cs := make([]*Conn, len(items))
 		batches = append(batches, cs)
-		const chunk = 128
-		for i := 0; i < len(items); i += chunk {
-			wg.Go(func() {
-				for k := i; k < min(i+chunk, len(items)); k++ {
-					it := items[k]
-					nc, err := streamConn(it.fd, it.kind)
-					if err != nil {
-						emu.Lock()
-						cerr = cmp.Or(cerr, err)
-						emu.Unlock()
-						continue
-					}
-					cs[k] = &Conn{Conn: nc, p: p, network: it.network, state: it.state, pending: nullIfEmpty(it.buffered)}
-				}
-			})
-		}
+		jobs <- job{items, cs}
 	}
 	received := time.Since(start)
-	wg.Wait()
+	converted()
 	p.log.Debug("graceful: received connections", slog.Int("count", have),
 		slog.Duration("received", received), slog.Duration("adopted", time.Since(start)))
 	if cerr != nil {

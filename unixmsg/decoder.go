@@ -48,6 +48,8 @@ func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32
 		chunk = (len(rec) + nframes - 1) / nframes
 	}
 	start := len(dst)
+	// Sized once: growing by doubling would touch up to twice the memory.
+	dst = slices.Grow(dst, HeaderLen+HeadLen+nframes*HeaderLen+len(rec))
 	dst = AppendHeader(dst, Header{Type: FrameHead, Length: HeadLen})
 	dst = AppendHead(dst, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
 	type span struct{ off, end, nfds int }
