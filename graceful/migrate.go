@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fdpass/fdpass/internal/prefault"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
 )
@@ -594,6 +595,7 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 		}
 		if cap(buf) < need {
 			buf = make([]byte, 0, need)
+			prefault.Bytes(buf)
 		}
 		buf = buf[:0]
 		b := new(unixmsg.Batch)
@@ -640,7 +642,10 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 		if err == nil {
 			err = r.err
 			if err == nil {
-				if serr := c.Send(r.b); serr != nil {
+				// Not acknowledged one by one: the next batch is on its
+				// way while the successor checks this one, and ADOPTED
+				// answers for them all.
+				if serr := c.SendNoAck(context.Background(), r.b); serr != nil {
 					err = fmt.Errorf("sending connections: %w", serr)
 				}
 			}
@@ -725,27 +730,31 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 		cs    []*Conn
 	}
 	jobs := make(chan job, 1024)
-	closed := false
-	for range max(1, runtime.GOMAXPROCS(0)-1) {
-		wg.Go(func() {
-			for j := range jobs {
-				for k, it := range j.items {
-					nc, err := streamConn(it.fd, it.kind)
-					if err != nil {
-						emu.Lock()
-						cerr = cmp.Or(cerr, err)
-						emu.Unlock()
-						continue
-					}
-					j.cs[k] = &Conn{Conn: nc, p: p, network: it.network, state: it.state, pending: nullIfEmpty(it.buffered)}
+	convert := func() {
+		for j := range jobs {
+			for k, it := range j.items {
+				nc, err := streamConn(it.fd, it.kind)
+				if err != nil {
+					emu.Lock()
+					cerr = cmp.Or(cerr, err)
+					emu.Unlock()
+					continue
 				}
+				j.cs[k] = &Conn{Conn: nc, p: p, network: it.network, state: it.state, pending: nullIfEmpty(it.buffered)}
 			}
-		})
+		}
 	}
+	for range max(1, runtime.GOMAXPROCS(0)-1) {
+		wg.Go(convert)
+	}
+	closed := false
+	// converted waits for every connection received to be converted,
+	// and helps: nothing is left to receive.
 	converted := func() {
 		if !closed {
 			closed = true
 			close(jobs)
+			convert()
 			wg.Wait()
 		}
 	}

@@ -204,6 +204,20 @@ func (c *Conn) Send(b *Batch) error { return c.SendContext(context.Background(),
 
 // SendContext is Send with a context; cancelling it interrupts the send.
 func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
+	return c.send(ctx, b, !c.opts.NoAck)
+}
+
+// SendNoAck sends b whole without asking for an acknowledgement, whatever
+// Options.NoAck says: it returns once b is written, and the caller may
+// close b then (the kernel holds what is in flight). Use it to stream
+// batches whose fate the application learns otherwise, such as from a
+// reply to the last one: the receiver's Receive reports a batch it
+// refuses, and the sender hears nothing of it.
+func (c *Conn) SendNoAck(ctx context.Context, b *Batch) error {
+	return c.send(ctx, b, false)
+}
+
+func (c *Conn) send(ctx context.Context, b *Batch, ack bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.brokenErr(); err != nil {
@@ -214,7 +228,7 @@ func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
 		return err
 	}
 	var flags uint32
-	if !c.opts.NoAck {
+	if ack {
 		flags = HeadFlagAck
 	}
 	var frames []Frame
@@ -240,7 +254,7 @@ func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
 		c.setBroken(err)
 		return &net.OpError{Op: "send", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
 	}
-	if c.opts.NoAck {
+	if !ack {
 		return nil
 	}
 	return c.awaitAck(ctx)

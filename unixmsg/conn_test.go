@@ -258,6 +258,55 @@ func TestNoAck(t *testing.T) {
 	got.Close()
 }
 
+// TestSendNoAck: on a Conn that asks for acknowledgements, SendNoAck
+// returns with no receiver running, the batch may be closed at once, and
+// the receiver does not acknowledge it (else the next Send would take that
+// acknowledgement for its own).
+func TestSendNoAck(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, nil)
+	var first, second unixmsg.Batch
+	defer second.Close()
+	if err := first.Add("f", tempFile(t, "one"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Add("f", tempFile(t, "two"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SendNoAck(context.Background(), &first); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	errc := sendAsync(a, &second)
+	for _, want := range []string{"one", "two"} {
+		got, err := b.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := got.File("f")
+		got.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 8)
+		n, _ := f.ReadAt(buf, 0)
+		f.Close()
+		if string(buf[:n]) != want {
+			t.Fatalf("received %q, want %q", buf[:n], want)
+		}
+		if want == "one" {
+			select {
+			case err := <-errc:
+				t.Fatalf("Send returned %v before its batch was received", err)
+			default:
+			}
+		}
+	}
+	if err := recvErr(t, errc); err != nil {
+		t.Fatalf("Send after SendNoAck: %v", err)
+	}
+}
+
 func TestSendTakenItem(t *testing.T) {
 	checkLeaks(t)
 	a, _ := pair(t, nil)

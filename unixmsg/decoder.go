@@ -1,6 +1,10 @@
 package unixmsg
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/fdpass/fdpass/internal/prefault"
+)
 
 // Frame is one encoded frame and how many of the batch's descriptors, taken
 // in order, travel with it.
@@ -28,7 +32,7 @@ func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32
 	if len(payload) > lim.MaxPayload {
 		return dst, scratch, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
 	}
-	rec := slices.Grow(scratch[:0], len(payload)+RecordsLen(items))
+	rec := grow(scratch[:0], len(payload)+RecordsLen(items))
 	rec, err := AppendRecords(append(rec, payload...), items, lim)
 	if err != nil {
 		return dst, rec, nil, err
@@ -49,7 +53,7 @@ func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32
 	}
 	start := len(dst)
 	// Sized once: growing by doubling would touch up to twice the memory.
-	dst = slices.Grow(dst, HeaderLen+HeadLen+nframes*HeaderLen+len(rec))
+	dst = grow(dst, HeaderLen+HeadLen+nframes*HeaderLen+len(rec))
 	dst = AppendHeader(dst, Header{Type: FrameHead, Length: HeadLen})
 	dst = AppendHead(dst, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
 	type span struct{ off, end, nfds int }
@@ -69,6 +73,17 @@ func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32
 		frames[i] = Frame{Data: dst[s.off:s.end:s.end], NFDs: s.nfds}
 	}
 	return dst, rec, frames, nil
+}
+
+// grow is slices.Grow for a buffer about to be filled: new memory is
+// populated at once.
+func grow(b []byte, n int) []byte {
+	c := cap(b)
+	b = slices.Grow(b, n)
+	if cap(b) != c {
+		prefault.Bytes(b)
+	}
+	return b
 }
 
 // Message is what a Decoder produces: a whole batch (Ack is nil) or an ACK.
@@ -265,6 +280,7 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 		// maxRecPrealloc, and beyond that grown with what arrives, so
 		// that a HEAD alone cannot make the decoder allocate much.
 		d.rec = make([]byte, 0, min(head.Size, maxRecPrealloc))
+		prefault.Bytes(d.rec)
 		d.fds = make([]int, 0, min(head.Items, 1<<12))
 	case FrameData:
 		if !d.inBatch {
