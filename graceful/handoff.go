@@ -124,6 +124,7 @@ type Process struct {
 	exited    bool
 	in        *unixmsg.Batch     // the predecessor's OFFER, until Ready
 	avail     map[matchKey][]int // untaken items of in
+	vals      map[int]any        // items of in converted ahead, until taken
 	pred      *unixmsg.Conn      // to the predecessor, until Ready
 	ln        *net.UnixListener  // the handoff listener
 	regs      []registration     // what goes to the successor
@@ -362,9 +363,60 @@ func (p *Process) index(in *unixmsg.Batch) error {
 		return errf(ErrMalformed, "handoff listener is a %T", ln)
 	}
 	uln.SetUnlinkOnClose(false)
+	if err := p.convert(in); err != nil {
+		uln.Close()
+		return err
+	}
 	p.ln = uln
 	p.register(uln, roleHandoff, "unixpacket", p.opts.Path, "")
 	return nil
+}
+
+// convert turns the inherited listeners and packet sockets into Go values
+// now, all together and in parallel (kinds.ToValues), rather than one by
+// one as Listen asks: a socket costs about ten system calls to convert,
+// most of a handoff's time when there are many.
+func (p *Process) convert(in *unixmsg.Batch) error {
+	var (
+		idx []int
+		fds []int
+		ks  []kinds.Kind
+	)
+	for i, it := range in.Items() {
+		if in.Taken(i) {
+			continue
+		}
+		switch role := it.Meta.Value(metaRole); {
+		case role == roleListener && (it.Kind == kinds.TCPListener || it.Kind == kinds.UnixListener),
+			role == rolePacket && (it.Kind == kinds.UDP || it.Kind == kinds.UnixDatagram):
+		default:
+			continue
+		}
+		f, err := in.TakeFDAt(i)
+		if err != nil {
+			fd.CloseAll(fds)
+			return err
+		}
+		idx, fds, ks = append(idx, i), append(fds, f), append(ks, it.Kind)
+	}
+	vals, err := kinds.ToValues(fds, ks, nil)
+	if err != nil {
+		return err
+	}
+	p.vals = make(map[int]any, len(vals))
+	for j, v := range vals {
+		p.vals[idx[j]] = v
+	}
+	return nil
+}
+
+// closeVals closes the values converted ahead that nobody took.
+func closeVals(vals map[int]any) {
+	for _, v := range vals {
+		if c, ok := v.(io.Closer); ok {
+			c.Close()
+		}
+	}
 }
 
 func (p *Process) authorize(peer Peer) error {
@@ -482,7 +534,7 @@ func (p *Process) listen(ns, network, addr string, create func() (net.Listener, 
 	default:
 		return nil, fmt.Errorf("%w: Listen %q", ErrNetwork, network)
 	}
-	f, ok, err := p.take(matchKey{roleListener, network, addr, ns}, want)
+	v, f, ok, err := p.take(matchKey{roleListener, network, addr, ns}, want)
 	if err != nil {
 		return nil, err
 	}
@@ -490,11 +542,14 @@ func (p *Process) listen(ns, network, addr string, create func() (net.Listener, 
 		f, ok = p.fromSystemd(want, network, addr)
 	}
 	var ln net.Listener
-	if ok {
+	switch {
+	case v != nil:
+		ln = v.(net.Listener)
+	case ok:
 		if ln, err = kinds.ToListener(f); err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		if ln, err = create(); err != nil {
 			return nil, err
 		}
@@ -523,7 +578,7 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 		return nil, fmt.Errorf("%w: ListenPacket %q", ErrNetwork, network)
 	}
 	ns := p.ns
-	f, ok, err := p.take(matchKey{rolePacket, network, addr, ns}, want)
+	v, f, ok, err := p.take(matchKey{rolePacket, network, addr, ns}, want)
 	if err != nil {
 		return nil, err
 	}
@@ -531,11 +586,14 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 		f, ok = p.fromSystemd(want, network, addr)
 	}
 	var pc net.PacketConn
-	if ok {
+	switch {
+	case v != nil:
+		pc = v.(net.PacketConn)
+	case ok:
 		if pc, err = kinds.ToPacketConn(f); err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		if pc, err = net.ListenPacket(network, addr); err != nil {
 			return nil, err
 		}
@@ -553,7 +611,7 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 // the successor, as Listen does.
 func (p *Process) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	mode := "flag=" + strconv.Itoa(flag&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND))
-	f, ok, err := p.take(matchKey{roleFile, mode, name, ""}, kinds.File)
+	_, f, ok, err := p.take(matchKey{roleFile, mode, name, ""}, kinds.File)
 	if err != nil {
 		return nil, err
 	}
@@ -568,15 +626,15 @@ func (p *Process) OpenFile(name string, flag int, perm os.FileMode) (*os.File, e
 }
 
 // take takes the first untaken inherited item under k, if it is of kind
-// want.
-func (p *Process) take(k matchKey, want kinds.Kind) (int, bool, error) {
+// want: as the value converted ahead, or else as its descriptor.
+func (p *Process) take(k matchKey, want kinds.Kind) (any, int, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return -1, false, net.ErrClosed
+		return nil, -1, false, net.ErrClosed
 	}
 	if p.in == nil {
-		return -1, false, nil
+		return nil, -1, false, nil
 	}
 	if len(p.avail[k]) == 0 {
 		// A predecessor that did not say a socket's namespace: any.
@@ -590,10 +648,14 @@ func (p *Process) take(k matchKey, want kinds.Kind) (int, bool, error) {
 				slog.String("addr", k.addr), slog.String("kind", got.String()), slog.String("want", want.String()))
 			continue
 		}
+		if v, ok := p.vals[i]; ok {
+			delete(p.vals, i)
+			return v, -1, true, nil
+		}
 		f, err := p.in.TakeFDAt(i)
-		return f, err == nil, err
+		return nil, f, err == nil, err
 	}
-	return -1, false, nil
+	return nil, -1, false, nil
 }
 
 func (p *Process) register(v any, role, network, addr, ns string) {
@@ -654,17 +716,18 @@ func (p *Process) Ready() error {
 		return ErrReady
 	}
 	p.ready = true
-	in, pred := p.in, p.pred
-	p.in, p.avail, p.pred = nil, nil, nil
+	in, pred, vals := p.in, p.pred, p.vals
+	p.in, p.avail, p.pred, p.vals = nil, nil, nil, nil
 	p.mu.Unlock()
 	if in != nil {
-		unused := 0
+		unused := len(vals)
 		for i := range in.Len() {
 			if !in.Taken(i) {
 				unused++
 			}
 		}
 		in.Close()
+		closeVals(vals)
 		if unused > 0 {
 			p.log.Info("graceful: closed unused inherited descriptors", slog.Int("count", unused))
 		}
@@ -760,8 +823,8 @@ func (p *Process) Close() error {
 		return nil
 	}
 	p.closed = true
-	in, pred, ln, cur, serving := p.in, p.pred, p.ln, p.cur, p.serving
-	p.in, p.avail, p.pred, p.ln = nil, nil, nil, nil
+	in, pred, ln, cur, serving, vals := p.in, p.pred, p.ln, p.cur, p.serving, p.vals
+	p.in, p.avail, p.pred, p.ln, p.vals = nil, nil, nil, nil, nil
 	p.mu.Unlock()
 	if ln != nil {
 		ln.Close()
@@ -776,6 +839,7 @@ func (p *Process) Close() error {
 	if in != nil {
 		in.Close()
 	}
+	closeVals(vals)
 	if pred != nil {
 		pred.Close()
 	}

@@ -3,6 +3,7 @@ package kinds
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -318,6 +319,43 @@ func ToValue(fd int, k Kind, name string) (any, error) {
 		return ToNsHandle(fd)
 	}
 	return ToFile(fd, name), nil
+}
+
+// ToValues is ToValue for many descriptors: fds[i] of kind ks[i], named
+// names[i] for an *os.File (names may be nil). It takes ownership of every
+// descriptor and returns the values in order; on error it closes every
+// descriptor and every value made, and names the first item that failed.
+// On Linux the sockets are converted on one goroutine per processor, each
+// through a descriptor slot of its own rather than an *os.File per socket
+// (eight system calls a socket instead of ToListener's eleven), and their
+// original descriptors are closed together at the end.
+func ToValues(fds []int, ks []Kind, names []string) ([]any, error) {
+	if len(ks) != len(fds) || (names != nil && len(names) != len(fds)) {
+		for _, f := range fds {
+			closeFD(f)
+		}
+		return nil, fmt.Errorf("kinds: ToValues: %d descriptors, %d kinds, %d names", len(fds), len(ks), len(names))
+	}
+	return toValues(fds, ks, names)
+}
+
+func nameAt(names []string, i int) string {
+	if names == nil {
+		return ""
+	}
+	return names[i]
+}
+
+// closeValues closes what ToValue made.
+func closeValues(vals []any) {
+	for _, v := range vals {
+		switch v := v.(type) {
+		case io.Closer:
+			v.Close()
+		case netns.NsHandle:
+			v.Close()
+		}
+	}
 }
 
 // VerifyAll checks that each fds[i] is of kind want[i], as Verify does, and

@@ -1,0 +1,125 @@
+package kinds
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/fdpass/fdpass/fd"
+	"golang.org/x/sys/unix"
+)
+
+// Converting a socket costs ToListener eleven system calls: Verify, then
+// os.NewFile (F_GETFL, and an epoll_ctl to register the file with the
+// poller), net.FileListener (a duplicate, three to learn the socket,
+// F_GETFL, epoll_ctl), and closing the file (epoll_ctl, close). Many at a
+// time, the *os.File that net.File* wants can be a slot: one descriptor
+// number held by a file that the poller never sees (it is made from a
+// blocking eventfd), onto which each socket is duplicated with dup3(2) in
+// turn. That leaves eight, and the sockets' own descriptors are closed
+// together at the end with a few close_range(2) calls.
+
+// minSlotBatch is the number of sockets below which a slot (three system
+// calls to make and close) does not pay.
+const minSlotBatch = 8
+
+// slot is a worker's private descriptor number, held by an *os.File that
+// is not on the poller.
+type slot struct {
+	f  *os.File
+	fd int
+}
+
+func newSlot() (*slot, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	return &slot{f: os.NewFile(uintptr(efd), "slot"), fd: efd}, nil
+}
+
+func (s *slot) close() {
+	if s != nil {
+		s.f.Close()
+	}
+}
+
+func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
+	n := len(fds)
+	vals := make([]any, n)
+	errs := make([]error, n)
+	// kept[i]: fds[i] is still this function's to close (the value, if
+	// any, holds a duplicate).
+	kept := make([]bool, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), (n+63)/64)
+	for range max(workers, 1) {
+		wg.Go(func() {
+			var s *slot
+			defer func() { s.close() }()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				vals[i], kept[i], errs[i] = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+			}
+		})
+	}
+	wg.Wait()
+	var rest []int
+	for i, k := range kept {
+		if k {
+			rest = append(rest, fds[i])
+		}
+	}
+	fd.CloseAll(rest)
+	for i, err := range errs {
+		if err != nil {
+			closeValues(vals)
+			return nil, fmt.Errorf("kinds: ToValues: item %d: %w", i, err)
+		}
+	}
+	return vals, nil
+}
+
+// toValueVia converts one descriptor, sockets through the worker's slot
+// (made on first use). kept reports that fd is left open for the caller
+// to close.
+func toValueVia(s **slot, n, rawfd int, k Kind, name string) (v any, kept bool, err error) {
+	var conv func(*os.File) (any, error)
+	var what string
+	switch k {
+	case TCPListener, UnixListener:
+		what, conv = "net.Listener", func(f *os.File) (any, error) { return net.FileListener(f) }
+	case TCPConn, UnixConn:
+		what, conv = "net.Conn", func(f *os.File) (any, error) { return net.FileConn(f) }
+	case UDP, UnixDatagram:
+		what, conv = "net.PacketConn", func(f *os.File) (any, error) { return net.FilePacketConn(f) }
+	}
+	if conv == nil || n < minSlotBatch {
+		v, err := ToValue(rawfd, k, name)
+		return v, false, err
+	}
+	if *s == nil {
+		if *s, err = newSlot(); err != nil {
+			v, err := ToValue(rawfd, k, name)
+			return v, false, err
+		}
+	}
+	if err := Verify(rawfd, k); err != nil {
+		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+	}
+	if err := unix.Dup3(rawfd, (*s).fd, unix.O_CLOEXEC); err != nil {
+		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, os.NewSyscallError("dup3", err))
+	}
+	v, err = conv((*s).f)
+	if err != nil {
+		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+	}
+	return v, true, nil
+}

@@ -1,0 +1,130 @@
+package kinds_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"testing"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/kinds"
+	"github.com/vishvananda/netns"
+)
+
+// ownedFDs returns n descriptors of mixed kinds that the caller owns.
+func ownedFDs(t *testing.T, n int) ([]int, []kinds.Kind) {
+	src, want := mixedFDs(t, n)
+	fds := make([]int, n)
+	for i, s := range src {
+		d, err := fd.DupFD(s)
+		if err != nil {
+			fd.CloseAll(fds[:i])
+			t.Fatal(err)
+		}
+		fds[i] = d
+	}
+	return fds, want
+}
+
+// goType says whether v is the Go value ToValue makes for kind k.
+func goType(v any, k kinds.Kind) bool {
+	switch k {
+	case kinds.TCPListener:
+		_, ok := v.(*net.TCPListener)
+		return ok
+	case kinds.UnixListener:
+		_, ok := v.(*net.UnixListener)
+		return ok
+	case kinds.TCPConn:
+		_, ok := v.(*net.TCPConn)
+		return ok
+	case kinds.UnixConn, kinds.UnixDatagram:
+		_, ok := v.(*net.UnixConn)
+		return ok
+	case kinds.UDP:
+		_, ok := v.(*net.UDPConn)
+		return ok
+	case kinds.NetNS:
+		_, ok := v.(netns.NsHandle)
+		return ok
+	}
+	_, ok := v.(*os.File)
+	return ok
+}
+
+func closeAll(vals []any) {
+	for _, v := range vals {
+		switch v := v.(type) {
+		case interface{ Close() error }:
+			v.Close()
+		case netns.NsHandle:
+			v.Close()
+		}
+	}
+}
+
+// TestToValues converts batches of mixed kinds, small (one at a time) and
+// large (through slots, in parallel): every value is of its kind's type
+// and its descriptor is the socket's; nothing leaks.
+func TestToValues(t *testing.T) {
+	for _, n := range []int{3, 200} {
+		checkLeaks(t)
+		fds, ks := ownedFDs(t, n)
+		ids := make([]fd.ID, n)
+		for i, f := range fds {
+			id, err := fd.Identify(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[i] = id
+		}
+		vals, err := kinds.ToValues(fds, ks, nil)
+		if err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		for i, v := range vals {
+			if !goType(v, ks[i]) {
+				t.Errorf("n=%d item %d (%s): %T", n, i, ks[i], v)
+				continue
+			}
+			nfd, _, err := kinds.FromValue(v)
+			if err != nil {
+				t.Errorf("n=%d item %d: %v", n, i, err)
+				continue
+			}
+			if id, err := fd.Identify(nfd); err != nil || id != ids[i] {
+				t.Errorf("n=%d item %d: value holds %v, want %v (%v)", n, i, id, ids[i], err)
+			}
+			fd.Close(nfd)
+		}
+		closeAll(vals)
+	}
+}
+
+// TestToValuesMismatch: one descriptor declared as another kind fails the
+// whole batch, naming it, and closes every descriptor and value.
+func TestToValuesMismatch(t *testing.T) {
+	for _, n := range []int{5, 200} {
+		checkLeaks(t)
+		fds, ks := ownedFDs(t, n)
+		bad := n / 2
+		for ks[bad] == kinds.UDP {
+			bad++
+		}
+		ks[bad] = kinds.UDP
+		vals, err := kinds.ToValues(fds, ks, nil)
+		if err == nil || !errors.Is(err, kinds.ErrConvert) || vals != nil {
+			t.Fatalf("n=%d: ToValues = %v, %v; want ErrConvert", n, vals, err)
+		}
+		t.Logf("n=%d: %v", n, err)
+	}
+}
+
+// TestToValuesLengths: mismatched lengths close every descriptor.
+func TestToValuesLengths(t *testing.T) {
+	checkLeaks(t)
+	fds, ks := ownedFDs(t, 4)
+	if _, err := kinds.ToValues(fds, ks[:3], nil); err == nil {
+		t.Fatal("no error for 4 descriptors and 3 kinds")
+	}
+}
