@@ -67,6 +67,7 @@ type Conn struct {
 	state   []byte    // the session state received with it
 	rdl     time.Time // the application's read deadline
 	out     offer     // what is offered to the successor
+	closing bool      // Close came while offered
 	arrived chan<- *Conn
 	decided chan bool
 	// Served by an HTTPServer: net/http reads it, and a migration
@@ -282,7 +283,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 }
 
 // Close closes the connection, unless it has migrated: then the
-// successor's copy is the connection, and Close does nothing.
+// successor's copy is the connection, and Close does nothing. While the
+// connection is offered to the successor (its reader waits in Handoff),
+// Close takes effect when the migration is decided: if the successor took
+// the connection, it is the successor's.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.hs != nil && c.interrupted && (c.phase == phaseQuiescing || c.phase == phaseIdle) {
@@ -298,6 +302,11 @@ func (c *Conn) Close() error {
 	}
 	switch c.phase {
 	case phaseMigrated, phaseClosed:
+		c.mu.Unlock()
+		return nil
+	case phaseArrived:
+		// The CONNS batch may be sending this very descriptor.
+		c.closing = true
 		c.mu.Unlock()
 		return nil
 	case phaseQuiescing:
@@ -673,15 +682,22 @@ func (c *Conn) decide(migrated bool) {
 	}
 	decided := c.decided
 	c.out, c.decided, c.arrived = offer{}, nil, nil
-	if migrated {
+	closing := c.closing
+	c.closing = false
+	switch {
+	case migrated:
 		c.phase = phaseMigrated
 		c.Conn.Close()
-	} else {
+	case closing:
+		// Closed by the application meanwhile.
+		c.phase = phaseClosed
+		c.Conn.Close()
+	default:
 		c.phase = phaseIdle
 		c.Conn.SetReadDeadline(c.rdl)
 	}
 	c.mu.Unlock()
-	if migrated {
+	if migrated || closing {
 		c.p.untrack(c)
 	}
 	decided <- migrated

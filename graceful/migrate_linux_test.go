@@ -3,6 +3,7 @@
 package graceful
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -61,6 +62,79 @@ func TestStreamConn(t *testing.T) {
 			var ne net.Error
 			if _, err := c.Read(buf); err == nil || !errors.As(err, &ne) || !ne.Timeout() {
 				t.Errorf("read past the deadline: %v, want a timeout", err)
+			}
+		})
+	}
+}
+
+// TestCloseWhileOffered: the application closes a connection (from
+// another goroutine) while its reader waits in Handoff. The close takes
+// effect when the migration is decided: the reader returns from Handoff,
+// the peer sees the end, and nothing leaks or hangs.
+func TestCloseWhileOffered(t *testing.T) {
+	for _, migrated := range []bool{false, true} {
+		t.Run(map[bool]string{false: "resumed", true: "migrated"}[migrated], func(t *testing.T) {
+			fdtest.CheckLeaks(t)
+			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(sp[1])
+			nc, err := streamConn(sp[0], kinds.UnixConn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &Process{opts: Options{Migrate: true, QuiesceTimeout: 5 * time.Second, Timeout: 10 * time.Second}}
+			c := p.Track(nc)
+			handedOff := make(chan bool, 1)
+			go func() {
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if errors.Is(err, ErrMigrating) {
+						handedOff <- c.HandoffReader([]byte("state"), r, []byte(line))
+						return
+					}
+					if err != nil {
+						handedOff <- false
+						return
+					}
+				}
+			}()
+			conns := p.quiesce()
+			if len(conns) != 1 {
+				t.Fatalf("quiesce gave %d connections", len(conns))
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- c.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close while offered: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close while offered blocked")
+			}
+			out := &outgoing{conns: conns}
+			if migrated {
+				out.commit()
+			} else {
+				out.resume()
+			}
+			select {
+			case got := <-handedOff:
+				if got != migrated {
+					t.Errorf("Handoff = %v, want %v", got, migrated)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("reader still waits in Handoff")
+			}
+			unix.SetNonblock(sp[1], false)
+			if n, err := unix.Read(sp[1], make([]byte, 8)); n != 0 || err != nil {
+				t.Errorf("peer read %d, %v; want the end of the stream", n, err)
+			}
+			if _, err := c.Write([]byte("x")); err == nil {
+				t.Error("Write after Close succeeded")
 			}
 		})
 	}
