@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fdpass/fdpass/internal/prefault"
@@ -613,7 +614,17 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 			meta := metas[mc.network]
 			start := len(buf)
 			buf = mc.out.appendTo(buf)
-			if err := b.Add(strconv.Itoa(k), mc.Conn, meta, buf[start:len(buf):len(buf)]); err != nil {
+			payload := buf[start:len(buf):len(buf)]
+			// The batch borrows the connection's descriptor: it stays
+			// open until the migration is decided (Close waits for
+			// that), long after the batch is written.
+			var err error
+			if sc, ok := mc.Conn.(syscall.Conn); ok {
+				err = b.AddBorrowed(strconv.Itoa(k), sc, meta, payload)
+			} else {
+				err = b.Add(strconv.Itoa(k), mc.Conn, meta, payload)
+			}
+			if err != nil {
 				b.Close()
 				return built{err: fmt.Errorf("migrating connection %d: %w", k, err)}
 			}

@@ -163,6 +163,14 @@ func FromValue(v any) (int, Info, error) {
 	return nfd, info, nil
 }
 
+// ValueKind returns the kind of the descriptor behind v when v's Go type
+// tells it without a system call: the net package's TCP and UDP types, and
+// Kinded values. Otherwise ok is false; Detect on the descriptor tells.
+func ValueKind(v any) (k Kind, ok bool) {
+	info, ok := infoOfValue(v)
+	return info.Kind, ok
+}
+
 // infoOfValue names the kind of the sockets the net package makes from
 // their Go type and address, saving the five system calls of Detect
 // (Batch.Add of 10,000 connections spends most of its time there). The

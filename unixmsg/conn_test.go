@@ -258,6 +258,82 @@ func TestNoAck(t *testing.T) {
 	got.Close()
 }
 
+// TestAddBorrowed: a borrowed item sends the value's own descriptor; the
+// batch never closes it (the value stays usable after the batch closes),
+// taking it gives a duplicate, and the receiver gets the same socket.
+func TestAddBorrowed(t *testing.T) {
+	checkLeaks(t)
+	a, b := pair(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f := tempFile(t, "lent")
+	var batch unixmsg.Batch
+	if err := batch.AddBorrowed("ln", ln.(*net.TCPListener), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.AddBorrowed("f", f, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Add("own", f, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if k := batch.Item(0).Kind; k != kinds.TCPListener {
+		t.Errorf("borrowed listener is a %s", k)
+	}
+	if k := batch.Item(1).Kind; k != kinds.File {
+		t.Errorf("borrowed file is a %s", k)
+	}
+	errc := sendAsync(a, &batch)
+	got, err := b.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recvErr(t, errc); err != nil {
+		t.Fatal(err)
+	}
+	lnID, _ := fd.Identify(mustFD(t, ln.(*net.TCPListener)))
+	rfd, err := got.TakeFD("ln")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := fd.Identify(rfd); err != nil || id != lnID {
+		t.Errorf("received listener %v, want %v (%v)", id, lnID, err)
+	}
+	fd.Close(rfd)
+	got.Close()
+	// Taking a borrowed item gives a duplicate; closing the batch leaves
+	// the values open.
+	dup, err := batch.TakeFD("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd.Close(dup)
+	batch.Close()
+	if _, err := f.Stat(); err != nil {
+		t.Errorf("lent file after the batch closed: %v", err)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("lent listener after the batch closed: %v", err)
+	}
+	c.Close()
+}
+
+// mustFD returns the descriptor behind v, valid while v is open.
+func mustFD(t *testing.T, v syscall.Conn) int {
+	t.Helper()
+	rc, err := v.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := -1
+	rc.Control(func(s uintptr) { n = int(s) })
+	return n
+}
+
 // TestSendNoAck: on a Conn that asks for acknowledgements, SendNoAck
 // returns with no receiver running, the batch may be closed at once, and
 // the receiver does not acknowledge it (else the next Send would take that
