@@ -102,8 +102,8 @@ const (
 	defaultQuiesce = 5 * time.Second
 	// connsPerBatch bounds the connections in one CONNS batch. The
 	// predecessor holds up to batchesAhead batches at once (one being
-	// sent, the others built ahead), and so at most
-	// connsPerBatch*batchesAhead duplicates besides its own descriptors.
+	// sent, the others built ahead); they borrow the connections'
+	// descriptors rather than duplicate them.
 	connsPerBatch = 1024
 	batchesAhead  = 3
 	// bytesPerBatch bounds the item payloads of one CONNS batch.
@@ -431,7 +431,7 @@ func decodeConnPayload(b []byte) (state, buffered []byte, err error) {
 	if uint64(s) > uint64(len(b)-4) {
 		return nil, nil, errf(ErrMalformed, "connection state of %d bytes in a payload of %d", s, len(b))
 	}
-	return b[4 : 4+s], b[4+s:], nil
+	return b[4 : 4+s : 4+s], b[4+s:], nil
 }
 
 // features returns the feature bits this process supports.
@@ -561,9 +561,8 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger) (*outgoing, erro
 	return out, nil
 }
 
-// sendConns sends conns in CONNS batches (one, empty, if there are none).
-// Batches are built ahead, in parallel, while earlier ones are sent:
-// duplicating a descriptor and detecting its kind is most of the cost.
+// sendConns sends conns in CONNS batches (one, empty, if there are none),
+// each built while the one before it is sent.
 func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 	total := len(conns)
 	type built struct {
@@ -646,6 +645,11 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 	go func() {
 		defer close(res)
 		for _, bd := range bounds {
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			r := build(bd[0], bd[1])
 			select {
 			case res <- r:
@@ -802,6 +806,9 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 	for total < 0 || have < total {
 		b, err := c.Receive()
 		if err != nil {
+			// Tell the predecessor why, if the connection still works (a
+			// batch with a descriptor of another kind than declared).
+			sendError(c, CodeProtocol, err.Error())
 			return fail(fmt.Errorf("receiving connections: %w", err))
 		}
 		items, t, err := p.takeBatch(b, total, have)

@@ -20,7 +20,7 @@ import (
 // number held by a file that the poller never sees (it is made from a
 // blocking eventfd), onto which each socket is duplicated with dup3(2) in
 // turn. That leaves eight, and the sockets' own descriptors are closed
-// together at the end with a few close_range(2) calls.
+// in runs, with a close_range(2) each.
 
 // minSlotBatch is the number of sockets below which a slot (three system
 // calls to make and close) does not pay.
@@ -51,33 +51,40 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 	n := len(fds)
 	vals := make([]any, n)
 	errs := make([]error, n)
-	// kept[i]: fds[i] is still this function's to close (the value, if
-	// any, holds a duplicate).
-	kept := make([]bool, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	workers := min(runtime.GOMAXPROCS(0), (n+63)/64)
+	workers := min(runtime.GOMAXPROCS(0), (n+closeRun-1)/closeRun)
 	for range max(workers, 1) {
 		wg.Go(func() {
 			var s *slot
-			defer func() { s.close() }()
+			// The sockets' own descriptors, closed a run at a time: with
+			// all kept to the end, converting n sockets would need 2n
+			// descriptors at once.
+			var done []int
+			defer func() {
+				s.close()
+				fd.CloseAll(done)
+			}()
+			// Runs of consecutive items, so that their descriptors
+			// (consecutive as received) close with one call.
 			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
+				start := int(next.Add(closeRun)) - closeRun
+				if start >= n {
 					return
 				}
-				vals[i], kept[i], errs[i] = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+				for i := start; i < min(start+closeRun, n); i++ {
+					var kept bool
+					vals[i], kept, errs[i] = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+					if kept {
+						done = append(done, fds[i])
+					}
+				}
+				fd.CloseAll(done)
+				done = done[:0]
 			}
 		})
 	}
 	wg.Wait()
-	var rest []int
-	for i, k := range kept {
-		if k {
-			rest = append(rest, fds[i])
-		}
-	}
-	fd.CloseAll(rest)
 	for i, err := range errs {
 		if err != nil {
 			closeValues(vals)
@@ -86,6 +93,10 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 	}
 	return vals, nil
 }
+
+// closeRun is how many items a worker converts before it closes their
+// sockets' own descriptors together.
+const closeRun = 32
 
 // toValueVia converts one descriptor, sockets through the worker's slot
 // (made on first use). kept reports that fd is left open for the caller

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // ownedFDs returns n descriptors of mixed kinds that the caller owns.
@@ -127,4 +129,56 @@ func TestToValuesLengths(t *testing.T) {
 	if _, err := kinds.ToValues(fds, ks[:3], nil); err == nil {
 		t.Fatal("no error for 4 descriptors and 3 kinds")
 	}
+}
+
+// TestToValuesFewDescriptorsSpare: converting needs only a few descriptors
+// more than it is given (the sockets' own are closed as it goes), so a
+// process near its RLIMIT_NOFILE can convert what it received.
+func TestToValuesFewDescriptorsSpare(t *testing.T) {
+	checkLeaks(t)
+	const n = 300
+	fds, ks := ownedFDs(t, n)
+	for i := range ks {
+		// Sockets only: files and namespace handles need no second
+		// descriptor.
+		if ks[i] == kinds.File || ks[i] == kinds.NetNS {
+			ks[i] = kinds.Other
+		}
+	}
+	var keep []int
+	var keepK []kinds.Kind
+	for i, k := range ks {
+		if k == kinds.Other {
+			fd.Close(fds[i])
+			continue
+		}
+		keep, keepK = append(keep, fds[i]), append(keepK, k)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	highest := 0
+	for _, f := range keep {
+		highest = max(highest, f)
+	}
+	// Room for the runtime's own, a slot and a run per processor, but
+	// not for a second descriptor per socket.
+	spare := uint64(20 + runtime.GOMAXPROCS(0)*40)
+	if spare >= uint64(len(keep)) {
+		t.Fatalf("%d sockets leave no margin over %d spare descriptors", len(keep), spare)
+	}
+	low := lim
+	low.Cur = uint64(highest) + 1 + spare
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
+	}
+	vals, err := kinds.ToValues(keep, keepK, nil)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatalf("%d sockets with %d descriptors to spare: %v", len(keep), spare, err)
+	}
+	closeAll(vals)
 }

@@ -211,8 +211,11 @@ func (c *Conn) SendContext(ctx context.Context, b *Batch) error {
 // Options.NoAck says: it returns once b is written, and the caller may
 // close b then (the kernel holds what is in flight). Use it to stream
 // batches whose fate the application learns otherwise, such as from a
-// reply to the last one: the receiver's Receive reports a batch it
-// refuses, and the sender hears nothing of it.
+// reply to the last one. A batch the receiver refuses once it has it whole
+// (a descriptor of another kind than declared) is reported by the
+// receiver's Receive only; one that breaks the stream (malformed, over a
+// limit) ends the connection, and the ACK in which the receiver says why
+// comes to the sender's next Send or Receive, whichever batch it is about.
 func (c *Conn) SendNoAck(ctx context.Context, b *Batch) error {
 	return c.send(ctx, b, false)
 }

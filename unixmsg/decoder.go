@@ -295,6 +295,11 @@ func (d *Decoder) frame(h Header, body []byte, nfds int) error {
 		if uint64(len(d.rec))+uint64(len(body)) > d.head.Size {
 			return errf(ErrMalformed, "batch announced %d bytes, more arrived", d.head.Size)
 		}
+		if len(d.rec)+len(body) > cap(d.rec) && len(d.rec) >= maxRecPrealloc {
+			// The sender has made good on maxRecPrealloc bytes: room for
+			// the rest at once, rather than doubling (and copying) on.
+			d.rec = grow(d.rec, int(d.head.Size)-len(d.rec))
+		}
 		d.rec = append(d.rec, body...)
 	case FrameAck:
 		if d.inBatch {

@@ -1,12 +1,15 @@
 package prefault
 
 import (
+	"os"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+var pageSize = os.Getpagesize()
 
 // unsupported is set once the kernel has refused MADV_POPULATE_WRITE.
 var unsupported atomic.Bool
@@ -15,7 +18,7 @@ func populate(b []byte) {
 	if unsupported.Load() {
 		return
 	}
-	const page = 4096
+	page := uintptr(pageSize)
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(b))) &^ (page - 1)
 	end := (uintptr(unsafe.Pointer(unsafe.SliceData(b))) + uintptr(len(b)) + page - 1) &^ (page - 1)
 	// The pages around b belong to the same heap mapping, which is

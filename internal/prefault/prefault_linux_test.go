@@ -1,6 +1,7 @@
 package prefault
 
 import (
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -18,10 +19,10 @@ func minorFaults(t *testing.T) int64 {
 // takes (almost) no page faults; without it, one per page.
 func TestBytesPopulates(t *testing.T) {
 	const size = 8 << 20
-	const pages = size / 4096
+	pages := int64(size / os.Getpagesize())
 	touch := func(b []byte) int64 {
 		before := minorFaults(t)
-		for i := 0; i < len(b); i += 4096 {
+		for i := 0; i < len(b); i += os.Getpagesize() {
 			b[i] = 1
 		}
 		return minorFaults(t) - before
