@@ -108,7 +108,10 @@ const (
 	batchesAhead  = 3
 	// bytesPerBatch bounds the item payloads of one CONNS batch.
 	bytesPerBatch = 32 << 20
-	metaConn      = "conn"
+	// convertPiece is how many received connections a conversion job
+	// holds.
+	convertPiece = 128
+	metaConn     = "conn"
 )
 
 // Track registers c for migration and returns it wrapped in a Conn, which
@@ -760,7 +763,7 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 		items []incoming
 		cs    []*Conn
 	}
-	jobs := make(chan job, 1024)
+	jobs := make(chan job, 4096)
 	convert := func() {
 		for j := range jobs {
 			for k, it := range j.items {
@@ -821,7 +824,12 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 		have += len(items)
 		cs := make([]*Conn, len(items))
 		batches = append(batches, cs)
-		jobs <- job{items, cs}
+		// In pieces, so that the last ones spread over every processor
+		// once all is received.
+		for i := 0; i < len(items); i += convertPiece {
+			j := min(i+convertPiece, len(items))
+			jobs <- job{items[i:j], cs[i:j]}
+		}
 	}
 	received := time.Since(start)
 	converted()
