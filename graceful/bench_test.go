@@ -88,9 +88,10 @@ func roleBench() error {
 
 // BenchmarkHandoff hands 1,000 TCP listeners back and forth between this
 // process and a child. Each timed handoff is this process's side as the
-// successor: New (dial, HELLO, receive the batch), 1,000 Listen calls that
-// adopt, and Ready (close the rest, READY, DONE, and duplicate the
-// listeners for the next successor).
+// successor: New (dial, HELLO, receive the batch, convert every listener),
+// 1,000 Listen calls that adopt, and Ready (close the rest, READY, DONE;
+// the duplicates for the next successor are made afterwards, in the
+// background).
 func BenchmarkHandoff(b *testing.B) {
 	const n = 1000
 	dir := b.TempDir()

@@ -195,13 +195,12 @@ func pingAll(b *testing.B, conns []net.Conn, gen uint64) {
 //
 //	go test -run '^$' -bench BenchmarkMigrate -benchtime 5x ./graceful/
 //
-// On the project's 2-core VM: 450-580 ms/migration (target 200). About 55
-// ms is quiescing the 10,000 readers; the rest is the CONNS batches, where
-// unixmsg spends 35-55 µs per connection with a 1 KiB item payload against
-// 9 µs without (the encoder, decoder and ParseRecords each copy the
-// payloads into fresh memory, and first-touched memory costs 2.5-15 ms per
-// MiB here). GT_MIGRATE_CONNS sets another count; GT_CPUPROFILE=dir writes
-// CPU profiles of both sides.
+// On the project's 2-core VM: 197-224 ms/migration (target 200), bound by
+// CPU on both cores: about 40 ms interrupting the 10,000 readers, then the
+// CONNS batches (the successor receives, checks each kind, registers each
+// socket with the poller, and touches memory for the first time at about
+// 15 µs a page). GT_MIGRATE_CONNS sets another count; GT_CPUPROFILE=dir
+// writes CPU profiles of both sides.
 func BenchmarkMigrate(b *testing.B) {
 	n := 10000
 	if s := os.Getenv("GT_MIGRATE_CONNS"); s != "" {

@@ -26,8 +26,9 @@
 // serve. Where Go's net package duplicates the descriptor (listeners,
 // conns, packet conns) the original is closed; either way, on success and
 // on error, the caller has nothing left to close but the value.
-// [FromValue] goes the other way and returns a duplicate, so the Go value
-// stays the caller's.
+// [ToValues] converts many at once, in parallel and with fewer system
+// calls per socket than one at a time. [FromValue] goes the other way and
+// returns a duplicate, so the Go value stays the caller's.
 //
 // # Network namespaces
 //
