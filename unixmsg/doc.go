@@ -19,7 +19,10 @@
 // # Ownership
 //
 // Adding a value to a batch duplicates its descriptor: the caller keeps its
-// own. Sending never closes anything. A received batch owns its
+// own ([Batch.AddBorrowed] sends the value's own descriptor instead, for a
+// caller that keeps it open until the batch is closed). Sending never
+// closes anything. [Conn.Send] waits for the receiver's acknowledgement by
+// default; [Conn.SendNoAck] streams batches without one. A received batch owns its
 // descriptors until they are taken (Listener, Conn, PacketConn, File,
 // NsHandle, TakeFD); Close closes the rest. Received descriptors are
 // close-on-exec (MSG_CMSG_CLOEXEC).
@@ -30,7 +33,9 @@
 // it. The descriptors that arrive are counted against those announced, in
 // every message. Unless [Options].SkipVerify is set, each received
 // descriptor's real kind is checked against the kind its sender declared
-// (on Linux in batches, through io_uring where the kernel allows). An error
+// (on Linux, TCP and UDP with one getsockopt each, shared out among the
+// processors when there are many; other kinds in batches, through io_uring
+// where the kernel allows). An error
 // caused by the peer wraps one of the package's sentinel errors.
 //
 // # Sockets
