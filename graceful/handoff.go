@@ -150,8 +150,9 @@ type matchKey struct {
 
 // New starts this process's generation on the handoff socket at
 // opts.Path. If a predecessor answers there, New receives its descriptors
-// (after checking its credentials); Listen, ListenPacket and OpenFile then
-// adopt them, and Ready completes the handoff. If nobody answers (no socket,
+// (after checking its credentials) and turns the listeners and packet
+// sockets among them into Go values, all at once; Listen, ListenPacket and
+// OpenFile then adopt them, and Ready completes the handoff. If nobody answers (no socket,
 // or a socket file left by a dead process) New creates the socket; it
 // starts serving successors at Ready.
 //
