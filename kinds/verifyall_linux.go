@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"os"
 	"runtime"
-	"sort"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -42,67 +40,26 @@ func verifyAll(fds []int, want []Kind) (int, error) {
 	// where a ring spends five operations on each; with the sockets cold
 	// in cache, as after a transfer, one at a time is the cheaper (1,024
 	// migrated TCP connections: 2.6-3 ms, against 4-5 ms in a ring). The
-	// ring is for the kinds that need the full look. Many one-call checks
-	// are shared out among the processors.
-	var fast, slow []int
+	// ring is for the kinds that need the full look.
+	var slow []int
+	first, ferr := len(fds), error(nil)
 	for i, k := range want {
-		if oneCall(k) {
-			fast = append(fast, i)
-		} else {
+		if !oneCall(k) {
 			slow = append(slow, i)
+			continue
+		}
+		if err := Verify(fds[i], k); err != nil {
+			first, ferr = i, err
+			break
 		}
 	}
-	first, ferr := verifyEach(fds, want, fast)
-	if ferr != nil {
-		// Only a failure before first can come first.
-		slow = slow[:sort.SearchInts(slow, first)]
-	}
+	// slow holds only indices before first: a failure among them comes
+	// first.
 	if i, err := verifySome(fds, want, slow); err != nil {
 		return i, err
 	}
 	if ferr != nil {
 		return first, ferr
-	}
-	return -1, nil
-}
-
-// minParallelVerify is the number of one-call checks from which VerifyAll
-// shares them out among the processors.
-const minParallelVerify = 512
-
-// verifyEach verifies fds[i] against want[i] for each i in idx (ascending),
-// one call each, in parallel for many, and returns the first failure.
-func verifyEach(fds []int, want []Kind, idx []int) (int, error) {
-	workers := min(runtime.GOMAXPROCS(0), len(idx)/(minParallelVerify/2))
-	if workers < 2 {
-		for _, i := range idx {
-			if err := Verify(fds[i], want[i]); err != nil {
-				return i, err
-			}
-		}
-		return -1, nil
-	}
-	firsts := make([]int, workers)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	per := (len(idx) + workers - 1) / workers
-	for w := range workers {
-		part := idx[min(w*per, len(idx)):min((w+1)*per, len(idx))]
-		wg.Go(func() {
-			for _, i := range part {
-				if err := Verify(fds[i], want[i]); err != nil {
-					firsts[w], errs[w] = i, err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	// Parts are in order: the first part with a failure has the first.
-	for w, err := range errs {
-		if err != nil {
-			return firsts[w], err
-		}
 	}
 	return -1, nil
 }
