@@ -195,7 +195,7 @@ func pingAll(b *testing.B, conns []net.Conn, gen uint64) {
 //
 //	go test -run '^$' -bench BenchmarkMigrate -benchtime 5x ./graceful/
 //
-// On the project's 2-core VM: 197-224 ms/migration (target 200), bound by
+// On the project's 2-core VM: 197-230 ms/migration (target 200), bound by
 // CPU on both cores: about 40 ms interrupting the 10,000 readers, then the
 // CONNS batches (the successor receives, checks each kind, registers each
 // socket with the poller, and touches memory for the first time at about
