@@ -33,9 +33,8 @@
 // it. The descriptors that arrive are counted against those announced, in
 // every message. Unless [Options].SkipVerify is set, each received
 // descriptor's real kind is checked against the kind its sender declared
-// (on Linux, TCP and UDP with one getsockopt each, shared out among the
-// processors when there are many; other kinds in batches, through io_uring
-// where the kernel allows). An error
+// (on Linux, TCP and UDP with one getsockopt each; other kinds in batches,
+// through io_uring where the kernel allows). An error
 // caused by the peer wraps one of the package's sentinel errors.
 //
 // # Sockets
