@@ -34,8 +34,8 @@
 // every message. Unless [Options].SkipVerify is set, each received
 // descriptor's real kind is checked against the kind its sender declared
 // (on Linux, TCP and UDP with one getsockopt each; other kinds in batches,
-// through io_uring where the kernel allows). An error
-// caused by the peer wraps one of the package's sentinel errors.
+// through io_uring where the kernel allows). An error caused by the peer
+// wraps one of the package's sentinel errors.
 //
 // # Sockets
 //
