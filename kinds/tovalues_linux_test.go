@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
@@ -181,4 +182,72 @@ func TestToValuesFewDescriptorsSpare(t *testing.T) {
 		t.Fatalf("%d sockets with %d descriptors to spare: %v", len(keep), spare, err)
 	}
 	closeAll(vals)
+}
+
+// BenchmarkToValues converts 1,000 descriptors of distinct TCP listeners
+// per op: "each" with ToValue one at a time, "all" with ToValues. It is
+// the floor under a handoff of 1,000 listeners (graceful's
+// BenchmarkHandoff), whatever the exchange costs.
+func BenchmarkToValues(b *testing.B) {
+	const n = 1000
+	lns := make([]net.Listener, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		lns[i] = ln
+	}
+	ks := make([]kinds.Kind, n)
+	for i := range ks {
+		ks[i] = kinds.TCPListener
+	}
+	dups := func() []int {
+		fds := make([]int, n)
+		for i, ln := range lns {
+			d, err := fd.Dup(ln)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fds[i] = d
+		}
+		return fds
+	}
+	for _, c := range []struct {
+		name    string
+		convert func([]int) ([]any, error)
+	}{
+		{"each", func(fds []int) ([]any, error) {
+			vals := make([]any, len(fds))
+			for i, f := range fds {
+				v, err := kinds.ToValue(f, kinds.TCPListener, "")
+				if err != nil {
+					return nil, err
+				}
+				vals[i] = v
+			}
+			return vals, nil
+		}},
+		{"all", func(fds []int) ([]any, error) { return kinds.ToValues(fds, ks, nil) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				b.StopTimer()
+				fds := dups()
+				b.StartTimer()
+				start := time.Now()
+				vals, err := c.convert(fds)
+				total += time.Since(start)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				closeAll(vals)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/1000")
+		})
+	}
 }
