@@ -336,8 +336,9 @@ func ToValue(fd int, k Kind, name string) (any, error) {
 // On Linux the sockets are converted on one goroutine per processor, each
 // through a descriptor slot of its own rather than an *os.File per socket
 // (eight system calls a socket instead of ToListener's eleven), and their
-// original descriptors are closed in runs; at the most it holds about 33
-// descriptors per processor more than it was given.
+// original descriptors are closed in runs. It needs a few dozen
+// descriptors beyond those it is given: when the process runs out
+// meanwhile, it closes the originals it holds and tries again.
 func ToValues(fds []int, ks []Kind, names []string) ([]any, error) {
 	if len(ks) != len(fds) || (names != nil && len(names) != len(fds)) {
 		for _, f := range fds {

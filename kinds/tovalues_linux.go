@@ -1,12 +1,14 @@
 package kinds
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/fdpass/fdpass/fd"
 	"golang.org/x/sys/unix"
@@ -52,6 +54,7 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 	vals := make([]any, n)
 	errs := make([]error, n)
 	var next atomic.Int64
+	var short atomic.Bool // the process ran out of descriptors
 	var wg sync.WaitGroup
 	workers := min(runtime.GOMAXPROCS(0), (n+closeRun-1)/closeRun)
 	for range max(workers, 1) {
@@ -73,10 +76,25 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 					return
 				}
 				for i := start; i < min(start+closeRun, n); i++ {
-					var kept bool
-					vals[i], kept, errs[i] = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+					v, kept, err := toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+					for try := 0; kept && errors.Is(err, syscall.EMFILE) && try < 100; try++ {
+						// Out of descriptors: from now on every worker
+						// closes each socket's own descriptor as soon as
+						// it is converted, and this one tries again once
+						// the others have had a turn.
+						short.Store(true)
+						fd.CloseAll(done)
+						done = done[:0]
+						runtime.Gosched()
+						v, kept, err = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+					}
+					vals[i], errs[i] = v, err
 					if kept {
 						done = append(done, fds[i])
+						if short.Load() {
+							fd.CloseAll(done)
+							done = done[:0]
+						}
 					}
 				}
 				fd.CloseAll(done)
@@ -118,8 +136,7 @@ func toValueVia(s **slot, n, rawfd int, k Kind, name string) (v any, kept bool, 
 	}
 	if *s == nil {
 		if *s, err = newSlot(); err != nil {
-			v, err := ToValue(rawfd, k, name)
-			return v, false, err
+			return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
 		}
 	}
 	if err := Verify(rawfd, k); err != nil {

@@ -133,8 +133,9 @@ func TestToValuesLengths(t *testing.T) {
 }
 
 // TestToValuesFewDescriptorsSpare: converting needs only a few descriptors
-// more than it is given (the sockets' own are closed as it goes), so a
-// process near its RLIMIT_NOFILE can convert what it received.
+// more than it is given (the sockets' own are closed as it goes, and at
+// once when the process runs out), so a process near its RLIMIT_NOFILE can
+// convert what it received.
 func TestToValuesFewDescriptorsSpare(t *testing.T) {
 	checkLeaks(t)
 	const n = 300
@@ -159,18 +160,31 @@ func TestToValuesFewDescriptorsSpare(t *testing.T) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
+	// The limit bounds descriptor numbers. Fill every free number below
+	// the highest socket, as a process that received them would have, and
+	// leave spare free numbers above it: room for a slot and a second
+	// descriptor per processor, but not for a run of them.
+	spare := 4 + runtime.GOMAXPROCS(0)*2
 	highest := 0
 	for _, f := range keep {
 		highest = max(highest, f)
 	}
-	// Room for the runtime's own, a slot and a run per processor, but
-	// not for a second descriptor per socket.
-	spare := uint64(20 + runtime.GOMAXPROCS(0)*40)
-	if spare >= uint64(len(keep)) {
-		t.Fatalf("%d sockets leave no margin over %d spare descriptors", len(keep), spare)
+	var filler []int
+	defer func() { fd.CloseAll(filler) }()
+	for {
+		e, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e > highest {
+			unix.Close(e)
+			break
+		}
+		filler = append(filler, e)
 	}
+	limit := highest + 1 + spare
 	low := lim
-	low.Cur = uint64(highest) + 1 + spare
+	low.Cur = uint64(limit)
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
 		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
 	}
