@@ -134,20 +134,22 @@ func toValueVia(s **slot, n, rawfd int, k Kind, name string) (v any, kept bool, 
 		v, err := ToValue(rawfd, k, name)
 		return v, false, err
 	}
+	fail := func(err error) (any, bool, error) {
+		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+	}
 	if *s == nil {
 		if *s, err = newSlot(); err != nil {
-			return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+			return fail(err)
 		}
 	}
 	if err := Verify(rawfd, k); err != nil {
-		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+		return fail(err)
 	}
 	if err := unix.Dup3(rawfd, (*s).fd, unix.O_CLOEXEC); err != nil {
-		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, os.NewSyscallError("dup3", err))
+		return fail(os.NewSyscallError("dup3", err))
 	}
-	v, err = conv((*s).f)
-	if err != nil {
-		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+	if v, err = conv((*s).f); err != nil {
+		return fail(err)
 	}
 	return v, true, nil
 }

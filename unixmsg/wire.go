@@ -430,14 +430,13 @@ func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 }
 
 // parseRecords is ParseRecords on a buffer that it may keep: the items'
-// strings and payloads point into own, which nobody may write to after
+// strings and payloads point into src, which nobody may write to after
 // (a payload's capacity ends where it does, so appending to one copies
 // it). Copying what a batch carries, once for the strings and again for
 // the payloads, was the largest cost of receiving big payloads: memory
 // touched for the first time costs a page fault per 4 KiB, several
 // microseconds each on virtual machines.
-func parseRecords(own []byte, n int, lim Limits) ([]Item, error) {
-	src := own
+func parseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 	lim = lim.withDefaults()
 	if n < 0 || n > lim.MaxItems {
 		return nil, errf(ErrLimit, "batch of %d items, limit %d", n, lim.MaxItems)
