@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,8 +70,8 @@ type Conn struct {
 	rdl     time.Time // the application's read deadline
 	out     offer     // what is offered to the successor
 	closing bool      // Close came while offered
-	arrived chan<- *Conn
-	decided chan bool
+	quiet   *quiet    // the quiesce that waits for this connection
+	decided sync.Cond // on mu: the migration of the offer is decided
 	// Served by an HTTPServer: net/http reads it, and a migration
 	// interrupts only a read for the next request with nothing buffered.
 	hs          *HTTPServer
@@ -315,7 +316,7 @@ func (c *Conn) Close() error {
 		return nil
 	case phaseQuiescing:
 		// The migration waits for nobody now.
-		c.arrived <- nil
+		c.quiet.arrive()
 	}
 	c.phase = phaseClosed
 	c.mu.Unlock()
@@ -354,14 +355,17 @@ func (c *Conn) handoff(state, a, b []byte) bool {
 	}
 	c.out = o
 	c.phase = phaseArrived
-	decided := make(chan bool, 1)
-	c.decided = decided
-	c.arrived <- c
-	c.mu.Unlock()
-	if <-decided {
+	c.quiet.arrive()
+	if c.decided.L == nil {
+		c.decided.L = &c.mu
+	}
+	for c.phase == phaseArrived {
+		c.decided.Wait()
+	}
+	if c.phase == phaseMigrated {
+		c.mu.Unlock()
 		return true
 	}
-	c.mu.Lock()
 	c.pending = o.buffered()
 	c.mu.Unlock()
 	return false
@@ -451,6 +455,22 @@ type outgoing struct {
 	conns []*Conn
 }
 
+// quiet counts the readers that a quiesce waits for. Only the last to
+// arrive wakes the quiesce: with thousands of connections, waking it for
+// each one cost as much as interrupting them.
+type quiet struct {
+	left atomic.Int64
+	all  chan struct{} // closed when left reaches 0
+}
+
+// arrive says that one reader reached Handoff, or that its connection was
+// closed.
+func (q *quiet) arrive() {
+	if q.left.Add(-1) == 0 {
+		close(q.all)
+	}
+}
+
 // quiesce interrupts the readers of every tracked connection and returns
 // those that reach Handoff within the quiesce timeout; the others stay.
 func (p *Process) quiesce() []*Conn {
@@ -460,58 +480,55 @@ func (p *Process) quiesce() []*Conn {
 		snap = append(snap, c)
 	}
 	p.mig.mu.Unlock()
-	arrived := make(chan *Conn, len(snap))
-	waiting := 0
+	// The count starts at one, which this goroutine gives up once every
+	// reader is interrupted: readers that arrive meanwhile cannot bring it
+	// to zero early.
+	q := &quiet{all: make(chan struct{})}
+	q.left.Store(1)
 	for _, c := range snap {
 		c.mu.Lock()
 		if c.phase == phaseIdle {
+			q.left.Add(1)
 			c.phase = phaseQuiescing
-			c.arrived = arrived
+			c.quiet = q
 			if c.hs == nil || c.idle {
 				c.Conn.SetReadDeadline(aLongTimeAgo)
 			}
-			waiting++
 		}
 		c.mu.Unlock()
 	}
+	q.arrive()
 	wait := p.opts.QuiesceTimeout
 	if wait <= 0 {
 		wait = min(defaultQuiesce, p.opts.Timeout/2)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	var ready []*Conn
-	for waiting > 0 {
-		select {
-		case c := <-arrived:
-			waiting--
-			if c != nil {
-				ready = append(ready, c)
-			}
-			continue
-		case <-timer.C:
-		}
-		break
+	intime := true
+	select {
+	case <-q.all:
+	case <-timer.C:
+		intime = false
 	}
-	if waiting > 0 {
-		// Too slow: they stay. A reader that arrives later finds its
-		// connection idle and carries on. Those that arrived meanwhile
-		// are taken from their phase, not from the channel.
-		ready = ready[:0]
-		late := 0
-		for _, c := range snap {
-			c.mu.Lock()
-			switch {
-			case c.phase == phaseQuiescing:
-				c.phase = phaseIdle
-				c.arrived = nil
-				c.Conn.SetReadDeadline(c.rdl)
-				late++
-			case c.phase == phaseArrived && c.arrived == arrived:
-				ready = append(ready, c)
-			}
-			c.mu.Unlock()
+	// Those that arrived are taken from their phase. Too slow: the others
+	// stay, and a reader that arrives later finds its connection idle and
+	// carries on.
+	ready := make([]*Conn, 0, len(snap))
+	late := 0
+	for _, c := range snap {
+		c.mu.Lock()
+		switch {
+		case c.phase == phaseArrived && c.quiet == q:
+			ready = append(ready, c)
+		case c.phase == phaseQuiescing && c.quiet == q:
+			c.phase = phaseIdle
+			c.quiet = nil
+			c.Conn.SetReadDeadline(c.rdl)
+			late++
 		}
+		c.mu.Unlock()
+	}
+	if !intime {
 		p.log.Info("graceful: connections did not reach a message boundary in time; they stay", slog.Int("count", late))
 	}
 	return ready
@@ -698,8 +715,7 @@ func (c *Conn) decide(migrated bool) {
 		c.mu.Unlock()
 		return
 	}
-	decided := c.decided
-	c.out, c.decided, c.arrived = offer{}, nil, nil
+	c.out, c.quiet = offer{}, nil
 	closing := c.closing
 	c.closing = false
 	switch {
@@ -714,11 +730,11 @@ func (c *Conn) decide(migrated bool) {
 		c.phase = phaseIdle
 		c.Conn.SetReadDeadline(c.rdl)
 	}
+	c.decided.Broadcast()
 	c.mu.Unlock()
 	if migrated || closing {
 		c.p.untrack(c)
 	}
-	decided <- migrated
 }
 
 // resume gives every connection back to its reader. Nil-safe.
