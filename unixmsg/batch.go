@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 
 	"github.com/fdpass/fdpass/fd"
@@ -102,6 +103,22 @@ func (b *Batch) AddFD(name string, rawfd int, meta Meta, payload []byte) error {
 	}
 	b.append(Item{Kind: info.Kind, Name: name, Meta: meta, Payload: payload}, nfd)
 	return nil
+}
+
+// Grow makes room for n more items, so that adding them does not grow the
+// batch's own slices (and its name index) again and again.
+func (b *Batch) Grow(n int) {
+	if n <= 0 {
+		return
+	}
+	b.items = slices.Grow(b.items, n)
+	b.fds = slices.Grow(b.fds, n)
+	if b.lent != nil {
+		b.lent = slices.Grow(b.lent, n)
+	}
+	if b.index == nil && len(b.items) == 0 {
+		b.index = make(map[string]int, n)
+	}
 }
 
 func (b *Batch) checkName(name string) error {

