@@ -323,6 +323,7 @@ func (p *Process) hello(c *unixmsg.Conn) (*unixmsg.Batch, uint64, error) {
 		return nil, 0, err
 	}
 	p.mig.agreed = m.Features&p.features()&FeatureMigrate != 0
+	p.mig.stream = p.mig.agreed && m.Features&p.features()&FeatureStreamConns != 0
 	return in, m.Generation + 1, nil
 }
 
@@ -761,6 +762,9 @@ func (p *Process) confirm(c *unixmsg.Conn) error {
 	if p.mig.agreed {
 		ask = FeatureMigrate
 	}
+	if p.mig.stream {
+		ask |= FeatureStreamConns
+	}
 	if err := sendMessage(context.Background(), c, Message{Type: MsgReady, Features: ask}); err != nil {
 		return err
 	}
@@ -1054,8 +1058,8 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
 	// Live migration, when both asked for it: the connections move now,
 	// and stay this process's until DONE is acknowledged.
 	var mig *outgoing
-	if m.Features&hello.Features&p.features()&FeatureMigrate != 0 {
-		if mig, err = p.migrateOut(c, log); err != nil {
+	if both := m.Features & hello.Features & p.features(); both&FeatureMigrate != 0 {
+		if mig, err = p.migrateOut(c, log, both&FeatureStreamConns != 0); err != nil {
 			return err
 		}
 	}

@@ -103,6 +103,18 @@ func (t MessageType) String() string {
 // batches, the successor answers ADOPTED, and only then comes DONE.
 const FeatureMigrate = 1 << 0
 
+// FeatureStreamConns, with FeatureMigrate, lets the predecessor send CONNS
+// batches while it still quiesces connections, before it knows how many
+// will move: every batch but the last says T = ConnsMore, and the last
+// says T, the number of connections in the whole migration. The successor
+// announces it in HELLO, the predecessor keeps it in OFFER, and the
+// successor asks for it in READY.
+const FeatureStreamConns = 1 << 1
+
+// ConnsMore is the T of a CONNS batch that more batches follow, in a
+// migration with FeatureStreamConns.
+const ConnsMore = 1<<32 - 1
+
 // ErrorCode says why an ERROR message was sent.
 type ErrorCode uint16
 
@@ -153,7 +165,8 @@ type Message struct {
 	Generation    uint64
 	Items         uint32
 	TimeoutMillis uint32
-	// CONNS: the number of connections in the whole migration.
+	// CONNS: the number of connections in the whole migration, or
+	// ConnsMore (FeatureStreamConns).
 	Total uint32
 	// ERROR: why.
 	Code   ErrorCode

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -96,6 +97,9 @@ type migration struct {
 	in      []*Conn            // migrated in, not yet returned by MigratedConns
 	sinks   []func(*Conn) bool // take migrated connections before in does
 	agreed  bool               // the predecessor offered FeatureMigrate
+	stream  bool               // and FeatureStreamConns
+	// perBatch, if set, replaces connsPerBatch (tests).
+	perBatch int
 }
 
 // Defaults and bounds of the migration phase.
@@ -316,7 +320,7 @@ func (c *Conn) Close() error {
 		return nil
 	case phaseQuiescing:
 		// The migration waits for nobody now.
-		c.quiet.arrive()
+		c.quiet.arrive(nil)
 	}
 	c.phase = phaseClosed
 	c.mu.Unlock()
@@ -355,7 +359,7 @@ func (c *Conn) handoff(state, a, b []byte) bool {
 	}
 	c.out = o
 	c.phase = phaseArrived
-	c.quiet.arrive()
+	c.quiet.arrive(c)
 	if c.decided.L == nil {
 		c.decided.L = &c.mu
 	}
@@ -444,7 +448,7 @@ func decodeConnPayload(b []byte) (state, buffered []byte, err error) {
 // features returns the feature bits this process supports.
 func (p *Process) features() uint32 {
 	if p.opts.Migrate {
-		return FeatureMigrate
+		return FeatureMigrate | FeatureStreamConns
 	}
 	return 0
 }
@@ -455,35 +459,81 @@ type outgoing struct {
 	conns []*Conn
 }
 
-// quiet counts the readers that a quiesce waits for. Only the last to
-// arrive wakes the quiesce: with thousands of connections, waking it for
-// each one cost as much as interrupting them.
+// quiet is a quiesce in progress: it counts the readers it waits for and
+// queues the connections whose readers reached Handoff, in the order they
+// did. Only the last reader to arrive, or the one that fills a batch, wakes
+// the goroutine that takes them: with thousands of connections, waking it
+// for each one cost as much as interrupting them.
 type quiet struct {
-	left atomic.Int64
-	all  chan struct{} // closed when left reaches 0
+	p     *Process
+	snap  []*Conn // the connections being quiesced
+	next  int     // snap[:next] are interrupted
+	left  atomic.Int64
+	all   chan struct{} // closed when left reaches 0
+	kick  chan struct{} // a batch has arrived
+	batch int           // queue length that kicks; 0: none
+	timer *time.Timer
+
+	mu    sync.Mutex
+	queue []*Conn // arrived, not taken yet
+	over  bool    // no more will arrive
 }
 
-// arrive says that one reader reached Handoff, or that its connection was
-// closed.
-func (q *quiet) arrive() {
+// arrive says that c's reader reached Handoff, or (c nil) that a
+// connection being quiesced was closed. Called with c.mu held.
+func (q *quiet) arrive(c *Conn) {
+	if c != nil {
+		q.mu.Lock()
+		q.queue = append(q.queue, c)
+		full := len(q.queue) == q.batch
+		q.mu.Unlock()
+		if full {
+			q.wake()
+		}
+	}
 	if q.left.Add(-1) == 0 {
 		close(q.all)
 	}
 }
 
-// quiesce interrupts the readers of every tracked connection and returns
-// those that reach Handoff within the quiesce timeout; the others stay.
-func (p *Process) quiesce() []*Conn {
+// wake wakes the goroutine waiting in take, if any, to look again.
+func (q *quiet) wake() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// startQuiesce stops the reader of every tracked connection at its next
+// message boundary. Those that reach Handoff within the quiesce timeout
+// queue up to be taken; the others stay. With batch 0, every reader is
+// interrupted now and take wakes only once the quiesce is over. Otherwise
+// readers are interrupted batch by batch, ahead of take: thousands
+// interrupted at once would all run before the goroutine that sends them,
+// and take wakes whenever batch connections wait.
+func (p *Process) startQuiesce(batch int) *quiet {
 	p.mig.mu.Lock()
 	snap := make([]*Conn, 0, len(p.mig.tracked))
 	for c := range p.mig.tracked {
 		snap = append(snap, c)
 	}
 	p.mig.mu.Unlock()
-	// The count starts at one, which this goroutine gives up once every
-	// reader is interrupted: readers that arrive meanwhile cannot bring it
-	// to zero early.
-	q := &quiet{all: make(chan struct{})}
+	wait := p.opts.QuiesceTimeout
+	if wait <= 0 {
+		wait = min(defaultQuiesce, p.opts.Timeout/2)
+	}
+	q := &quiet{
+		p: p, batch: batch,
+		snap:  snap[:0],
+		all:   make(chan struct{}),
+		kick:  make(chan struct{}, 1),
+		queue: make([]*Conn, 0, len(snap)),
+		timer: time.NewTimer(wait),
+	}
+	// The count starts at one, which this goroutine gives up once the
+	// phases are set: readers that arrive meanwhile cannot bring it to
+	// zero early. A reader that is not interrupted yet stops when it comes
+	// back for the next message.
 	q.left.Store(1)
 	for _, c := range snap {
 		c.mu.Lock()
@@ -491,75 +541,129 @@ func (p *Process) quiesce() []*Conn {
 			q.left.Add(1)
 			c.phase = phaseQuiescing
 			c.quiet = q
-			if c.hs == nil || c.idle {
-				c.Conn.SetReadDeadline(aLongTimeAgo)
+			q.snap = append(q.snap, c)
+		}
+		c.mu.Unlock()
+	}
+	if batch > 0 {
+		q.interrupt(2 * batch)
+	} else {
+		q.interrupt(len(q.snap))
+	}
+	q.arrive(nil)
+	return q
+}
+
+// interrupt interrupts the read of the next n readers still quiescing,
+// which then find their connection quiescing.
+func (q *quiet) interrupt(n int) {
+	end := q.next + min(n, len(q.snap)-q.next)
+	for _, c := range q.snap[q.next:end] {
+		c.mu.Lock()
+		if c.phase == phaseQuiescing && c.quiet == q && (c.hs == nil || c.idle) {
+			c.Conn.SetReadDeadline(aLongTimeAgo)
+		}
+		c.mu.Unlock()
+	}
+	q.next = end
+}
+
+// take waits until n connections have arrived, or the quiesce is over, and
+// takes up to n of them. last reports that none will follow. Only one
+// goroutine takes.
+func (q *quiet) take(n int) (cs []*Conn, last bool) {
+	q.interrupt(n)
+	for {
+		q.mu.Lock()
+		if len(q.queue) >= n || q.over {
+			k := min(n, len(q.queue))
+			cs, q.queue = q.queue[:k:k], q.queue[k:]
+			last = q.over && len(q.queue) == 0
+			q.mu.Unlock()
+			return cs, last
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.kick:
+		case <-q.all:
+			q.end()
+		case <-q.timer.C:
+			if late := q.end(); late > 0 {
+				q.p.log.Info("graceful: connections did not reach a message boundary in time; they stay", slog.Int("count", late))
 			}
 		}
-		c.mu.Unlock()
 	}
-	q.arrive()
-	wait := p.opts.QuiesceTimeout
-	if wait <= 0 {
-		wait = min(defaultQuiesce, p.opts.Timeout/2)
-	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	intime := true
-	select {
-	case <-q.all:
-	case <-timer.C:
-		intime = false
-	}
-	// Those that arrived are taken from their phase. Too slow: the others
-	// stay, and a reader that arrives later finds its connection idle and
-	// carries on.
-	ready := make([]*Conn, 0, len(snap))
-	late := 0
-	for _, c := range snap {
-		c.mu.Lock()
-		switch {
-		case c.phase == phaseArrived && c.quiet == q:
-			ready = append(ready, c)
-		case c.phase == phaseQuiescing && c.quiet == q:
-			c.phase = phaseIdle
-			c.quiet = nil
-			c.Conn.SetReadDeadline(c.rdl)
-			late++
+}
+
+// end ends the quiesce: readers not in Handoff yet keep their connections,
+// and one that arrives later finds its connection idle and carries on. It
+// returns how many stay so. Those that arrived can still be taken. It may
+// be called again, and from another goroutine than take's.
+func (q *quiet) end() (late int) {
+	q.timer.Stop()
+	if q.left.Load() > 0 {
+		for _, c := range q.snap {
+			c.mu.Lock()
+			if c.phase == phaseQuiescing && c.quiet == q {
+				c.phase = phaseIdle
+				c.quiet = nil
+				c.Conn.SetReadDeadline(c.rdl)
+				late++
+			}
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
 	}
-	if !intime {
-		p.log.Info("graceful: connections did not reach a message boundary in time; they stay", slog.Int("count", late))
-	}
-	return ready
+	q.mu.Lock()
+	q.over = true
+	q.mu.Unlock()
+	return late
+}
+
+// quiesce interrupts the readers of every tracked connection and returns
+// those that reach Handoff within the quiesce timeout; the others stay.
+func (p *Process) quiesce() []*Conn {
+	cs, _ := p.startQuiesce(0).take(math.MaxInt)
+	return cs
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
 
 // migrateOut runs the predecessor's part of the migration phase, after
 // READY: it quiesces the tracked connections, sends them, and waits for
-// ADOPTED. The caller commits or resumes the result; on error the
-// connections have resumed.
-func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger) (*outgoing, error) {
+// ADOPTED. With stream, CONNS batches go out while readers still arrive,
+// the last one saying how many there were; without, the first goes once
+// the quiesce is over. The caller commits or resumes the result; on error
+// the connections have resumed.
+func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger, stream bool) (*outgoing, error) {
 	start := time.Now()
-	// A connection whose state and bytes exceed what a CONNS item may
-	// carry stays.
-	maxPayload := unixmsg.DefaultLimits().MaxPayload
-	out := new(outgoing)
-	for _, mc := range p.quiesce() {
-		if mc.out.size() > maxPayload {
-			mc.decide(false)
-			continue
-		}
-		out.conns = append(out.conns, mc)
+	per := cmp.Or(p.mig.perBatch, connsPerBatch)
+	batch := 0
+	if stream {
+		batch = per
 	}
-	total := len(out.conns)
-	quiet := time.Since(start)
-	if err := p.sendConns(c, out.conns); err != nil {
+	q := p.startQuiesce(batch)
+	// The successor says nothing until it has every connection, unless it
+	// fails: listen meanwhile, so that the batches stop at once then (a
+	// streamed migration may wait for readers for the whole quiesce
+	// timeout).
+	replies := make(chan reply, 1)
+	go func() {
+		m, err := receiveMessage(c)
+		replies <- reply{m, err}
+	}()
+	out, quiet, err := p.sendConns(c, q, stream, per, replies)
+	if err != nil {
+		// Readers that have not arrived keep their connections; those
+		// that did, sent or not, get them back.
+		q.end()
+		rest, _ := q.take(math.MaxInt)
+		out.conns = append(out.conns, rest...)
 		out.resume()
 		return nil, err
 	}
-	m, err := receiveMessage(c)
+	total := len(out.conns)
+	r := <-replies
+	m, err := r.m, r.err
 	if err == nil {
 		switch {
 		case m.Type == MsgError:
@@ -576,45 +680,42 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger) (*outgoing, erro
 		out.resume()
 		return nil, fmt.Errorf("waiting for ADOPTED: %w", err)
 	}
-	log.Info("graceful: successor adopted connections", slog.Int("count", total),
-		slog.Duration("quiesced", quiet), slog.Duration("took", time.Since(start)))
+	log.Info("graceful: successor adopted connections", slog.Int("count", total), slog.Bool("streamed", stream),
+		slog.Duration("quiesced", quiet.Sub(start)), slog.Duration("took", time.Since(start)))
 	return out, nil
 }
 
-// sendConns sends conns in CONNS batches (one, empty, if there are none),
-// each built while the one before it is sent.
-func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
-	total := len(conns)
-	type built struct {
-		b   *unixmsg.Batch
-		buf []byte // the batch's payloads
-		err error
-	}
-	var bounds [][2]int
-	for i := 0; i < total || i == 0; {
-		j, bytes := i, 0
-		for ; j < total && j-i < connsPerBatch && bytes < bytesPerBatch; j++ {
-			bytes += conns[j].out.size()
-		}
-		bounds = append(bounds, [2]int{i, j})
-		if j == total {
-			break
-		}
-		i = j
-	}
+// reply is the successor's answer to the CONNS batches.
+type reply struct {
+	m   Message
+	err error
+}
+
+// sendConns sends the connections that q yields in CONNS batches of at
+// most per (one, empty, if there are none), each built while the one
+// before it is sent. A reply before the last batch is sent stops it. It
+// returns the connections sent (on error, also those taken and not sent:
+// they wait for the outcome) and when the quiesce was over.
+func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, replies <-chan reply) (*outgoing, time.Time, error) {
+	// A connection whose state and bytes exceed what a CONNS item may
+	// carry stays.
+	maxPayload := unixmsg.DefaultLimits().MaxPayload
 	// Items share their meta: a batch keeps it as it is.
 	metas := map[string]unixmsg.Meta{}
-	for _, mc := range conns {
-		if metas[mc.network] == nil {
-			metas[mc.network] = unixmsg.Meta{{Key: metaRole, Value: metaConn}, {Key: metaNetwork, Value: mc.network}}
-		}
-	}
 	// The payloads of a batch are copied into one buffer, which serves
 	// again once the batch is sent.
 	bufs := make(chan []byte, batchesAhead)
-	build := func(i, j int) built {
+	type built struct {
+		b     *unixmsg.Batch
+		buf   []byte // the batch's payloads
+		final bool
+		err   error
+	}
+	// build makes a batch of conns, the first numbered first, in a
+	// migration of total (ConnsMore: not known yet).
+	build := func(conns []*Conn, first, total int) built {
 		need := 0
-		for _, mc := range conns[i:j] {
+		for _, mc := range conns {
 			need += mc.out.size()
 		}
 		var buf []byte
@@ -628,27 +729,32 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 		}
 		buf = buf[:0]
 		b := new(unixmsg.Batch)
-		for k := i; k < j; k++ {
-			mc := conns[k]
+		b.Grow(len(conns))
+		for k, mc := range conns {
 			meta := metas[mc.network]
+			if meta == nil {
+				meta = unixmsg.Meta{{Key: metaRole, Value: metaConn}, {Key: metaNetwork, Value: mc.network}}
+				metas[mc.network] = meta
+			}
 			start := len(buf)
 			buf = mc.out.appendTo(buf)
 			payload := buf[start:len(buf):len(buf)]
 			// The batch borrows the connection's descriptor: it stays
 			// open until the migration is decided (Close waits for
 			// that), long after the batch is written.
+			name := strconv.Itoa(first + k)
 			var err error
 			if sc, ok := mc.Conn.(syscall.Conn); ok {
-				err = b.AddBorrowed(strconv.Itoa(k), sc, meta, payload)
+				err = b.AddBorrowed(name, sc, meta, payload)
 			} else {
-				err = b.Add(strconv.Itoa(k), mc.Conn, meta, payload)
+				err = b.Add(name, mc.Conn, meta, payload)
 			}
 			if err != nil {
 				b.Close()
-				return built{err: fmt.Errorf("migrating connection %d: %w", k, err)}
+				return built{err: fmt.Errorf("migrating connection %d: %w", first+k, err)}
 			}
 		}
-		payload, err := AppendMessage(nil, Message{Type: MsgConns, Items: uint32(j - i), Total: uint32(total)})
+		payload, err := AppendMessage(nil, Message{Type: MsgConns, Items: uint32(len(conns)), Total: uint32(total)})
 		if err != nil {
 			b.Close()
 			return built{err: err}
@@ -656,45 +762,118 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 		b.SetPayload(payload)
 		return built{b: b, buf: buf}
 	}
-	// One goroutine builds the batches in order while earlier ones are
-	// sent: the first batch, which everything waits for, gets a processor
-	// to itself, and at most batchesAhead batches exist at once (one
-	// being sent, the rest built or being built).
+	// One goroutine takes the connections as they arrive and builds the
+	// batches in order while earlier ones are sent: the first batch, which
+	// everything waits for, gets a processor to itself, and at most
+	// batchesAhead batches exist at once (one being sent, the rest built
+	// or being built).
+	out := new(outgoing)
+	var over time.Time
 	res := make(chan built, batchesAhead-2)
 	stop := make(chan struct{})
 	go func() {
 		defer close(res)
-		for _, bd := range bounds {
-			select {
-			case <-stop:
-				return
-			default:
+		var pending []*Conn // taken, not in a batch yet
+		// Those left on the way out still wait in Handoff: they are the
+		// caller's to resume.
+		defer func() { out.conns = append(out.conns, pending...) }()
+		for last := false; !last; {
+			var cs []*Conn
+			if stream {
+				cs, last = q.take(per)
+			} else {
+				cs, last = q.take(math.MaxInt)
 			}
-			r := build(bd[0], bd[1])
-			select {
-			case res <- r:
-			case <-stop:
-				if r.b != nil {
-					r.b.Close()
+			if last {
+				over = time.Now()
+			}
+			for _, mc := range cs {
+				if mc.out.size() > maxPayload {
+					mc.decide(false)
+					continue
 				}
-				return
+				pending = append(pending, mc)
+			}
+			// Batches of at most per connections and about
+			// bytesPerBatch bytes; until the quiesce is over, full ones
+			// only. The last says how many there were.
+			for {
+				j, bytes := 0, 0
+				for ; j < len(pending) && j < per && bytes < bytesPerBatch; j++ {
+					bytes += pending[j].out.size()
+				}
+				if !last && j < per && bytes < bytesPerBatch {
+					break
+				}
+				final := last && j == len(pending)
+				total := ConnsMore
+				if final || !stream {
+					total = len(out.conns) + len(pending)
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				first := len(out.conns)
+				r := build(pending[:j], first, total)
+				r.final = final
+				out.conns = append(out.conns, pending[:j]...)
+				pending = pending[j:]
+				select {
+				case res <- r:
+				case <-stop:
+					if r.b != nil {
+						r.b.Close()
+					}
+					return
+				}
+				if final {
+					break
+				}
 			}
 		}
 	}()
 	var err error
-	for r := range res {
-		if err == nil {
-			err = r.err
+	fail := func(e error) {
+		err = e
+		// The builder may wait for readers: end the quiesce and wake it.
+		close(stop)
+		q.end()
+		q.wake()
+	}
+	for {
+		var r built
+		select {
+		case rp := <-replies:
+			replies = nil
 			if err == nil {
+				if rp.err == nil && rp.m.Type == MsgError {
+					rp.err = &HandoffError{Code: rp.m.Code, Reason: rp.m.Reason}
+				}
+				if rp.err == nil {
+					rp.err = errf(ErrMalformed, "%s before the last CONNS", rp.m.Type)
+				}
+				fail(fmt.Errorf("sending connections: %w", rp.err))
+			}
+			continue
+		case b, ok := <-res:
+			if !ok {
+				return out, over, err
+			}
+			r = b
+		}
+		if err == nil {
+			if r.err != nil {
+				fail(r.err)
+			} else if serr := c.SendNoAck(context.Background(), r.b); serr != nil {
 				// Not acknowledged one by one: the next batch is on its
 				// way while the successor checks this one, and ADOPTED
 				// answers for them all.
-				if serr := c.SendNoAck(context.Background(), r.b); serr != nil {
-					err = fmt.Errorf("sending connections: %w", serr)
-				}
-			}
-			if err != nil {
-				close(stop)
+				fail(fmt.Errorf("sending connections: %w", serr))
+			} else if r.final {
+				// What comes now is the answer.
+				replies = nil
 			}
 		}
 		if r.b != nil {
@@ -705,7 +884,6 @@ func (p *Process) sendConns(c *unixmsg.Conn, conns []*Conn) error {
 			}
 		}
 	}
-	return err
 }
 
 // decide ends c's migration: migrated, or back to serving.
@@ -880,8 +1058,8 @@ type incoming struct {
 }
 
 // takeBatch checks one CONNS batch, the first after have of a migration
-// of total (-1: not known yet), and takes its descriptors. On error it
-// takes nothing.
+// of total (-1: not known yet), and takes its descriptors. It returns the
+// total as known after the batch. On error it takes nothing.
 func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int, error) {
 	m, err := ParseMessage(b.Payload())
 	if err != nil {
@@ -894,10 +1072,19 @@ func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int,
 		return nil, total, errf(ErrMalformed, "%s where CONNS was due", m.Type)
 	case int(m.Items) != b.Len():
 		return nil, total, errf(ErrMalformed, "CONNS announces %d connections, %d arrived", m.Items, b.Len())
+	case m.Total == ConnsMore && !p.mig.stream:
+		return nil, total, errf(ErrMalformed, "CONNS with more to follow, but streaming was not agreed")
+	case m.Total == ConnsMore:
+		// Streamed: the last batch says how many.
 	case total >= 0 && int(m.Total) != total:
 		return nil, total, errf(ErrMalformed, "CONNS total changed from %d to %d", total, m.Total)
 	case have+b.Len() > int(m.Total):
 		return nil, total, errf(ErrMalformed, "CONNS brings %d connections of %d", have+b.Len(), m.Total)
+	case p.mig.stream && have+b.Len() != int(m.Total):
+		return nil, total, errf(ErrMalformed, "the last streamed CONNS brings %d connections of %d", have+b.Len(), m.Total)
+	}
+	if m.Total != ConnsMore {
+		total = int(m.Total)
 	}
 	items := make([]incoming, b.Len())
 	for i, it := range b.Items() {
@@ -914,7 +1101,7 @@ func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int,
 		// Checked above: every descriptor is there.
 		items[i].fd, _ = b.TakeFDAt(i)
 	}
-	return items, int(m.Total), nil
+	return items, total, nil
 }
 
 // adopted makes the connections received in the migration phase this

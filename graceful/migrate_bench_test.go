@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,11 +98,11 @@ func roleMigBench() error {
 		return func() { pprof.StopCPUProfile(); f.Close() }
 	}
 	stop := profile("successor")
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	if err := p.Ready(); err != nil {
 		return err
 	}
-	took := time.Since(start)
+	took, cpu := time.Since(start), cpuTime()-cpu0
 	stop()
 	conns := p.MigratedConns()
 	for _, c := range conns {
@@ -111,7 +112,7 @@ func roleMigBench() error {
 		serve(c, c.State())
 	}
 	stop = profile("predecessor")
-	say("ready gen=%d addr=%s migrated=%d badstate=%d took=%d", gen, ln.Addr(), len(conns), badState.Load(), took.Microseconds())
+	say("ready gen=%d addr=%s migrated=%d badstate=%d took=%d cpu=%d", gen, ln.Addr(), len(conns), badState.Load(), took.Microseconds(), cpu.Microseconds())
 	<-p.Exit()
 	stop()
 	ln.Close()
@@ -122,6 +123,13 @@ func roleMigBench() error {
 	}
 	say("exit gen=%d", gen)
 	return nil
+}
+
+// cpuTime returns the CPU time this process has spent, on all processors.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchClients dials n connections to addr from this process and checks
@@ -217,7 +225,7 @@ func BenchmarkMigrate(b *testing.B) {
 		}
 	}()
 	pingAll(b, conns, 1)
-	var total time.Duration
+	var total, cpu time.Duration
 	gen := uint64(1)
 	b.ResetTimer()
 	for range b.N {
@@ -230,6 +238,8 @@ func BenchmarkMigrate(b *testing.B) {
 		}
 		us, _ := strconv.Atoi(field(line, "took"))
 		total += time.Duration(us) * time.Microsecond
+		us, _ = strconv.Atoi(field(line, "cpu"))
+		cpu += time.Duration(us) * time.Microsecond
 		prev.expect(fmt.Sprintf("exit gen=%d", gen-1))
 		prev.mustExit()
 		prev = next
@@ -238,4 +248,5 @@ func BenchmarkMigrate(b *testing.B) {
 	b.StopTimer()
 	pingAll(b, conns, gen)
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/migration")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "successor-cpu-ms/migration")
 }

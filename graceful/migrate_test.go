@@ -431,9 +431,10 @@ func TestMigrateHTTP(t *testing.T) {
 	g2.stop(t)
 }
 
-// migrateOffer builds an OFFER batch that agrees to migration: tcp as the
-// listener, self as the handoff listener.
-func migrateOffer(t *testing.T, self *net.UnixListener, tcp net.Listener) *unixmsg.Batch {
+// migrateOffer builds an OFFER batch that agrees to migration (and to
+// streamed CONNS batches with stream): tcp as the listener, self as the
+// handoff listener.
+func migrateOffer(t *testing.T, self *net.UnixListener, tcp net.Listener, stream bool) *unixmsg.Batch {
 	b := new(unixmsg.Batch)
 	if err := b.Add("0", tcp, unixmsg.MetaOf("role", "listener", "network", "tcp", "addr", "127.0.0.1:0"), nil); err != nil {
 		t.Error(err)
@@ -441,7 +442,11 @@ func migrateOffer(t *testing.T, self *net.UnixListener, tcp net.Listener) *unixm
 	if err := b.Add("1", self, unixmsg.MetaOf("role", "handoff", "network", "unixpacket"), nil); err != nil {
 		t.Error(err)
 	}
-	payload, _ := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgOffer, Version: 1, Features: graceful.FeatureMigrate, Items: 2, Generation: 7})
+	features := uint32(graceful.FeatureMigrate)
+	if stream {
+		features |= graceful.FeatureStreamConns
+	}
+	payload, _ := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgOffer, Version: 1, Features: features, Items: 2, Generation: 7})
 	b.SetPayload(payload)
 	return b
 }
@@ -484,22 +489,29 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 			}
 		}
 	}
+	one := func(total uint32) *unixmsg.Batch { return conns(1, total, oneConn(connPayload("s", ""))) }
 	for _, tc := range []struct {
-		name  string
-		phase func() []*unixmsg.Batch // sent after READY; then the fake hangs up
-		want  error
+		name   string
+		stream bool                    // the OFFER agrees to streamed CONNS
+		phase  func() []*unixmsg.Batch // sent after READY; then the fake hangs up
+		want   error
 	}{
-		{"count", func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(2, 2, oneConn(connPayload("s", "")))} }, graceful.ErrMalformed},
-		{"listener", func() []*unixmsg.Batch {
+		{"count", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(2, 2, oneConn(connPayload("s", "")))} }, graceful.ErrMalformed},
+		{"listener", false, func() []*unixmsg.Batch {
 			return []*unixmsg.Batch{conns(1, 1, func(b *unixmsg.Batch) { b.Add("0", tcp, nil, connPayload("", "")) })}
 		}, graceful.ErrMalformed},
-		{"payload", func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0}))} }, graceful.ErrMalformed},
-		{"state length", func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0, 0, 0, 'x'}))} }, graceful.ErrMalformed},
-		{"total changes", func() []*unixmsg.Batch {
+		{"payload", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0}))} }, graceful.ErrMalformed},
+		{"state length", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0, 0, 0, 'x'}))} }, graceful.ErrMalformed},
+		{"total changes", false, func() []*unixmsg.Batch {
 			return []*unixmsg.Batch{conns(1, 3, oneConn(connPayload("", ""))), conns(1, 2, oneConn(connPayload("", "")))}
 		}, graceful.ErrMalformed},
-		{"hang up midway", func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 2, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
-		{"no DONE", func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
+		{"hang up midway", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 2, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
+		{"no DONE", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
+		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(2)} }, graceful.ErrMalformed},
+		{"streamed, last short", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(3)} }, graceful.ErrMalformed},
+		{"streamed, last over", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(1)} }, graceful.ErrMalformed},
+		{"streamed, hang up midway", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(graceful.ConnsMore)} }, graceful.ErrHandoff},
+		{"streamed, no DONE", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(2)} }, graceful.ErrHandoff},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			restartCheckLeaks(t)
@@ -511,7 +523,7 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 			}()
 			path := filepath.Join(t.TempDir(), "h.sock")
 			done := fakePredecessor(t, path, func(c *unixmsg.Conn, self *net.UnixListener) error {
-				offer := migrateOffer(t, self, tcp)
+				offer := migrateOffer(t, self, tcp, tc.stream)
 				defer offer.Close()
 				if err := c.Send(offer); err != nil {
 					return err
@@ -530,7 +542,7 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 						return err
 					}
 				}
-				if tc.name == "no DONE" {
+				if strings.HasSuffix(tc.name, "no DONE") {
 					// ADOPTED, then hang up.
 					b, err := c.Receive()
 					if err != nil {

@@ -1,0 +1,282 @@
+//go:build linux
+
+package graceful
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fdpass/fdpass/internal/fdtest"
+	"github.com/fdpass/fdpass/kinds"
+	"github.com/fdpass/fdpass/unixmsg"
+	"golang.org/x/sys/unix"
+)
+
+// streamSide is a predecessor's end of n tracked connections, in this
+// process: the first n-stuck have a reader that hands its connection off
+// at a line boundary, the others have none (their reader never comes
+// back). handedOff receives what each Handoff returned.
+type streamSide struct {
+	p         *Process
+	conns     []*Conn
+	peers     []int
+	handedOff chan bool
+}
+
+func newStreamSide(t *testing.T, n, stuck int, quiesce time.Duration) *streamSide {
+	t.Helper()
+	s := &streamSide{
+		p:         &Process{opts: Options{Migrate: true, QuiesceTimeout: quiesce, Timeout: time.Minute}, log: slog.New(slog.DiscardHandler)},
+		handedOff: make(chan bool, n),
+	}
+	s.p.mig.perBatch = 16
+	for i := range n {
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.peers = append(s.peers, sp[1])
+		nc, err := streamConn(sp[0], kinds.UnixConn)
+		if err != nil {
+			unix.Close(sp[0])
+			t.Fatal(err)
+		}
+		c := s.p.Track(nc)
+		s.conns = append(s.conns, c)
+		if i >= n-stuck {
+			continue
+		}
+		state := []byte("state " + strconv.Itoa(i))
+		go func() {
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if errors.Is(err, ErrMigrating) {
+					ok := c.HandoffReader(state, r, []byte(line))
+					s.handedOff <- ok
+					if ok {
+						return
+					}
+					continue
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		for _, c := range s.conns {
+			c.Close()
+		}
+		for _, fd := range s.peers {
+			unix.Close(fd)
+		}
+	})
+	return s
+}
+
+// results collects n Handoff results, failing after a deadline.
+func (s *streamSide) results(t *testing.T, n int) (migrated, stayed int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for range n {
+		select {
+		case ok := <-s.handedOff:
+			if ok {
+				migrated++
+			} else {
+				stayed++
+			}
+		case <-deadline:
+			t.Fatalf("%d readers of %d returned from Handoff", migrated+stayed, n)
+		}
+	}
+	return migrated, stayed
+}
+
+// connsBatch is what a successor saw of one CONNS batch.
+type connsBatch struct {
+	items, total uint32
+	names        []string
+}
+
+// fakeAdopter receives CONNS batches on c until the announced total has
+// arrived (or hangUp batches, then hangs up), answers ADOPTED, and
+// reports the batches.
+func fakeAdopter(c *unixmsg.Conn, hangUp int) <-chan []connsBatch {
+	done := make(chan []connsBatch, 1)
+	go func() {
+		var seen []connsBatch
+		defer func() { done <- seen }()
+		have := uint32(0)
+		for {
+			if hangUp > 0 && len(seen) == hangUp {
+				c.Close()
+				return
+			}
+			b, err := c.Receive()
+			if err != nil {
+				return
+			}
+			m, err := ParseMessage(b.Payload())
+			cb := connsBatch{items: m.Items, total: m.Total}
+			for _, it := range b.Items() {
+				cb.names = append(cb.names, it.Name)
+			}
+			b.Close()
+			if err != nil {
+				return
+			}
+			seen = append(seen, cb)
+			have += m.Items
+			if m.Total != ConnsMore && have >= m.Total {
+				sendMessage(context.Background(), c, Message{Type: MsgAdopted, Items: have})
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// TestStreamConns runs the predecessor's side of a streamed migration in
+// this process, in batches of 16: every batch but the last says more
+// follow, the last says how many there were, names run on across
+// batches, readers that never arrive stay, and a successor that hangs up
+// midway gets everything resumed without waiting for the quiesce timeout.
+func TestStreamConns(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		n       int
+		stuck   int
+		quiesce time.Duration
+		hangUp  int // batches the successor takes before it hangs up
+	}{
+		{"all", 100, 0, 10 * time.Second, 0},
+		{"late readers", 40, 8, 300 * time.Millisecond, 0},
+		{"successor hangs up", 40, 8, time.Minute, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fdtest.CheckLeaks(t)
+			s := newStreamSide(t, tc.n, tc.stuck, tc.quiesce)
+			pc, sc, err := unixmsg.Pair(&unixmsg.Options{NoAck: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			defer sc.Close()
+			pc.SetDeadline(time.Now().Add(30 * time.Second))
+			sc.SetDeadline(time.Now().Add(30 * time.Second))
+			seen := fakeAdopter(sc, tc.hangUp)
+			start := time.Now()
+			out, err := s.p.migrateOut(pc, s.p.log, true)
+			took := time.Since(start)
+			batches := <-seen
+			moving := tc.n - tc.stuck
+			if tc.hangUp > 0 {
+				if err == nil {
+					t.Fatal("migrateOut succeeded with a successor that hung up")
+				}
+				if took > 10*time.Second {
+					t.Errorf("migrateOut took %v to give up", took)
+				}
+				if migrated, stayed := s.results(t, moving); migrated != 0 || stayed != moving {
+					t.Errorf("after a failed migration: %d migrated, %d stayed; want 0 and %d", migrated, stayed, moving)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.commit()
+			if migrated, stayed := s.results(t, moving); migrated != moving || stayed != 0 {
+				t.Errorf("%d migrated, %d stayed; want %d and 0", migrated, stayed, moving)
+			}
+			var names []string
+			for i, b := range batches {
+				last := i == len(batches)-1
+				switch {
+				case !last && (b.total != ConnsMore || b.items != 16):
+					t.Errorf("batch %d: %d connections of %d, want 16 with more to follow", i, b.items, b.total)
+				case last && b.total != uint32(moving):
+					t.Errorf("last batch: %d connections of %d, want a total of %d", b.items, b.total, moving)
+				}
+				names = append(names, b.names...)
+			}
+			for i, name := range names {
+				if name != strconv.Itoa(i) {
+					t.Fatalf("connection %d is named %q", i, name)
+				}
+			}
+			if len(names) != moving {
+				t.Errorf("%d connections sent, want %d", len(names), moving)
+			}
+			// The stuck ones stayed, and serve on.
+			for _, c := range s.conns[moving:] {
+				c.mu.Lock()
+				phase := c.phase
+				c.mu.Unlock()
+				if phase != phaseIdle {
+					t.Errorf("a connection that never quiesced is in phase %d", phase)
+				}
+			}
+		})
+	}
+}
+
+// TestStreamAdopt runs both sides of a streamed migration in this process:
+// the successor adopts every connection, with its state, from batches of
+// 16.
+func TestStreamAdopt(t *testing.T) {
+	fdtest.CheckLeaks(t)
+	const n = 100
+	s := newStreamSide(t, n, 0, 10*time.Second)
+	next := &Process{opts: Options{Migrate: true, Timeout: time.Minute}, log: slog.New(slog.DiscardHandler)}
+	next.mig.agreed, next.mig.stream = true, true
+	pc, sc, err := unixmsg.Pair(&unixmsg.Options{NoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	defer sc.Close()
+	type adopted struct {
+		conns []*Conn
+		err   error
+	}
+	in := make(chan adopted, 1)
+	go func() {
+		cs, err := next.migrateIn(sc)
+		in <- adopted{cs, err}
+	}()
+	out, err := s.p.migrateOut(pc, s.p.log, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := <-in
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	out.commit()
+	if migrated, _ := s.results(t, n); migrated != n {
+		t.Errorf("%d of %d handed off", migrated, n)
+	}
+	states := map[string]bool{}
+	for _, c := range got.conns {
+		states[string(c.State())] = true
+		c.Close()
+	}
+	for i := range n {
+		if !states[fmt.Sprintf("state %d", i)] {
+			t.Errorf("state of connection %d did not arrive", i)
+		}
+	}
+	if len(got.conns) != n {
+		t.Errorf("%d connections adopted, want %d", len(got.conns), n)
+	}
+}
