@@ -53,7 +53,7 @@ type Conn struct {
 	oob  []byte
 
 	wmu     sync.Mutex
-	wbuf    []byte
+	hbuf    []byte
 	scratch []byte
 
 	emu    sync.Mutex
@@ -234,21 +234,21 @@ func (c *Conn) send(ctx context.Context, b *Batch, ack bool) error {
 	if ack {
 		flags = HeadFlagAck
 	}
-	var frames []Frame
-	c.wbuf, c.scratch, frames, err = encodeBatch(c.wbuf[:0], c.scratch, b.items, b.payload, flags, c.lim)
+	var parts []part
+	c.hbuf, c.scratch, parts, err = encodeParts(c.hbuf, c.scratch, b.items, b.payload, flags, c.lim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}
-	if cap(c.wbuf) > 64<<20 {
+	if cap(c.scratch) > 64<<20 {
 		// Keep what a usual batch needs, not the largest one ever sent.
-		defer func() { c.wbuf, c.scratch = nil, nil }()
+		defer func() { c.hbuf, c.scratch = nil, nil }()
 	}
 	stop := c.watch(ctx)
-	for _, fr := range frames {
-		if err = c.writeFrame(fr.Data, fds[:fr.NFDs]); err != nil {
+	for _, p := range parts {
+		if err = c.writeFrame(p.hdr, p.body, fds[:p.nfds]); err != nil {
 			break
 		}
-		fds = fds[fr.NFDs:]
+		fds = fds[p.nfds:]
 	}
 	if cerr := stop(); cerr != nil && err != nil {
 		err = cerr
@@ -411,7 +411,7 @@ func (c *Conn) sendAck(ctx context.Context, a Ack) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	stop := c.watch(ctx)
-	err := c.writeFrame(frame, nil)
+	err := c.writeFrame(frame, nil, nil)
 	if cerr := stop(); cerr != nil && err != nil {
 		err = cerr
 	}

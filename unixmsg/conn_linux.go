@@ -112,18 +112,18 @@ func (c *Conn) peerGone() bool {
 	return gone
 }
 
-// writeFrame wraps sendmsg(2): the frame's first bytes carry fds; on a
-// stream socket a short write is finished without them.
-func (c *Conn) writeFrame(p []byte, fds []int) error {
+// writeFrame wraps sendmsg(2): one frame, hdr then body (either may be
+// empty), whose first bytes carry fds; on a stream socket a short write
+// is continued.
+func (c *Conn) writeFrame(hdr, body []byte, fds []int) error {
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	sent := 0
 	var werr error
 	err := c.rc.Write(func(s uintptr) bool {
 		for {
-			n, err := rawsock.Sendmsg(int(s), p[sent:], oob, unix.MSG_NOSIGNAL)
+			n, err := rawsock.Sendmsg2(int(s), hdr, body, oob, unix.MSG_NOSIGNAL)
 			switch err {
 			case nil:
 			case unix.EINTR:
@@ -134,9 +134,12 @@ func (c *Conn) writeFrame(p []byte, fds []int) error {
 				werr = os.NewSyscallError("sendmsg", err)
 				return true
 			}
-			sent += n
 			oob = nil
-			if sent >= len(p) {
+			if k := min(n, len(hdr)); k > 0 {
+				hdr, n = hdr[k:], n-k
+			}
+			body = body[n:]
+			if len(hdr) == 0 && len(body) == 0 {
 				return true
 			}
 		}

@@ -10,5 +10,5 @@ import (
 func socketType(syscall.RawConn) (int, error)           { return 0, ErrUnsupported }
 func socketPair() (*net.UnixConn, *net.UnixConn, error) { return nil, nil, ErrUnsupported }
 func (c *Conn) recvOnce() (int, []int, bool, error)     { return 0, nil, false, ErrUnsupported }
-func (c *Conn) writeFrame([]byte, []int) error          { return ErrUnsupported }
+func (c *Conn) writeFrame([]byte, []byte, []int) error  { return ErrUnsupported }
 func (c *Conn) tryWrite([]byte)                         {}

@@ -18,25 +18,49 @@ type Frame struct {
 // travels with the i-th descriptor; payload is the batch's own payload;
 // flags is HeadFlagAck or 0.
 func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
-	dst, _, frames, err := encodeBatch(dst, nil, items, payload, flags, lim)
-	return dst, frames, err
+	_, _, parts, err := encodeParts(nil, nil, items, payload, flags, lim)
+	if err != nil {
+		return dst, nil, err
+	}
+	size := 0
+	for _, p := range parts {
+		size += len(p.hdr) + len(p.body)
+	}
+	dst = grow(dst, size)
+	frames := make([]Frame, len(parts))
+	for i, p := range parts {
+		off := len(dst)
+		dst = append(append(dst, p.hdr...), p.body...)
+		frames[i] = Frame{Data: dst[off:len(dst):len(dst)], NFDs: p.nfds}
+	}
+	return dst, frames, nil
 }
 
-// encodeBatch is EncodeBatch with a scratch buffer for the records, which
-// a Conn keeps from batch to batch: on the virtual machines this project
-// runs on, memory touched for the first time costs far more than a copy.
-func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []byte, []Frame, error) {
+// part is one frame of an encoded batch in two pieces, which a Conn sends
+// as one message of two iovecs: hdr (the frame header, and for the HEAD
+// frame the head) and body (for a DATA frame, a stretch of the records).
+type part struct {
+	hdr, body []byte
+	nfds      int
+}
+
+// encodeParts encodes a batch as parts. The records go into scratch and
+// the headers into hdrs, buffers a Conn keeps from batch to batch (on the
+// virtual machines this project runs on, memory touched for the first
+// time costs far more than a copy); a DATA frame's body is a stretch of
+// the records, not a copy of it.
+func encodeParts(hdrs, scratch []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []byte, []part, error) {
 	lim = lim.withDefaults()
 	if len(payload) > lim.MaxPayload {
-		return dst, scratch, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
+		return hdrs, scratch, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
 	}
 	rec := grow(scratch[:0], len(payload)+RecordsLen(items))
 	rec, err := AppendRecords(append(rec, payload...), items, lim)
 	if err != nil {
-		return dst, rec, nil, err
+		return hdrs, rec, nil, err
 	}
 	if len(rec) > lim.MaxBatchBytes {
-		return dst, rec, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
+		return hdrs, rec, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
 	}
 	n := len(items)
 	nframes := (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
@@ -49,28 +73,21 @@ func encodeBatch(dst, scratch []byte, items []Item, payload []byte, flags uint32
 	if nframes > 0 {
 		chunk = (len(rec) + nframes - 1) / nframes
 	}
-	start := len(dst)
-	// Sized once: growing by doubling would touch up to twice the memory.
-	dst = grow(dst, HeaderLen+HeadLen+nframes*HeaderLen+len(rec))
-	dst = AppendHeader(dst, Header{Type: FrameHead, Length: HeadLen})
-	dst = AppendHead(dst, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
-	type span struct{ off, end, nfds int }
-	spans := make([]span, 0, nframes+1)
-	spans = append(spans, span{start, len(dst), 0})
+	// Sized once, so that the parts' headers stay where they are.
+	hdrs = grow(hdrs[:0], HeaderLen+HeadLen+nframes*HeaderLen)
+	hdrs = AppendHeader(hdrs, Header{Type: FrameHead, Length: HeadLen})
+	hdrs = AppendHead(hdrs, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
+	parts := make([]part, 0, nframes+1)
+	parts = append(parts, part{hdr: hdrs[:len(hdrs):len(hdrs)]})
 	for j, b, f := 0, 0, 0; j < nframes; j++ {
 		be := min(b+chunk, len(rec))
 		fe := min(f+lim.MaxFDsPerMessage, n)
-		off := len(dst)
-		dst = AppendHeader(dst, Header{Type: FrameData, NFDs: uint32(fe - f), Length: uint32(be - b)})
-		dst = append(dst, rec[b:be]...)
-		spans = append(spans, span{off, len(dst), fe - f})
+		off := len(hdrs)
+		hdrs = AppendHeader(hdrs, Header{Type: FrameData, NFDs: uint32(fe - f), Length: uint32(be - b)})
+		parts = append(parts, part{hdr: hdrs[off:len(hdrs):len(hdrs)], body: rec[b:be:be], nfds: fe - f})
 		b, f = be, fe
 	}
-	frames := make([]Frame, len(spans))
-	for i, s := range spans {
-		frames[i] = Frame{Data: dst[s.off:s.end:s.end], NFDs: s.nfds}
-	}
-	return dst, rec, frames, nil
+	return hdrs, rec, parts, nil
 }
 
 // grow is slices.Grow for a buffer about to be filled: new memory is

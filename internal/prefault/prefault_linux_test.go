@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 func minorFaults(t *testing.T) int64 {
@@ -71,4 +72,48 @@ func TestBytesKeepsContents(t *testing.T) {
 func lockThread(t *testing.T) {
 	runtime.LockOSThread()
 	t.Cleanup(runtime.UnlockOSThread)
+}
+
+// TestSlicePopulates: Slice populates the memory under a slice of structs
+// as Bytes does its bytes, and leaves the contents alone.
+func TestSlicePopulates(t *testing.T) {
+	type item struct {
+		a, b int64
+		n    [48]byte
+	}
+	const size = 4 << 20
+	pages := int64(size / os.Getpagesize())
+	fresh := func() []item {
+		b, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Munmap(b) })
+		return unsafe.Slice((*item)(unsafe.Pointer(&b[0])), size/unsafe.Sizeof(item{}))
+	}
+	touch := func(s []item) int64 {
+		before := minorFaults(t)
+		for i := range s {
+			s[i].n[0] = 1
+		}
+		return minorFaults(t) - before
+	}
+	lockThread(t)
+	if f := touch(fresh()); f < pages/2 {
+		t.Fatalf("fresh memory took %d faults for %d pages; cannot tell", f, pages)
+	}
+	s := fresh()
+	s[0].a = 7
+	Slice(s)
+	if unsupported.Load() {
+		t.Skip("MADV_POPULATE_WRITE unsupported by this kernel (Linux 5.14+)")
+	}
+	if f := touch(s); f > pages/100 {
+		t.Errorf("after Slice, %d faults for %d pages", f, pages)
+	}
+	if s[0].a != 7 {
+		t.Error("Slice changed the contents")
+	}
+	Slice([]item(nil))
+	Slice(make([]struct{}, 10))
 }

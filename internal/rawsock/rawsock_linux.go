@@ -35,13 +35,25 @@ func Recvmsg(fd int, p, oob []byte, flags int) (n, oobn, recvflags int, err erro
 
 // Sendmsg wraps sendmsg(2) on a connected socket.
 func Sendmsg(fd int, p, oob []byte, flags int) (int, error) {
+	return Sendmsg2(fd, p, nil, oob, flags)
+}
+
+// Sendmsg2 is Sendmsg with the data in two pieces, p then q (two iovecs):
+// one message, without copying them together first.
+func Sendmsg2(fd int, p, q, oob []byte, flags int) (int, error) {
 	var msg unix.Msghdr
-	var iov unix.Iovec
-	if len(p) > 0 {
-		iov.Base = &p[0]
-		iov.SetLen(len(p))
-		msg.Iov = &iov
-		msg.SetIovlen(1)
+	var iov [2]unix.Iovec
+	n := 0
+	for _, b := range [2][]byte{p, q} {
+		if len(b) > 0 {
+			iov[n].Base = &b[0]
+			iov[n].SetLen(len(b))
+			n++
+		}
+	}
+	if n > 0 {
+		msg.Iov = &iov[0]
+		msg.SetIovlen(n)
 	}
 	if len(oob) > 0 {
 		msg.Control = &oob[0]
