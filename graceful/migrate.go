@@ -730,11 +730,16 @@ func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, rep
 		buf = buf[:0]
 		b := new(unixmsg.Batch)
 		b.Grow(len(conns))
+		var meta unixmsg.Meta
+		network := ""
 		for k, mc := range conns {
-			meta := metas[mc.network]
-			if meta == nil {
-				meta = unixmsg.Meta{{Key: metaRole, Value: metaConn}, {Key: metaNetwork, Value: mc.network}}
-				metas[mc.network] = meta
+			if meta == nil || mc.network != network {
+				network = mc.network
+				meta = metas[network]
+				if meta == nil {
+					meta = unixmsg.Meta{{Key: metaRole, Value: metaConn}, {Key: metaNetwork, Value: network}}
+					metas[network] = meta
+				}
 			}
 			start := len(buf)
 			buf = mc.out.appendTo(buf)
@@ -960,15 +965,24 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 	jobs := make(chan job, 4096)
 	convert := func() {
 		for j := range jobs {
+			// One allocation for the piece's connections, populated at
+			// once: in a new process, their memory is fresh, and page
+			// faults would cost more than the rest of a Conn. (A
+			// connection kept keeps its piece's memory.)
+			slots := make([]connSlot, len(j.items))
+			prefault.Slice(slots)
 			for k, it := range j.items {
-				nc, err := streamConn(it.fd, it.kind)
+				s := &slots[k]
+				nc, err := s.adopt(it.fd, it.kind)
 				if err != nil {
 					emu.Lock()
 					cerr = cmp.Or(cerr, err)
 					emu.Unlock()
 					continue
 				}
-				j.cs[k] = &Conn{Conn: nc, p: p, network: it.network, state: it.state, pending: nullIfEmpty(it.buffered)}
+				c := &s.c
+				c.Conn, c.p, c.network, c.state, c.pending = nc, p, it.network, it.state, nullIfEmpty(it.buffered)
+				j.cs[k] = c
 			}
 		}
 	}

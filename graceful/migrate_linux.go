@@ -25,9 +25,15 @@ import (
 // not (the file refuses a deadline, which costs no system call to ask)
 // goes the long way.
 func streamConn(fd int, k kinds.Kind) (net.Conn, error) {
+	return streamConnIn(fd, k, new(fileConn))
+}
+
+// streamConnIn is streamConn with the memory for the fileConn.
+func streamConnIn(fd int, k kinds.Kind, fc *fileConn) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), "conn")
 	if f.SetDeadline(time.Time{}) == nil {
-		return &fileConn{File: f, kind: k}, nil
+		fc.File, fc.kind = f, k
+		return fc, nil
 	}
 	defer f.Close()
 	c, err := net.FileConn(f)
@@ -86,4 +92,17 @@ func (c *fileConn) addr(sa unix.Sockaddr) net.Addr {
 		return &net.UnixAddr{Net: "unix"}
 	}
 	return &net.TCPAddr{}
+}
+
+// connSlot is the memory of one adopted connection: the Conn and the
+// fileConn inside it.
+type connSlot struct {
+	c  Conn
+	fc fileConn
+}
+
+// adopt makes fd, a connected stream socket of kind k, the connection in
+// s, which takes ownership of it.
+func (s *connSlot) adopt(fd int, k kinds.Kind) (net.Conn, error) {
+	return streamConnIn(fd, k, &s.fc)
 }
