@@ -245,9 +245,11 @@ func (c *Conn) interruptible(n int) bool {
 
 // migrating is the error of a read that a migration interrupted: an
 // OpError, as the net package's read errors are, so that net/http drops
-// the connection without answering.
+// the connection without answering. It names no addresses: a migrated
+// connection looks its addresses up on first use, which would cost two
+// system calls per connection here.
 func (c *Conn) migrating() error {
-	return &net.OpError{Op: "read", Net: c.network, Source: c.Conn.LocalAddr(), Addr: c.Conn.RemoteAddr(), Err: ErrMigrating}
+	return &net.OpError{Op: "read", Net: c.network, Err: ErrMigrating}
 }
 
 // httpState follows net/http's view of the connection.
@@ -1123,14 +1125,20 @@ func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int,
 func (p *Process) adopted(conns []*Conn) {
 	p.mig.mu.Lock()
 	defer p.mig.mu.Unlock()
-	if p.mig.tracked == nil {
-		p.mig.tracked = make(map[*Conn]struct{})
+	if len(conns) > len(p.mig.tracked) {
+		// Sized once: growing a map of thousands, doubling after
+		// doubling, costs more than filling it.
+		tracked := make(map[*Conn]struct{}, len(p.mig.tracked)+len(conns))
+		for c := range p.mig.tracked {
+			tracked[c] = struct{}{}
+		}
+		p.mig.tracked = tracked
 	}
 	sinks := p.mig.sinks
 	for _, c := range conns {
 		p.mig.tracked[c] = struct{}{}
 	}
-	var rest []*Conn
+	rest := make([]*Conn, 0, len(conns))
 	p.mig.mu.Unlock()
 next:
 	for _, c := range conns {
@@ -1142,5 +1150,9 @@ next:
 		rest = append(rest, c)
 	}
 	p.mig.mu.Lock()
-	p.mig.in = append(p.mig.in, rest...)
+	if p.mig.in == nil {
+		p.mig.in = rest
+	} else {
+		p.mig.in = append(p.mig.in, rest...)
+	}
 }
