@@ -113,6 +113,9 @@ const (
 	batchesAhead  = 3
 	// bytesPerBatch bounds the item payloads of one CONNS batch.
 	bytesPerBatch = 32 << 20
+	// sendBuffer is the send buffer the predecessor asks for during the
+	// migration phase (the kernel caps it at net.core.wmem_max).
+	sendBuffer = 4 << 20
 	// convertPiece is how many received connections a conversion job
 	// holds.
 	convertPiece = 128
@@ -643,6 +646,9 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger, stream bool) (*o
 	if stream {
 		batch = per
 	}
+	// Room for a batch or more in the socket: a sender that waits for
+	// room waits again for a processor, behind the readers it woke.
+	c.UnixConn().SetWriteBuffer(sendBuffer)
 	q := p.startQuiesce(batch)
 	// The successor says nothing until it has every connection, unless it
 	// fails: listen meanwhile, so that the batches stop at once then (a
