@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -1071,6 +1072,23 @@ func (p *Process) migrateIn(c *unixmsg.Conn) ([]*Conn, error) {
 	return conns, nil
 }
 
+// intern returns the usual network names as constants: the value in a
+// batch points into its record buffer, a cache miss to read each time the
+// connection moves on.
+func intern(network string) string {
+	switch network {
+	case "tcp":
+		return "tcp"
+	case "tcp4":
+		return "tcp4"
+	case "tcp6":
+		return "tcp6"
+	case "unix":
+		return "unix"
+	}
+	return strings.Clone(network)
+}
+
 // incoming is one connection taken out of a CONNS batch.
 type incoming struct {
 	fd              int
@@ -1117,7 +1135,7 @@ func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int,
 		if err != nil {
 			return nil, total, err
 		}
-		items[i] = incoming{kind: it.Kind, network: it.Meta.Value(metaNetwork), state: state, buffered: buffered}
+		items[i] = incoming{kind: it.Kind, network: intern(it.Meta.Value(metaNetwork)), state: state, buffered: buffered}
 	}
 	for i := range items {
 		// Checked above: every descriptor is there.
