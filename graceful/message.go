@@ -113,7 +113,7 @@ const FeatureStreamConns = 1 << 1
 
 // ConnsMore is the T of a CONNS batch that more batches follow, in a
 // migration with FeatureStreamConns.
-const ConnsMore = 1<<32 - 1
+const ConnsMore uint32 = 1<<32 - 1
 
 // ErrorCode says why an ERROR message was sent.
 type ErrorCode uint16

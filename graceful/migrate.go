@@ -115,8 +115,14 @@ const (
 	// bytesPerBatch bounds the item payloads of one CONNS batch.
 	bytesPerBatch = 32 << 20
 	// sendBuffer is the send buffer the predecessor asks for during the
-	// migration phase (the kernel caps it at net.core.wmem_max).
+	// migration phase: room for a few batches. The kernel caps it at
+	// twice net.core.wmem_max: with the usual 208 KiB that is about 416
+	// KiB, six 64 KiB frames of the 18 or so of a batch; the project's
+	// VMs allow 4 MiB.
 	sendBuffer = 4 << 20
+	// interruptTick is how long take waits for an arrival before it
+	// interrupts more readers.
+	interruptTick = 5 * time.Millisecond
 	// convertPiece is how many received connections a conversion job
 	// holds.
 	convertPiece = 128
@@ -486,7 +492,8 @@ type quiet struct {
 }
 
 // arrive says that c's reader reached Handoff, or (c nil) that a
-// connection being quiesced was closed. Called with c.mu held.
+// connection being quiesced was closed, each with c.mu held; startQuiesce
+// also gives up its own count with it.
 func (q *quiet) arrive(c *Conn) {
 	if c != nil {
 		q.mu.Lock()
@@ -576,21 +583,46 @@ func (q *quiet) interrupt(n int) {
 
 // take waits until n connections have arrived, or the quiesce is over, and
 // takes up to n of them. last reports that none will follow. Only one
-// goroutine takes.
+// goroutine takes. While it waits and no reader arrives, it interrupts n
+// more every interruptTick: readers that never stop (a long response, a
+// slow handler) must not hold up those not interrupted yet.
 func (q *quiet) take(n int) (cs []*Conn, last bool) {
-	q.interrupt(n)
-	for {
+	var tick *time.Timer
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	for first := true; ; first = false {
 		q.mu.Lock()
-		if len(q.queue) >= n || q.over {
+		over := q.over
+		if len(q.queue) >= n || over {
 			k := min(n, len(q.queue))
 			cs, q.queue = q.queue[:k:k], q.queue[k:]
-			last = q.over && len(q.queue) == 0
+			last = over && len(q.queue) == 0
 			q.mu.Unlock()
 			return cs, last
 		}
 		q.mu.Unlock()
+		if first {
+			q.interrupt(n)
+		}
+		var ticks <-chan time.Time
+		if q.next < len(q.snap) {
+			if tick == nil {
+				tick = time.NewTimer(interruptTick)
+			} else {
+				tick.Reset(interruptTick)
+			}
+			ticks = tick.C
+		}
+		left := q.left.Load()
 		select {
 		case <-q.kick:
+		case <-ticks:
+			if q.left.Load() == left {
+				q.interrupt(n)
+			}
 		case <-q.all:
 			q.end()
 		case <-q.timer.C:
@@ -606,6 +638,12 @@ func (q *quiet) take(n int) (cs []*Conn, last bool) {
 // returns how many stay so. Those that arrived can still be taken. It may
 // be called again, and from another goroutine than take's.
 func (q *quiet) end() (late int) {
+	q.mu.Lock()
+	over := q.over
+	q.mu.Unlock()
+	if over {
+		return 0
+	}
 	q.timer.Stop()
 	if q.left.Load() > 0 {
 		for _, c := range q.snap {
@@ -647,8 +685,9 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger, stream bool) (*o
 	if stream {
 		batch = per
 	}
-	// Room for a batch or more in the socket: a sender that waits for
-	// room waits again for a processor, behind the readers it woke.
+	// Room for batches in the socket (as far as the kernel allows): a
+	// sender that waits for room waits again for a processor, behind the
+	// readers it woke.
 	c.UnixConn().SetWriteBuffer(sendBuffer)
 	q := p.startQuiesce(batch)
 	// The successor says nothing until it has every connection, unless it
@@ -656,7 +695,9 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger, stream bool) (*o
 	// streamed migration may wait for readers for the whole quiesce
 	// timeout).
 	replies := make(chan reply, 1)
+	listened := make(chan struct{})
 	go func() {
+		defer close(listened)
 		m, err := receiveMessage(c)
 		replies <- reply{m, err}
 	}()
@@ -668,6 +709,10 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger, stream bool) (*o
 		rest, _ := q.take(math.MaxInt)
 		out.conns = append(out.conns, rest...)
 		out.resume()
+		// The listener must not take what the caller reads next (its
+		// refusal lingers on the connection): stop it.
+		c.SetReadDeadline(aLongTimeAgo)
+		<-listened
 		return nil, err
 	}
 	total := len(out.conns)
@@ -722,7 +767,7 @@ func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, rep
 	}
 	// build makes a batch of conns, the first numbered first, in a
 	// migration of total (ConnsMore: not known yet).
-	build := func(conns []*Conn, first, total int) built {
+	build := func(conns []*Conn, first int, total uint32) built {
 		need := 0
 		for _, mc := range conns {
 			need += mc.out.size()
@@ -768,7 +813,7 @@ func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, rep
 				return built{err: fmt.Errorf("migrating connection %d: %w", first+k, err)}
 			}
 		}
-		payload, err := AppendMessage(nil, Message{Type: MsgConns, Items: uint32(len(conns)), Total: uint32(total)})
+		payload, err := AppendMessage(nil, Message{Type: MsgConns, Items: uint32(len(conns)), Total: total})
 		if err != nil {
 			b.Close()
 			return built{err: err}
@@ -822,7 +867,7 @@ func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, rep
 				final := last && j == len(pending)
 				total := ConnsMore
 				if final || !stream {
-					total = len(out.conns) + len(pending)
+					total = uint32(len(out.conns) + len(pending))
 				}
 				select {
 				case <-stop:
@@ -867,6 +912,7 @@ func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, rep
 				}
 				if rp.err == nil {
 					rp.err = errf(ErrMalformed, "%s before the last CONNS", rp.m.Type)
+					sendError(c, CodeProtocol, rp.err.Error())
 				}
 				fail(fmt.Errorf("sending connections: %w", rp.err))
 			}

@@ -507,7 +507,7 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 		}, graceful.ErrMalformed},
 		{"hang up midway", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 2, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
 		{"no DONE", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
-		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(2)} }, graceful.ErrMalformed},
+		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore)} }, graceful.ErrMalformed},
 		{"streamed, last short", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(3)} }, graceful.ErrMalformed},
 		{"streamed, last over", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(1)} }, graceful.ErrMalformed},
 		{"streamed, hang up midway", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(graceful.ConnsMore)} }, graceful.ErrHandoff},
@@ -537,6 +537,9 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 				if m.Type != graceful.MsgReady || m.Features&graceful.FeatureMigrate == 0 {
 					return fmt.Errorf("got %+v, want READY asking for migration", m)
 				}
+				if streams := m.Features&graceful.FeatureStreamConns != 0; streams != tc.stream {
+					t.Errorf("READY %+v asks for streamed batches: %v, want %v", m, streams, tc.stream)
+				}
 				for _, b := range phase {
 					if err := c.Send(b); err != nil {
 						return err
@@ -548,7 +551,11 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 					if err != nil {
 						return err
 					}
+					m, _ := graceful.ParseMessage(b.Payload())
 					b.Close()
+					if want := 1 + btoi(tc.stream); m.Type != graceful.MsgAdopted || int(m.Items) != want {
+						t.Errorf("got %+v, want ADOPTED of %d", m, want)
+					}
 				}
 				return nil
 			})
@@ -565,11 +572,18 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 			if !errors.Is(err, graceful.ErrHandoff) || !errors.Is(err, tc.want) {
 				t.Errorf("Ready: %v, want %v", err, tc.want)
 			}
+			if tc.want == graceful.ErrHandoff && errors.Is(err, graceful.ErrMalformed) {
+				t.Errorf("Ready: %v, want no ErrMalformed: the batches were well formed", err)
+			}
 			if cs := p.MigratedConns(); len(cs) != 0 {
 				t.Errorf("%d connections adopted after a failed migration", len(cs))
 			}
 			p.Close()
-			<-done
+			// A successor that refused a batch may have hung up on the
+			// fake's next; one that got well-formed batches may not.
+			if err := <-done; err != nil && tc.want == graceful.ErrHandoff {
+				t.Errorf("fake predecessor: %v", err)
+			}
 		})
 	}
 	// The connection the fake offered is alive and untouched.
@@ -669,4 +683,11 @@ func TestMigrateHostileSuccessor(t *testing.T) {
 			ls.p.Close()
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

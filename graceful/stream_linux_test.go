@@ -156,11 +156,16 @@ func TestStreamConns(t *testing.T) {
 		n       int
 		stuck   int
 		quiesce time.Duration
-		hangUp  int // batches the successor takes before it hangs up
+		hangUp  int  // batches the successor takes before it hangs up
+		whole   bool // not streamed: every batch says the total
 	}{
-		{"all", 100, 0, 10 * time.Second, 0},
-		{"late readers", 40, 8, 300 * time.Millisecond, 0},
-		{"successor hangs up", 40, 8, time.Minute, 1},
+		{"all", 100, 0, 10 * time.Second, 0, false},
+		{"late readers", 40, 8, 300 * time.Millisecond, 0, false},
+		// More stuck than the two batches interrupted ahead: the others
+		// are interrupted anyway, and move.
+		{"many stuck", 100, 40, 500 * time.Millisecond, 0, false},
+		{"successor hangs up", 40, 8, time.Minute, 1, false},
+		{"not streamed", 100, 8, 300 * time.Millisecond, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fdtest.CheckLeaks(t)
@@ -175,7 +180,7 @@ func TestStreamConns(t *testing.T) {
 			sc.SetDeadline(time.Now().Add(30 * time.Second))
 			seen := fakeAdopter(sc, tc.hangUp)
 			start := time.Now()
-			out, err := s.p.migrateOut(pc, s.p.log, true)
+			out, err := s.p.migrateOut(pc, s.p.log, !tc.whole)
 			took := time.Since(start)
 			batches := <-seen
 			moving := tc.n - tc.stuck
@@ -202,6 +207,9 @@ func TestStreamConns(t *testing.T) {
 			for i, b := range batches {
 				last := i == len(batches)-1
 				switch {
+				case tc.whole && (b.total != uint32(moving) || !last && b.items != 16):
+					t.Errorf("batch %d: %d connections of %d, want 16 (or the rest) of %d", i, b.items, b.total, moving)
+				case tc.whole:
 				case !last && (b.total != ConnsMore || b.items != 16):
 					t.Errorf("batch %d: %d connections of %d, want 16 with more to follow", i, b.items, b.total)
 				case last && b.total != uint32(moving):
