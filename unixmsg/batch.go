@@ -106,7 +106,8 @@ func (b *Batch) AddFD(name string, rawfd int, meta Meta, payload []byte) error {
 }
 
 // Grow makes room for n more items, so that adding them does not grow the
-// batch's own slices (and its name index) again and again.
+// batch's own slices again and again; on an empty batch it sizes the name
+// index too.
 func (b *Batch) Grow(n int) {
 	if n <= 0 {
 		return

@@ -92,9 +92,10 @@ func encodeParts(hdrs, scratch []byte, items []Item, payload []byte, flags uint3
 
 // grow is slices.Grow for a buffer about to be filled: new memory is
 // populated at once. It allocates with make, not append: append clears
-// the new bytes itself, touching every page one fault at a time (about 15
-// µs each on this project's VMs), where make hands out memory fresh from
-// the system uncleared and a populate costs a twentieth of that.
+// the new bytes itself, touching every page one fault at a time (12-15 µs
+// each on this project's VMs), where make leaves memory fresh from the
+// system as it is (it is zero already; only reused memory is cleared), and
+// populating costs 0.7 µs a page.
 func grow(b []byte, n int) []byte {
 	if n <= cap(b)-len(b) {
 		return b

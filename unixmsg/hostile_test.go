@@ -815,7 +815,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "frame length 0xffffffff",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(hsHdr(unixmsg.FrameHead, 0, 1<<32-1), nil)
+				return p.send(unixmsg.AppendHeader(nil, unixmsg.Header{Type: unixmsg.FrameHead, Length: 1<<32 - 1}), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},

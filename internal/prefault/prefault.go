@@ -11,8 +11,9 @@ package prefault
 
 import "unsafe"
 
-// Min is the size below which Bytes does nothing: a page or two fault in
-// for less than the system call costs.
+// Min is the size below which Bytes does nothing: a buffer that small is
+// most often carved from pages already in use, where populating finds
+// nothing to do and the system call (about 1.5 µs) is wasted.
 const Min = 16 << 10
 
 // Bytes populates the pages under b[:cap(b)], if there are at least Min

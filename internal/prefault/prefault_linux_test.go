@@ -13,7 +13,7 @@ func minorFaults(t *testing.T) int64 {
 	if err := syscall.Getrusage(syscall.RUSAGE_THREAD, &ru); err != nil {
 		t.Fatal(err)
 	}
-	return ru.Minflt
+	return int64(ru.Minflt)
 }
 
 // TestBytesPopulates: after Bytes, writing to every page of fresh memory
