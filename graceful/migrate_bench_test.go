@@ -203,11 +203,13 @@ func pingAll(b *testing.B, conns []net.Conn, gen uint64) {
 //
 //	go test -run '^$' -bench BenchmarkMigrate -benchtime 5x ./graceful/
 //
-// On the project's 2-core VM: 197-230 ms/migration (target 200), bound by
-// CPU on both cores: about 40 ms interrupting the 10,000 readers, then the
-// CONNS batches (the successor receives, checks each kind, registers each
-// socket with the poller, and touches memory for the first time at about
-// 15 µs a page). GT_MIGRATE_CONNS sets another count; GT_CPUPROFILE=dir
+// On the project's 2-core VM: 158-220 ms/migration (target 200), bound by
+// CPU on both cores, which the two processes share: the predecessor
+// interrupts its readers a batch or two ahead of the CONNS batches it
+// streams, and the successor receives, checks each kind, registers each
+// socket with the poller, and touches fresh memory at 12-15 µs a page.
+// successor-cpu-ms/migration is the successor's CPU time during Ready, on
+// all processors. GT_MIGRATE_CONNS sets another count; GT_CPUPROFILE=dir
 // writes CPU profiles of both sides.
 func BenchmarkMigrate(b *testing.B) {
 	n := 10000
