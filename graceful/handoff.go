@@ -46,8 +46,11 @@ type Options struct {
 	// set it.
 	Migrate bool
 	// QuiesceTimeout bounds how long a predecessor waits for the readers
-	// of its tracked connections to reach Handoff; the latecomers stay.
-	// If zero, 5 seconds or half of Timeout, whichever is less.
+	// of its tracked connections to reach Handoff, counted from READY;
+	// the latecomers stay. When the batches stream (FeatureStreamConns),
+	// readers are interrupted a batch or two ahead of the sending, so a
+	// slow successor leaves the last ones less of it. If zero, 5 seconds
+	// or half of Timeout, whichever is less.
 	QuiesceTimeout time.Duration
 	// Migrated, if set, is called in a successor with the migrated
 	// connections before it acknowledges them; an error refuses them and
