@@ -1173,6 +1173,7 @@ func (p *Process) takeBatch(b *unixmsg.Batch, total, have int) ([]incoming, int,
 		total = int(m.Total)
 	}
 	items := make([]incoming, b.Len())
+	prefault.Slice(items)
 	for i, it := range b.Items() {
 		if it.Kind != kinds.TCPConn && it.Kind != kinds.UnixConn {
 			return nil, total, errf(ErrMalformed, "CONNS item %d is a %s", i, it.Kind)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"unsafe"
 
+	"github.com/fdpass/fdpass/internal/prefault"
 	"github.com/fdpass/fdpass/kinds"
 )
 
@@ -452,6 +453,8 @@ func parseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 		str = unsafe.String(&src[0], len(src))
 	}
 	items := make([]Item, n)
+	// Fresh memory, in a batch of thousands: populated in one call.
+	prefault.Slice(items)
 	var pool Meta
 	off := 0
 	for i := range items {
@@ -493,6 +496,7 @@ func parseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 					return nil, errf(ErrMalformed, "item %d: meta entries cut short", i)
 				}
 				pool = make(Meta, 0, c)
+				prefault.Slice(pool)
 			}
 			it.Meta = pool[len(pool) : len(pool)+metaN : len(pool)+metaN]
 			pool = pool[:len(pool)+metaN]
