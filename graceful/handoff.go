@@ -961,7 +961,7 @@ func (p *Process) handoff(uc *net.UnixConn) bool {
 			// Tell a successor that is merely slow why it lost, out of
 			// turn: the next successor need not wait for it.
 			keep = true
-			reason := fmt.Sprintf("no READY within %v", p.opts.Timeout)
+			reason := fmt.Sprintf("handoff not finished within %v", p.opts.Timeout)
 			p.refusing.Go(func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(refuseLinger))
@@ -1068,7 +1068,12 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
 	}
 	// DONE is acknowledged: once Send returns nil the successor has it,
 	// and this process may stop.
-	if err := sendMessage(context.Background(), c, Message{Type: MsgDone, Features: m.Features & hello.Features & p.features()}); err != nil {
+	// DONE names the second phase that took place, if any.
+	done := m.Features & hello.Features & p.features()
+	if done&FeatureMigrate == 0 {
+		done = 0
+	}
+	if err := sendMessage(context.Background(), c, Message{Type: MsgDone, Features: done}); err != nil {
 		// Hang up before resuming, so that a successor still about to
 		// acknowledge DONE fails to, and does not serve them too.
 		c.Close()

@@ -123,6 +123,8 @@ const (
 	// interruptTick is how long take waits for an arrival before it
 	// interrupts more readers.
 	interruptTick = 5 * time.Millisecond
+	// answerWait bounds the ERROR to a successor that spoke out of turn.
+	answerWait = time.Second
 	// convertPiece is how many received connections a conversion job
 	// holds.
 	convertPiece = 128
@@ -710,34 +712,63 @@ func (p *Process) migrateOut(c *unixmsg.Conn, log *slog.Logger, stream bool) (*o
 		out.conns = append(out.conns, rest...)
 		out.resume()
 		// The listener must not take what the caller reads next (its
-		// refusal lingers on the connection): stop it.
-		c.SetReadDeadline(aLongTimeAgo)
+		// refusal lingers on the connection): stop it. (A listener cut
+		// in the middle of a message leaves the connection broken, and
+		// the refusal unsaid.)
+		c.SetDeadline(aLongTimeAgo)
 		<-listened
+		select {
+		case r := <-replies:
+			// The successor's own reason is better than the broken
+			// pipe it caused.
+			if r.err == nil && r.m.Type == MsgError {
+				err = fmt.Errorf("sending connections: %w", &HandoffError{Code: r.m.Code, Reason: r.m.Reason})
+			}
+		default:
+		}
+		var bad *protocolError
+		if errors.As(err, &bad) {
+			// Answered once every connection is back with its reader,
+			// as sendError waits for the acknowledgement; the caller
+			// sets its own deadline, if it keeps the connection.
+			c.SetDeadline(time.Now().Add(answerWait))
+			sendError(c, CodeProtocol, bad.Error())
+		}
 		return nil, err
 	}
 	total := len(out.conns)
 	r := <-replies
 	m, err := r.m, r.err
+	answer := false
 	if err == nil {
 		switch {
 		case m.Type == MsgError:
 			err = &HandoffError{Code: m.Code, Reason: m.Reason}
 		case m.Type != MsgAdopted:
 			err = errf(ErrMalformed, "%s where ADOPTED was due", m.Type)
-			sendError(c, CodeProtocol, err.Error())
+			answer = true
 		case int(m.Items) != total:
 			err = errf(ErrMalformed, "successor adopted %d connections of %d", m.Items, total)
-			sendError(c, CodeProtocol, err.Error())
+			answer = true
 		}
 	}
 	if err != nil {
 		out.resume()
+		if answer {
+			sendError(c, CodeProtocol, err.Error())
+		}
 		return nil, fmt.Errorf("waiting for ADOPTED: %w", err)
 	}
 	log.Info("graceful: successor adopted connections", slog.Int("count", total), slog.Bool("streamed", stream),
 		slog.Duration("quiesced", quiet.Sub(start)), slog.Duration("took", time.Since(start)))
 	return out, nil
 }
+
+// protocolError is a message from the successor out of turn, which the
+// predecessor answers with ERROR.
+type protocolError struct{ error }
+
+func (e *protocolError) Unwrap() error { return e.error }
 
 // reply is the successor's answer to the CONNS batches.
 type reply struct {
@@ -911,8 +942,9 @@ func (p *Process) sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, rep
 					rp.err = &HandoffError{Code: rp.m.Code, Reason: rp.m.Reason}
 				}
 				if rp.err == nil {
-					rp.err = errf(ErrMalformed, "%s before the last CONNS", rp.m.Type)
-					sendError(c, CodeProtocol, rp.err.Error())
+					// Answered with ERROR by the caller, once the
+					// connections are back with their readers.
+					rp.err = &protocolError{errf(ErrMalformed, "%s before the last CONNS", rp.m.Type)}
 				}
 				fail(fmt.Errorf("sending connections: %w", rp.err))
 			}

