@@ -13,36 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// streamConn takes ownership of fd, a connected stream socket of kind k
-// received in a CONNS batch, and returns it as a net.Conn.
-//
-// kinds.ToConn goes through os.NewFile and net.FileConn, which duplicates
-// the descriptor, registers both with the poller and closes one: about
-// five times the cost of this, which is what makes 10,000 connections
-// move in well under 200 ms. The socket is non-blocking already (the
-// predecessor's runtime made it so, and the flag belongs to the socket),
-// so os.NewFile gives a pollable file with deadlines; a socket that is
-// not (the file refuses a deadline, which costs no system call to ask)
-// goes the long way.
-func streamConn(fd int, k kinds.Kind) (net.Conn, error) {
-	return streamConnIn(fd, k, new(fileConn))
-}
-
-// streamConnIn is streamConn with the memory for the fileConn.
-func streamConnIn(fd int, k kinds.Kind, fc *fileConn) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "conn")
-	if f.SetDeadline(time.Time{}) == nil {
-		fc.File, fc.kind = f, k
-		return fc, nil
-	}
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("%w: net.Conn: %w", kinds.ErrConvert, err)
-	}
-	return c, nil
-}
-
 // fileConn is a connected stream socket as a net.Conn on an *os.File: reads,
 // writes, deadlines and SyscallConn are the file's. Its addresses are
 // looked up on first use.
@@ -101,8 +71,27 @@ type connSlot struct {
 	fc fileConn
 }
 
-// adopt makes fd, a connected stream socket of kind k, the connection in
-// s, which takes ownership of it.
+// adopt takes ownership of fd, a connected stream socket of kind k
+// received in a CONNS batch, and returns it as a net.Conn, in s's memory
+// when it can.
+//
+// kinds.ToConn goes through os.NewFile and net.FileConn, which duplicates
+// the descriptor, registers both with the poller and closes one: about
+// five times the cost of this, which matters with 10,000 connections. The
+// socket is non-blocking already (the predecessor's runtime made it so,
+// and the flag belongs to the socket), so os.NewFile gives a pollable file
+// with deadlines; a socket that is not (the file refuses a deadline, which
+// costs no system call to ask) goes the long way.
 func (s *connSlot) adopt(fd int, k kinds.Kind) (net.Conn, error) {
-	return streamConnIn(fd, k, &s.fc)
+	f := os.NewFile(uintptr(fd), "conn")
+	if f.SetDeadline(time.Time{}) == nil {
+		s.fc.File, s.fc.kind = f, k
+		return &s.fc, nil
+	}
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: net.Conn: %w", kinds.ErrConvert, err)
+	}
+	return c, nil
 }

@@ -15,6 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// streamConn converts fd as migrateIn does, for a test.
+func streamConn(fd int, k kinds.Kind) (net.Conn, error) { return new(connSlot).adopt(fd, k) }
+
 // TestStreamConn converts received stream sockets: a non-blocking one
 // becomes a fileConn on the poller, a blocking one goes through
 // net.FileConn; both carry bytes both ways and honour deadlines, and

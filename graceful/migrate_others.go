@@ -8,8 +8,6 @@ import (
 	"github.com/fdpass/fdpass/kinds"
 )
 
-func streamConn(fd int, _ kinds.Kind) (net.Conn, error) { return kinds.ToConn(fd) }
-
 // connSlot is the memory of one adopted connection.
 type connSlot struct{ c Conn }
 

@@ -101,6 +101,22 @@ func (s *streamSide) results(t *testing.T, n int) (migrated, stayed int) {
 	return migrated, stayed
 }
 
+// handoffPair returns the two ends of a handoff connection, the
+// predecessor's first, each with a deadline 30 s away; they are closed
+// when the test ends.
+func handoffPair(t *testing.T, opts *unixmsg.Options) (*unixmsg.Conn, *unixmsg.Conn) {
+	t.Helper()
+	pc, sc, err := unixmsg.Pair(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*unixmsg.Conn{pc, sc} {
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+	}
+	return pc, sc
+}
+
 // awaitIdle waits until every connection is back with its reader.
 func (s *streamSide) awaitIdle(t *testing.T, limit time.Duration) {
 	t.Helper()
@@ -190,14 +206,7 @@ func TestStreamConns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fdtest.CheckLeaks(t)
 			s := newStreamSide(t, tc.n, tc.stuck, tc.quiesce)
-			pc, sc, err := unixmsg.Pair(&unixmsg.Options{NoAck: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pc.Close()
-			defer sc.Close()
-			pc.SetDeadline(time.Now().Add(30 * time.Second))
-			sc.SetDeadline(time.Now().Add(30 * time.Second))
+			pc, sc := handoffPair(t, &unixmsg.Options{NoAck: true})
 			seen := fakeAdopter(sc, tc.hangUp)
 			start := time.Now()
 			out, err := s.p.migrateOut(pc, s.p.log, !tc.whole)
@@ -267,12 +276,7 @@ func TestStreamAdopt(t *testing.T) {
 	s := newStreamSide(t, n, 0, 10*time.Second)
 	next := &Process{opts: Options{Migrate: true, Timeout: time.Minute}, log: slog.New(slog.DiscardHandler)}
 	next.mig.agreed, next.mig.stream = true, true
-	pc, sc, err := unixmsg.Pair(&unixmsg.Options{NoAck: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	defer sc.Close()
+	pc, sc := handoffPair(t, &unixmsg.Options{NoAck: true})
 	type adopted struct {
 		conns []*Conn
 		err   error
@@ -316,14 +320,7 @@ func TestStreamAdopt(t *testing.T) {
 func TestStreamEarlyAnswer(t *testing.T) {
 	fdtest.CheckLeaks(t)
 	s := newStreamSide(t, 40, 8, time.Minute)
-	pc, sc, err := unixmsg.Pair(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	defer sc.Close()
-	pc.SetDeadline(time.Now().Add(30 * time.Second))
-	sc.SetDeadline(time.Now().Add(30 * time.Second))
+	pc, sc := handoffPair(t, nil)
 	answered := make(chan error, 1)
 	go func() {
 		b, err := sc.Receive()
