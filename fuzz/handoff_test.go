@@ -6,18 +6,18 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 )
 
 // handoffSentinels are the errors graceful's message codec may return.
 var handoffSentinels = []error{
-	graceful.ErrBadMagic,
-	graceful.ErrVersion,
-	graceful.ErrUnknownMessage,
-	graceful.ErrMalformed,
+	handoffmsg.ErrBadMagic,
+	handoffmsg.ErrVersion,
+	handoffmsg.ErrUnknownMessage,
+	handoffmsg.ErrMalformed,
 }
 
-// FuzzHandoffMessage hands graceful.ParseMessage arbitrary bytes, and also
+// FuzzHandoffMessage hands handoffmsg.Parse arbitrary bytes, and also
 // reads them as the fields of a Message to encode.
 //
 // Invariants: no panic; every error wraps one of the codec's sentinels; a
@@ -33,16 +33,16 @@ func FuzzHandoffMessage(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := graceful.ParseMessage(b)
+		m, err := handoffmsg.Parse(b)
 		if err != nil {
 			if !isAny(err, handoffSentinels...) {
 				t.Fatalf("ParseMessage: error %q wraps no sentinel", err)
 			}
 		} else {
-			if len(b) > graceful.MaxMessageLen {
-				t.Fatalf("ParseMessage accepted %d bytes, MaxMessageLen %d", len(b), graceful.MaxMessageLen)
+			if len(b) > handoffmsg.MaxLen {
+				t.Fatalf("ParseMessage accepted %d bytes, MaxMessageLen %d", len(b), handoffmsg.MaxLen)
 			}
-			enc, err := graceful.AppendMessage(nil, m)
+			enc, err := handoffmsg.Append(nil, m)
 			if err != nil {
 				t.Fatalf("AppendMessage(ParseMessage(b)) = %v for %+v", err, m)
 			}
@@ -55,9 +55,9 @@ func FuzzHandoffMessage(f *testing.F) {
 		}
 
 		built := buildMessage(b)
-		enc, err := graceful.AppendMessage([]byte("prefix"), built)
+		enc, err := handoffmsg.Append([]byte("prefix"), built)
 		if err != nil {
-			if !isAny(err, graceful.ErrMalformed, graceful.ErrUnknownMessage) {
+			if !isAny(err, handoffmsg.ErrMalformed, handoffmsg.ErrUnknownMessage) {
 				t.Fatalf("AppendMessage(%+v): error %q is neither ErrMalformed nor ErrUnknownMessage", built, err)
 			}
 			return
@@ -73,8 +73,8 @@ func FuzzHandoffMessage(f *testing.F) {
 
 // handoffParsesBack checks that enc parses to m, but for the fields m's
 // type does not carry, which parse as zero.
-func handoffParsesBack(m graceful.Message, enc []byte) error {
-	back, err := graceful.ParseMessage(enc)
+func handoffParsesBack(m handoffmsg.Message, enc []byte) error {
+	back, err := handoffmsg.Parse(enc)
 	if err != nil {
 		return fmt.Errorf("ParseMessage(AppendMessage(%+v)) = %v", m, err)
 	}
@@ -85,20 +85,20 @@ func handoffParsesBack(m graceful.Message, enc []byte) error {
 }
 
 // handoffFields returns m with only the fields of its type.
-func handoffFields(m graceful.Message) graceful.Message {
-	k := graceful.Message{Type: m.Type}
+func handoffFields(m handoffmsg.Message) handoffmsg.Message {
+	k := handoffmsg.Message{Type: m.Type}
 	switch m.Type {
-	case graceful.MsgHello:
+	case handoffmsg.MsgHello:
 		k.MinVersion, k.MaxVersion, k.Features = m.MinVersion, m.MaxVersion, m.Features
-	case graceful.MsgOffer:
+	case handoffmsg.MsgOffer:
 		k.Version, k.Features, k.Generation, k.Items, k.TimeoutMillis = m.Version, m.Features, m.Generation, m.Items, m.TimeoutMillis
-	case graceful.MsgReady, graceful.MsgDone:
+	case handoffmsg.MsgReady, handoffmsg.MsgDone:
 		k.Features = m.Features
-	case graceful.MsgConns:
+	case handoffmsg.MsgConns:
 		k.Items, k.Total = m.Items, m.Total
-	case graceful.MsgAdopted:
+	case handoffmsg.MsgAdopted:
 		k.Items = m.Items
-	case graceful.MsgError:
+	case handoffmsg.MsgError:
 		k.Code, k.Reason = m.Code, m.Reason
 	}
 	return k
@@ -107,7 +107,7 @@ func handoffFields(m graceful.Message) graceful.Message {
 // buildMessage reads a Message from b: the type (mod 16, so that 0 and 8
 // to 15 are unknown), then every field whatever the type, the reason last with
 // a two-byte length that may exceed MaxReasonLen (cut to what is left).
-func buildMessage(b []byte) graceful.Message {
+func buildMessage(b []byte) handoffmsg.Message {
 	r := reader{b}
 	var buf [8]byte
 	le := func(n int) []byte {
@@ -118,12 +118,12 @@ func buildMessage(b []byte) graceful.Message {
 	u16 := func() uint16 { return binary.LittleEndian.Uint16(le(2)) }
 	u32 := func() uint32 { return binary.LittleEndian.Uint32(le(4)) }
 	u64 := func() uint64 { return binary.LittleEndian.Uint64(le(8)) }
-	m := graceful.Message{Type: graceful.MessageType(r.byte() % 16)}
+	m := handoffmsg.Message{Type: handoffmsg.MessageType(r.byte() % 16)}
 	m.MinVersion, m.MaxVersion, m.Version = u16(), u16(), u16()
 	m.Features = u32()
 	m.Generation = u64()
 	m.Items, m.TimeoutMillis = u32(), u32()
-	m.Code = graceful.ErrorCode(u16())
+	m.Code = handoffmsg.ErrorCode(u16())
 	m.Total = u32()
 	n := int(u16())
 	if n > 0 {
@@ -151,8 +151,8 @@ var _ = addSeeds(func() map[string][][]byte {
 })
 
 func handoffSeeds() []handoffSeed {
-	enc := func(m graceful.Message) []byte {
-		b, err := graceful.AppendMessage(nil, m)
+	enc := func(m handoffmsg.Message) []byte {
+		b, err := handoffmsg.Append(nil, m)
 		if err != nil {
 			panic(err)
 		}
@@ -163,31 +163,31 @@ func handoffSeeds() []handoffSeed {
 		copy(b[off:], v)
 		return b
 	}
-	hello := enc(graceful.Message{Type: graceful.MsgHello, MinVersion: 1, MaxVersion: 1})
-	offer := enc(graceful.Message{Type: graceful.MsgOffer, Version: 1, Generation: 7, Items: 3, TimeoutMillis: 5000})
-	ready := enc(graceful.Message{Type: graceful.MsgReady})
-	done := enc(graceful.Message{Type: graceful.MsgDone})
-	errMsg := enc(graceful.Message{Type: graceful.MsgError, Code: graceful.CodeVersion, Reason: "no version in common"})
-	long := enc(graceful.Message{Type: graceful.MsgError, Code: graceful.CodeInternal, Reason: pad(graceful.MaxReasonLen)})
-	tooLong := append(set(long, graceful.HeaderLen-2, le16(4+graceful.MaxReasonLen+1)...), 'x')
-	tooLong = set(tooLong, graceful.HeaderLen+2, le16(graceful.MaxReasonLen+1)...)
+	hello := enc(handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 1, MaxVersion: 1})
+	offer := enc(handoffmsg.Message{Type: handoffmsg.MsgOffer, Version: 1, Generation: 7, Items: 3, TimeoutMillis: 5000})
+	ready := enc(handoffmsg.Message{Type: handoffmsg.MsgReady})
+	done := enc(handoffmsg.Message{Type: handoffmsg.MsgDone})
+	errMsg := enc(handoffmsg.Message{Type: handoffmsg.MsgError, Code: handoffmsg.CodeVersion, Reason: "no version in common"})
+	long := enc(handoffmsg.Message{Type: handoffmsg.MsgError, Code: handoffmsg.CodeInternal, Reason: pad(handoffmsg.MaxReasonLen)})
+	tooLong := append(set(long, handoffmsg.HeaderLen-2, le16(4+handoffmsg.MaxReasonLen+1)...), 'x')
+	tooLong = set(tooLong, handoffmsg.HeaderLen+2, le16(handoffmsg.MaxReasonLen+1)...)
 	seeds := []handoffSeed{
 		// Each message type.
 		{name: "hello", b: hello, add: true},
-		{name: "hello-range-features", b: enc(graceful.Message{Type: graceful.MsgHello, MinVersion: 1, MaxVersion: 9, Features: 0xffffffff})},
+		{name: "hello-range-features", b: enc(handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 1, MaxVersion: 9, Features: 0xffffffff})},
 		{name: "offer", b: offer, add: true},
 		{name: "ready", b: ready},
-		{name: "ready-features", b: enc(graceful.Message{Type: graceful.MsgReady, Features: graceful.FeatureMigrate})},
+		{name: "ready-features", b: enc(handoffmsg.Message{Type: handoffmsg.MsgReady, Features: handoffmsg.FeatureMigrate})},
 		{name: "done", b: done},
 		{name: "error", b: errMsg, add: true},
-		{name: "error-empty-reason", b: enc(graceful.Message{Type: graceful.MsgError, Code: 999})},
+		{name: "error-empty-reason", b: enc(handoffmsg.Message{Type: handoffmsg.MsgError, Code: 999})},
 		// The reason limit: at and one past.
 		{name: "error-reason-at-limit", b: long},
 		{name: "error-reason-past-limit", b: tooLong},
 		// Malformed.
 		{name: "empty", b: nil},
 		{name: "short-header", b: hello[:5]},
-		{name: "header-only", b: set(hello[:graceful.HeaderLen], 6, 0, 0)},
+		{name: "header-only", b: set(hello[:handoffmsg.HeaderLen], 6, 0, 0)},
 		{name: "wrong-magic", b: set(hello, 0, 'F', 'D', 'P', 'S')},
 		{name: "wrong-magic-short", b: []byte("GET")},
 		{name: "version-0", b: set(hello, 4, 0)},
@@ -200,14 +200,14 @@ func handoffSeeds() []handoffSeed {
 		{name: "body-length-long", b: set(offer, 6, 25, 0)},
 		{name: "body-truncated", b: offer[:len(offer)-1]},
 		{name: "body-trailing-byte", b: append(bytes.Clone(ready), 0)},
-		{name: "body-wrong-for-type", b: set(ready, 5, byte(graceful.MsgHello))},
-		{name: "offer-reserved", b: set(offer, graceful.HeaderLen+2, 1)},
-		{name: "offer-version-0", b: set(offer, graceful.HeaderLen, 0, 0)},
-		{name: "hello-min-0", b: set(hello, graceful.HeaderLen, 0, 0)},
-		{name: "hello-min-above-max", b: set(hello, graceful.HeaderLen, 2, 0)},
-		{name: "error-code-0", b: set(errMsg, graceful.HeaderLen, 0, 0)},
-		{name: "error-body-below-4", b: []byte{'F', 'D', 'H', 'O', 1, byte(graceful.MsgError), 2, 0, 1, 0}},
-		{name: "error-reason-length-mismatch", b: set(errMsg, graceful.HeaderLen+2, 3, 0)},
+		{name: "body-wrong-for-type", b: set(ready, 5, byte(handoffmsg.MsgHello))},
+		{name: "offer-reserved", b: set(offer, handoffmsg.HeaderLen+2, 1)},
+		{name: "offer-version-0", b: set(offer, handoffmsg.HeaderLen, 0, 0)},
+		{name: "hello-min-0", b: set(hello, handoffmsg.HeaderLen, 0, 0)},
+		{name: "hello-min-above-max", b: set(hello, handoffmsg.HeaderLen, 2, 0)},
+		{name: "error-code-0", b: set(errMsg, handoffmsg.HeaderLen, 0, 0)},
+		{name: "error-body-below-4", b: []byte{'F', 'D', 'H', 'O', 1, byte(handoffmsg.MsgError), 2, 0, 1, 0}},
+		{name: "error-reason-length-mismatch", b: set(errMsg, handoffmsg.HeaderLen+2, 3, 0)},
 		{name: "error-length-max", b: set(errMsg, 6, 0xff, 0xff)},
 	}
 	return seeds

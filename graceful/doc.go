@@ -24,8 +24,8 @@
 // # Handoff protocol
 //
 // The handoff socket is a SOCK_SEQPACKET unix socket; every message is a
-// unixmsg batch whose payload is a control message (see ParseMessage and
-// AppendMessage for the byte layout):
+// unixmsg batch whose payload is a control message (HANDOFF.md gives the
+// byte layout):
 //
 //	successor                      predecessor
 //	HELLO (versions)        --->   checks SO_PEERCRED and Options.Authorize

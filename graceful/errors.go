@@ -3,28 +3,16 @@ package graceful
 import (
 	"errors"
 	"fmt"
+
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 )
 
-// Errors of the restart API and of the handoff message codec. Errors this
-// package returns wrap one of these where one applies; match them with
-// errors.Is.
+// Errors of the restart API. Errors this package returns wrap one of these
+// where one applies; match them with errors.Is.
 var (
 	// ErrUnsupported is returned by the restart API where it is not
-	// available (it needs Linux).
-	ErrUnsupported = errors.New("graceful: restart API not supported on this platform")
-
-	// ErrBadMagic: a control message does not start with the handoff magic;
-	// the peer does not speak the handoff protocol.
-	ErrBadMagic = errors.New("graceful: bad magic: peer does not speak the handoff protocol")
-	// ErrVersion: the peer speaks a version of the handoff protocol this one
-	// does not.
-	ErrVersion = errors.New("graceful: unsupported handoff protocol version")
-	// ErrUnknownMessage: a control message of a type this version does not
-	// define.
-	ErrUnknownMessage = errors.New("graceful: unknown handoff message type")
-	// ErrMalformed: a control message does not follow the format, or a peer
-	// sent a message out of turn.
-	ErrMalformed = errors.New("graceful: malformed handoff message")
+	// available (it needs Linux). It matches errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("graceful: restart API not supported on this platform: %w", errors.ErrUnsupported)
 
 	// ErrAlreadyRunning: a live process holds the handoff socket and did not
 	// hand off (it does not speak the protocol, or the socket is of another
@@ -33,13 +21,6 @@ var (
 	// ErrNotSocket: the handoff path exists and is not a socket; it is left
 	// alone.
 	ErrNotSocket = errors.New("graceful: handoff path exists and is not a socket")
-	// ErrUnauthorized: the peer's credentials failed the check (by default:
-	// another uid). A successor refused by its predecessor gets an error
-	// matching both ErrRefused and ErrUnauthorized.
-	ErrUnauthorized = errors.New("graceful: peer not authorized")
-	// ErrRefused: the peer answered with an ERROR message; the error is a
-	// *HandoffError with the peer's code and reason.
-	ErrRefused = errors.New("graceful: handoff refused by peer")
 	// ErrHandoff: the handoff failed; the predecessor keeps serving.
 	ErrHandoff = errors.New("graceful: handoff failed")
 	// ErrReady: Ready was already called.
@@ -47,39 +28,25 @@ var (
 	// ErrNetwork: Listen or ListenPacket was given a network it does not
 	// handle.
 	ErrNetwork = errors.New("graceful: unsupported network")
-	// ErrMigrating: a Conn's Read was interrupted because the connection
-	// is being migrated to the successor; call Conn.Handoff.
-	ErrMigrating = errors.New("graceful: connection is being migrated")
+
+	// The peer's failures, as the handoff exchange found them (the peer
+	// may have said so in an ERROR message, which also matches
+	// ErrRefused).
+
+	// ErrRefused: the peer answered with an ERROR message; the error says
+	// why, and matches the sentinel for the peer's reason where there is
+	// one (ErrUnauthorized, ErrVersion, ErrMalformed, ErrTimeout).
+	ErrRefused = handoffmsg.ErrRefused
+	// ErrUnauthorized: the peer's credentials failed the check (by
+	// default: another uid). A successor refused by its predecessor gets
+	// an error matching both ErrRefused and ErrUnauthorized.
+	ErrUnauthorized = handoffmsg.ErrUnauthorized
+	// ErrVersion: the peer speaks a version of the handoff protocol this
+	// one does not.
+	ErrVersion = handoffmsg.ErrVersion
+	// ErrMalformed: a handoff message does not follow the format, or the
+	// peer sent a message out of turn.
+	ErrMalformed = handoffmsg.ErrMalformed
+	// ErrTimeout: the handoff did not finish within Options.Timeout.
+	ErrTimeout = handoffmsg.ErrTimeout
 )
-
-// HandoffError is an ERROR control message received from the peer. It
-// matches ErrRefused, and also ErrUnauthorized, ErrVersion or ErrMalformed
-// when its code says so.
-type HandoffError struct {
-	Code   ErrorCode
-	Reason string
-}
-
-func (e *HandoffError) Error() string {
-	return fmt.Sprintf("graceful: handoff refused by peer (%s): %s", e.Code, e.Reason)
-}
-
-// Is reports whether target is ErrRefused or the sentinel for e.Code.
-func (e *HandoffError) Is(target error) bool {
-	if target == ErrRefused {
-		return true
-	}
-	switch e.Code {
-	case CodeUnauthorized:
-		return target == ErrUnauthorized
-	case CodeVersion:
-		return target == ErrVersion
-	case CodeProtocol:
-		return target == ErrMalformed
-	}
-	return false
-}
-
-func errf(sentinel error, format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
-}

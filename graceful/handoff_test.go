@@ -21,6 +21,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/unixmsg"
 	"golang.org/x/sys/unix"
 )
@@ -355,7 +356,7 @@ func rolePartial() error {
 	if err != nil {
 		return err
 	}
-	hello, err := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgHello, MinVersion: 1, MaxVersion: 1})
+	hello, err := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 1, MaxVersion: 1})
 	if err != nil {
 		return err
 	}
@@ -554,16 +555,16 @@ func TestRestartHostileSuccessor(t *testing.T) {
 		payload []byte
 		want    error
 	}{
-		{"version", mustAppend(t, graceful.Message{Type: graceful.MsgHello, MinVersion: 2, MaxVersion: 3}), graceful.ErrVersion},
+		{"version", mustAppend(t, handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 2, MaxVersion: 3}), graceful.ErrVersion},
 		{"garbage", []byte("GET / HTTP/1.0\r\n\r\n"), graceful.ErrMalformed},
-		{"ready first", mustAppend(t, graceful.Message{Type: graceful.MsgReady}), graceful.ErrMalformed},
+		{"ready first", mustAppend(t, handoffmsg.Message{Type: handoffmsg.MsgReady}), graceful.ErrMalformed},
 		{"unknown type", append([]byte("FDHO\x01\x09\x00\x00"), nil...), graceful.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := mustCount(t)
 			m := exchange(t, path, tc.payload)
-			herr := &graceful.HandoffError{Code: m.Code, Reason: m.Reason}
-			if m.Type != graceful.MsgError || !errors.Is(herr, tc.want) {
+			herr := m.Err()
+			if m.Type != handoffmsg.MsgError || !errors.Is(herr, tc.want) {
 				t.Errorf("answer %+v, want an ERROR matching %v", m, tc.want)
 			}
 			if err := awaitFDCount(before); err != nil {
@@ -596,7 +597,7 @@ func TestRestartHostileSuccessor(t *testing.T) {
 
 // exchange sends payload as a successor's first message and returns the
 // answer, which must carry no descriptor.
-func exchange(t *testing.T, path string, payload []byte) graceful.Message {
+func exchange(t *testing.T, path string, payload []byte) handoffmsg.Message {
 	t.Helper()
 	c, err := unixmsg.Dial("unixpacket", path, &unixmsg.Options{NoAck: true})
 	if err != nil {
@@ -617,7 +618,7 @@ func exchange(t *testing.T, path string, payload []byte) graceful.Message {
 	if r.Len() != 0 {
 		t.Errorf("got %d descriptors", r.Len())
 	}
-	m, err := graceful.ParseMessage(r.Payload())
+	m, err := handoffmsg.Parse(r.Payload())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,9 +633,9 @@ func exchange(t *testing.T, path string, payload []byte) graceful.Message {
 	return m
 }
 
-func mustAppend(t testing.TB, m graceful.Message) []byte {
+func mustAppend(t testing.TB, m handoffmsg.Message) []byte {
 	t.Helper()
-	b, err := graceful.AppendMessage(nil, m)
+	b, err := handoffmsg.Append(nil, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -960,7 +961,7 @@ func offerBatch(t *testing.T, self *net.UnixListener, items uint32, version uint
 			t.Error(err)
 		}
 	}
-	payload, _ := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgOffer, Version: version, Items: items, Generation: 7})
+	payload, _ := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgOffer, Version: version, Items: items, Generation: 7})
 	b.SetPayload(payload)
 	return b
 }
@@ -983,7 +984,7 @@ func TestRestartHostilePredecessor(t *testing.T) {
 		want error
 	}{
 		{"error", func(c *unixmsg.Conn, _ *net.UnixListener) error {
-			p, _ := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgError, Code: graceful.CodeUnauthorized, Reason: "go away"})
+			p, _ := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgError, Code: handoffmsg.CodeUnauthorized, Reason: "go away"})
 			var b unixmsg.Batch
 			b.SetPayload(p)
 			return c.Send(&b)
@@ -1075,8 +1076,7 @@ func TestRestartSlowSuccessor(t *testing.T) {
 	}
 	awaitLine(t, logs, "rolled back")
 	err = p2.Ready()
-	var herr *graceful.HandoffError
-	if !errors.Is(err, graceful.ErrHandoff) || !errors.As(err, &herr) || herr.Code != graceful.CodeTimeout {
+	if !errors.Is(err, graceful.ErrHandoff) || !errors.Is(err, graceful.ErrRefused) || !errors.Is(err, graceful.ErrTimeout) {
 		t.Errorf("late READY: %v, want ErrHandoff with a timeout ERROR", err)
 	}
 	ln2.Close()

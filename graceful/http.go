@@ -27,6 +27,7 @@ type HTTPServer struct {
 	p    *Process
 	srv  *http.Server
 	user func(net.Conn, http.ConnState)
+	gate httpGate
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -43,6 +44,21 @@ const httpState = "net/http"
 // exactly this size is made with the reader empty.
 const httpReadBuf = 4 << 10
 
+// httpGate is the migrate.Gate of the connections an HTTPServer serves:
+// net/http reads them, so a migration interrupts only a read for the next
+// request with nothing buffered (the connection idle, and a read of
+// exactly httpReadBuf), and when net/http closes a connection whose read
+// was interrupted, the connection is handed over, or served anew.
+type httpGate struct{ hs *HTTPServer }
+
+func (httpGate) AtBoundary(n int) bool { return n == httpReadBuf }
+
+func (g httpGate) Abandoned(c *Conn) {
+	if !c.Handoff([]byte(httpState), nil) {
+		g.hs.resume(c)
+	}
+}
+
 // HTTP prepares srv to be served with live migration. It wraps srv's
 // ConnState hook and Handler (the ones set now keep working); then call
 // Serve instead of srv.Serve, and Drain after Exit instead of
@@ -50,6 +66,7 @@ const httpReadBuf = 4 << 10
 // served by the HTTPServer; MigratedConns does not return them.
 func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 	hs := &HTTPServer{p: p, srv: srv, user: srv.ConnState, conns: map[net.Conn]int{}, zero: make(chan struct{}, 1)}
+	hs.gate.hs = hs
 	h := srv.Handler
 	if h == nil {
 		h = http.DefaultServeMux
@@ -63,9 +80,7 @@ func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 		h.ServeHTTP(w, r)
 	})
 	srv.ConnState = hs.connState
-	p.mig.mu.Lock()
-	p.mig.sinks = append(p.mig.sinks, hs.adopt)
-	p.mig.mu.Unlock()
+	p.mig.AddSink(hs.adopt)
 	return hs
 }
 
@@ -85,9 +100,7 @@ func (hs *HTTPServer) adopt(c *Conn) bool {
 	if string(c.State()) != httpState {
 		return false
 	}
-	c.mu.Lock()
-	c.hs = hs
-	c.mu.Unlock()
+	c.SetGate(hs.gate)
 	hs.mu.Lock()
 	ln := hs.ln
 	if ln == nil {
@@ -152,7 +165,12 @@ func (hs *HTTPServer) Drain(ctx context.Context) error {
 
 func (hs *HTTPServer) connState(nc net.Conn, st http.ConnState) {
 	if c, ok := nc.(*Conn); ok {
-		c.httpState(st)
+		switch st {
+		case http.StateNew, http.StateIdle:
+			c.SetIdle(true)
+		case http.StateActive:
+			c.SetIdle(false)
+		}
 	}
 	// Count per connection: a connection that resumes after a failed
 	// migration is served anew, and its StateNew may come before the
@@ -202,10 +220,7 @@ func (l *httpListener) accept() {
 			l.Close()
 			return
 		}
-		c := l.hs.p.Track(nc)
-		c.mu.Lock()
-		c.hs = l.hs
-		c.mu.Unlock()
+		c := l.hs.p.mig.Track(nc, l.hs.gate)
 		if !l.push(c) {
 			return
 		}

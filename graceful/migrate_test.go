@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/unixmsg"
 )
 
@@ -442,11 +443,11 @@ func migrateOffer(t *testing.T, self *net.UnixListener, tcp net.Listener, stream
 	if err := b.Add("1", self, unixmsg.MetaOf("role", "handoff", "network", "unixpacket"), nil); err != nil {
 		t.Error(err)
 	}
-	features := uint32(graceful.FeatureMigrate)
+	features := uint32(handoffmsg.FeatureMigrate)
 	if stream {
-		features |= graceful.FeatureStreamConns
+		features |= handoffmsg.FeatureStreamConns
 	}
-	payload, _ := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgOffer, Version: 1, Features: features, Items: 2, Generation: 7})
+	payload, _ := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgOffer, Version: 1, Features: features, Items: 2, Generation: 7})
 	b.SetPayload(payload)
 	return b
 }
@@ -478,7 +479,7 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 	conns := func(items, total uint32, add func(b *unixmsg.Batch)) *unixmsg.Batch {
 		b := new(unixmsg.Batch)
 		add(b)
-		payload, _ := graceful.AppendMessage(nil, graceful.Message{Type: graceful.MsgConns, Items: items, Total: total})
+		payload, _ := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgConns, Items: items, Total: total})
 		b.SetPayload(payload)
 		return b
 	}
@@ -507,11 +508,11 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 		}, graceful.ErrMalformed},
 		{"hang up midway", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 2, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
 		{"no DONE", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
-		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore)} }, graceful.ErrMalformed},
-		{"streamed, last short", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(3)} }, graceful.ErrMalformed},
-		{"streamed, last over", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(1)} }, graceful.ErrMalformed},
-		{"streamed, hang up midway", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(graceful.ConnsMore)} }, graceful.ErrHandoff},
-		{"streamed, no DONE", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(graceful.ConnsMore), one(2)} }, graceful.ErrHandoff},
+		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore)} }, graceful.ErrMalformed},
+		{"streamed, last short", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(3)} }, graceful.ErrMalformed},
+		{"streamed, last over", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(1)} }, graceful.ErrMalformed},
+		{"streamed, hang up midway", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(handoffmsg.ConnsMore)} }, graceful.ErrHandoff},
+		{"streamed, no DONE", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(2)} }, graceful.ErrHandoff},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			restartCheckLeaks(t)
@@ -532,12 +533,12 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				m, _ := graceful.ParseMessage(b.Payload())
+				m, _ := handoffmsg.Parse(b.Payload())
 				b.Close()
-				if m.Type != graceful.MsgReady || m.Features&graceful.FeatureMigrate == 0 {
+				if m.Type != handoffmsg.MsgReady || m.Features&handoffmsg.FeatureMigrate == 0 {
 					return fmt.Errorf("got %+v, want READY asking for migration", m)
 				}
-				if streams := m.Features&graceful.FeatureStreamConns != 0; streams != tc.stream {
+				if streams := m.Features&handoffmsg.FeatureStreamConns != 0; streams != tc.stream {
 					t.Errorf("READY %+v asks for streamed batches: %v, want %v", m, streams, tc.stream)
 				}
 				for _, b := range phase {
@@ -551,9 +552,9 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					m, _ := graceful.ParseMessage(b.Payload())
+					m, _ := handoffmsg.Parse(b.Payload())
 					b.Close()
-					if want := 1 + btoi(tc.stream); m.Type != graceful.MsgAdopted || int(m.Items) != want {
+					if want := 1 + btoi(tc.stream); m.Type != handoffmsg.MsgAdopted || int(m.Items) != want {
 						t.Errorf("got %+v, want ADOPTED of %d", m, want)
 					}
 				}
@@ -621,41 +622,41 @@ func TestMigrateHostileSuccessor(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			send := func(m graceful.Message) {
+			send := func(m handoffmsg.Message) {
 				var b unixmsg.Batch
 				b.SetPayload(mustAppend(t, m))
 				if err := c.Send(&b); err != nil {
 					t.Fatal(err)
 				}
 			}
-			send(graceful.Message{Type: graceful.MsgHello, MinVersion: 1, MaxVersion: 1, Features: graceful.FeatureMigrate})
+			send(handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 1, MaxVersion: 1, Features: handoffmsg.FeatureMigrate})
 			offer, err := c.Receive()
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, _ := graceful.ParseMessage(offer.Payload())
+			m, _ := handoffmsg.Parse(offer.Payload())
 			offer.Close()
-			if m.Features&graceful.FeatureMigrate == 0 {
+			if m.Features&handoffmsg.FeatureMigrate == 0 {
 				t.Fatalf("OFFER %+v does not agree to migrate", m)
 			}
-			send(graceful.Message{Type: graceful.MsgReady, Features: graceful.FeatureMigrate})
+			send(handoffmsg.Message{Type: handoffmsg.MsgReady, Features: handoffmsg.FeatureMigrate})
 			b, err := c.Receive()
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, _ = graceful.ParseMessage(b.Payload())
-			if m.Type != graceful.MsgConns || m.Total != uint32(len(clients)) || b.Len() != len(clients) {
+			m, _ = handoffmsg.Parse(b.Payload())
+			if m.Type != handoffmsg.MsgConns || m.Total != uint32(len(clients)) || b.Len() != len(clients) {
 				t.Errorf("got %+v with %d descriptors, want CONNS of %d", m, b.Len(), len(clients))
 			}
 			b.Close()
 			if tc == "wrong count" {
-				send(graceful.Message{Type: graceful.MsgAdopted, Items: m.Total - 1})
+				send(handoffmsg.Message{Type: handoffmsg.MsgAdopted, Items: m.Total - 1})
 				r, err := c.Receive()
 				if err == nil {
-					m, _ = graceful.ParseMessage(r.Payload())
+					m, _ = handoffmsg.Parse(r.Payload())
 					r.Close()
 				}
-				if err != nil || m.Type != graceful.MsgError {
+				if err != nil || m.Type != handoffmsg.MsgError {
 					t.Errorf("after a wrong ADOPTED: %+v, %v; want ERROR", m, err)
 				}
 			}

@@ -1,11 +1,10 @@
 //go:build linux
 
-package graceful
+package migrate
 
 import (
 	"bufio"
 	"errors"
-	"log/slog"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +23,7 @@ import (
 //	go test -run '^$' -bench BenchmarkQuiesce -benchmem ./graceful/
 func BenchmarkQuiesce(b *testing.B) {
 	const n = 4096
-	p := &Process{opts: Options{Migrate: true, QuiesceTimeout: time.Minute, Timeout: 2 * time.Minute}, log: slog.New(slog.DiscardHandler)}
+	tr := new(Tracker)
 	peers := make([]int, 0, n)
 	conns := make([]*Conn, 0, n)
 	done := make(chan struct{}, n)
@@ -50,7 +49,7 @@ func BenchmarkQuiesce(b *testing.B) {
 			unix.Close(sp[0])
 			b.Fatal(err)
 		}
-		c := p.Track(nc)
+		c := tr.Track(nc, nil)
 		conns = append(conns, c)
 		go func() {
 			defer func() { done <- struct{}{} }()
@@ -77,13 +76,13 @@ func BenchmarkQuiesce(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		start := cpu()
-		out := &outgoing{conns: p.quiesce()}
+		out := &Outgoing{conns: tr.quiesce(time.Minute, logger(nil))}
 		spent += cpu() - start
 		if len(out.conns) != n {
 			b.Fatalf("%d connections quiesced, want %d", len(out.conns), n)
 		}
 		b.StopTimer()
-		out.resume()
+		out.Resume()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(spent.Microseconds())/1000/float64(b.N), "cpu-ms/op")

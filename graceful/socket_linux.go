@@ -9,10 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-
-	"github.com/fdpass/fdpass/fd"
-	"github.com/fdpass/fdpass/kinds"
-	"golang.org/x/sys/unix"
 )
 
 const supported = true
@@ -152,56 +148,4 @@ func listenReplacing(network, addr string) (net.Listener, error) {
 		return nil, err
 	}
 	return net.Listen(network, addr)
-}
-
-// peerCredentials wraps getsockopt(SO_PEERCRED).
-func peerCredentials(uc *net.UnixConn) (Peer, error) {
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return Peer{}, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(s uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(s), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return Peer{}, err
-	}
-	if cerr != nil {
-		return Peer{}, os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
-	}
-	return Peer{PID: int(cred.Pid), UID: cred.Uid, GID: cred.Gid}, nil
-}
-
-// currentNetNS names the calling thread's network namespace by the
-// identity of its nsfs inode, with one stat(2).
-func currentNetNS() string {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
-		return fd.ID{Dev: uint64(st.Dev), Ino: st.Ino}.String()
-	}
-	if id, err := kinds.CurrentNetNS(); err == nil {
-		return id.String()
-	}
-	return ""
-}
-
-// socketNetNS names the network namespace the socket behind v was created
-// in, where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), else returns
-// def.
-func socketNetNS(v any, def string) string {
-	sc, ok := v.(syscall.Conn)
-	if !ok {
-		return def
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return def
-	}
-	var id fd.ID
-	var ierr error
-	if err := rc.Control(func(s uintptr) { id, ierr = kinds.SocketNetNS(int(s)) }); err != nil || ierr != nil {
-		return def
-	}
-	return id.String()
 }

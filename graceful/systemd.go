@@ -6,6 +6,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful/systemd"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/kinds"
 )
 
@@ -114,7 +115,7 @@ func (p *Process) Store(name string) error {
 	var fds []int
 	var err error
 	for _, r := range p.regs {
-		if r.meta.Value(metaRole) == roleHandoff {
+		if r.meta.Value(handoffmsg.MetaRole) == handoffmsg.RoleHandoff {
 			continue
 		}
 		// Duplicates made inside Control: File().Fd() would switch the

@@ -1,9 +1,8 @@
-package graceful
+package handoffmsg
 
 import (
 	"encoding/binary"
 	"fmt"
-	"strconv"
 )
 
 // Control message constants. A control message is the payload of a unixmsg
@@ -49,17 +48,17 @@ import (
 // (and kept by the codec). HELLO and ERROR keep layout version 1 forever, so
 // that peers of any version can tell each other what they speak.
 const (
-	// MessageMagic opens every control message.
-	MessageMagic = "FDHO"
-	// MessageVersion is the layout version of control messages, and the
+	// Magic opens every control message.
+	Magic = "FDHO"
+	// Version is the layout version of control messages, and the
 	// handoff protocol version this package speaks.
-	MessageVersion = 1
+	Version = 1
 	// HeaderLen is the length of a control message's header.
 	HeaderLen = 8
 	// MaxReasonLen bounds the reason text of an ERROR message.
 	MaxReasonLen = 1024
-	// MaxMessageLen bounds a whole control message.
-	MaxMessageLen = HeaderLen + 4 + MaxReasonLen
+	// MaxLen bounds a whole control message.
+	MaxLen = HeaderLen + 4 + MaxReasonLen
 )
 
 // MessageType is the type byte of a control message.
@@ -78,24 +77,21 @@ const (
 	MsgAdopted MessageType = 7
 )
 
+var typeNames = [...]string{
+	MsgHello:   "HELLO",
+	MsgOffer:   "OFFER",
+	MsgReady:   "READY",
+	MsgDone:    "DONE",
+	MsgError:   "ERROR",
+	MsgConns:   "CONNS",
+	MsgAdopted: "ADOPTED",
+}
+
 func (t MessageType) String() string {
-	switch t {
-	case MsgHello:
-		return "HELLO"
-	case MsgOffer:
-		return "OFFER"
-	case MsgReady:
-		return "READY"
-	case MsgDone:
-		return "DONE"
-	case MsgError:
-		return "ERROR"
-	case MsgConns:
-		return "CONNS"
-	case MsgAdopted:
-		return "ADOPTED"
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
 	}
-	return "message(" + strconv.Itoa(int(t)) + ")"
+	return fmt.Sprintf("message(%d)", t)
 }
 
 // FeatureMigrate asks for, and announces, the connection-migration phase:
@@ -129,26 +125,24 @@ const (
 	CodeInternal     ErrorCode = 6 // the sender failed on its side
 )
 
+var codeNames = [...]string{
+	CodeUnauthorized: "unauthorized",
+	CodeVersion:      "version",
+	CodeProtocol:     "protocol",
+	CodeTimeout:      "timeout",
+	CodeAborted:      "aborted",
+	CodeInternal:     "internal",
+}
+
 func (c ErrorCode) String() string {
-	switch c {
-	case CodeUnauthorized:
-		return "unauthorized"
-	case CodeVersion:
-		return "version"
-	case CodeProtocol:
-		return "protocol"
-	case CodeTimeout:
-		return "timeout"
-	case CodeAborted:
-		return "aborted"
-	case CodeInternal:
-		return "internal"
+	if int(c) < len(codeNames) && codeNames[c] != "" {
+		return codeNames[c]
 	}
-	return "code(" + strconv.Itoa(int(c)) + ")"
+	return fmt.Sprintf("code(%d)", c)
 }
 
 // Message is one control message. Only the fields of its Type are encoded;
-// ParseMessage leaves the others zero.
+// Parse leaves the others zero.
 type Message struct {
 	Type MessageType
 
@@ -191,9 +185,9 @@ func bodyLen(t MessageType) int {
 	return -2
 }
 
-// AppendMessage appends the encoding of m to dst. It checks m as
-// ParseMessage would, so what it encodes parses.
-func AppendMessage(dst []byte, m Message) ([]byte, error) {
+// Append appends the encoding of m to dst. It checks m as Parse would, so
+// what it encodes parses.
+func Append(dst []byte, m Message) ([]byte, error) {
 	if err := checkMessage(&m); err != nil {
 		return dst, err
 	}
@@ -201,8 +195,8 @@ func AppendMessage(dst []byte, m Message) ([]byte, error) {
 	if n < 0 {
 		n = 4 + len(m.Reason)
 	}
-	dst = append(dst, MessageMagic...)
-	dst = append(dst, MessageVersion, byte(m.Type))
+	dst = append(dst, Magic...)
+	dst = append(dst, Version, byte(m.Type))
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(n))
 	le := binary.LittleEndian
 	switch m.Type {
@@ -260,20 +254,20 @@ func checkMessage(m *Message) error {
 	return nil
 }
 
-// ParseMessage parses one control message, which must fill b exactly. It
-// never panics and allocates only the reason of an ERROR message. A message
-// from another protocol is ErrBadMagic, from another layout version
-// ErrVersion, of an unknown type ErrUnknownMessage, and anything else that
-// breaks the format ErrMalformed.
-func ParseMessage(b []byte) (Message, error) {
-	if len(b) >= len(MessageMagic) && string(b[:len(MessageMagic)]) != MessageMagic {
-		return Message{}, fmt.Errorf("%w: %q", ErrBadMagic, b[:len(MessageMagic)])
+// Parse parses one control message, which must fill b exactly. It never
+// panics and allocates only the reason of an ERROR message. A message from
+// another protocol is ErrBadMagic, from another layout version ErrVersion,
+// of an unknown type ErrUnknownMessage, and anything else that breaks the
+// format ErrMalformed.
+func Parse(b []byte) (Message, error) {
+	if len(b) >= len(Magic) && string(b[:len(Magic)]) != Magic {
+		return Message{}, fmt.Errorf("%w: %q", ErrBadMagic, b[:len(Magic)])
 	}
 	if len(b) < HeaderLen {
 		return Message{}, errf(ErrMalformed, "message of %d bytes, header is %d", len(b), HeaderLen)
 	}
-	if b[4] != MessageVersion {
-		return Message{}, fmt.Errorf("%w: layout version %d, want %d", ErrVersion, b[4], MessageVersion)
+	if b[4] != Version {
+		return Message{}, fmt.Errorf("%w: layout version %d, want %d", ErrVersion, b[4], Version)
 	}
 	m := Message{Type: MessageType(b[5])}
 	n := int(binary.LittleEndian.Uint16(b[6:8]))

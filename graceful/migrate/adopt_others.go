@@ -1,6 +1,6 @@
 //go:build !linux
 
-package graceful
+package migrate
 
 import (
 	"net"

@@ -28,9 +28,3 @@ func listenHandoff(string, os.FileMode, bool) (*net.UnixListener, error) {
 func removeSocketFile(string) {}
 
 func listenReplacing(network, addr string) (net.Listener, error) { return net.Listen(network, addr) }
-
-func peerCredentials(*net.UnixConn) (Peer, error) { return Peer{}, ErrUnsupported }
-
-func currentNetNS() string { return "" }
-
-func socketNetNS(_ any, def string) string { return def }

@@ -1,18 +1,18 @@
 //go:build linux
 
-package graceful
+package migrate
 
 import (
 	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/fdpass/fdpass/internal/fdtest"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
 	"golang.org/x/sys/unix"
@@ -23,7 +23,8 @@ import (
 // at a line boundary, the others have none (their reader never comes
 // back). handedOff receives what each Handoff returned.
 type streamSide struct {
-	p         *Process
+	t         *Tracker
+	quiesce   time.Duration
 	conns     []*Conn
 	peers     []int
 	handedOff chan bool
@@ -32,10 +33,10 @@ type streamSide struct {
 func newStreamSide(t *testing.T, n, stuck int, quiesce time.Duration) *streamSide {
 	t.Helper()
 	s := &streamSide{
-		p:         &Process{opts: Options{Migrate: true, QuiesceTimeout: quiesce, Timeout: time.Minute}, log: slog.New(slog.DiscardHandler)},
+		t:         new(Tracker),
+		quiesce:   quiesce,
 		handedOff: make(chan bool, n),
 	}
-	s.p.mig.perBatch = 16
 	for i := range n {
 		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
@@ -47,7 +48,7 @@ func newStreamSide(t *testing.T, n, stuck int, quiesce time.Duration) *streamSid
 			unix.Close(sp[0])
 			t.Fatal(err)
 		}
-		c := s.p.Track(nc)
+		c := s.t.Track(nc, nil)
 		s.conns = append(s.conns, c)
 		if i >= n-stuck {
 			continue
@@ -80,6 +81,11 @@ func newStreamSide(t *testing.T, n, stuck int, quiesce time.Duration) *streamSid
 		}
 	})
 	return s
+}
+
+// send runs the predecessor's side of a migration, in batches of 16.
+func (s *streamSide) send(c *unixmsg.Conn, stream bool) (*Outgoing, error) {
+	return s.t.send(c, SendOptions{Stream: stream, Quiesce: s.quiesce}, 16)
 }
 
 // results collects n Handoff results, failing after a deadline.
@@ -161,7 +167,7 @@ func fakeAdopter(c *unixmsg.Conn, hangUp int) <-chan []connsBatch {
 			if err != nil {
 				return
 			}
-			m, err := ParseMessage(b.Payload())
+			m, err := handoffmsg.Parse(b.Payload())
 			cb := connsBatch{items: m.Items, total: m.Total}
 			for _, it := range b.Items() {
 				cb.names = append(cb.names, it.Name)
@@ -172,8 +178,8 @@ func fakeAdopter(c *unixmsg.Conn, hangUp int) <-chan []connsBatch {
 			}
 			seen = append(seen, cb)
 			have += m.Items
-			if m.Total != ConnsMore && have >= m.Total {
-				sendMessage(context.Background(), c, Message{Type: MsgAdopted, Items: have})
+			if m.Total != handoffmsg.ConnsMore && have >= m.Total {
+				handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgAdopted, Items: have})
 				return
 			}
 		}
@@ -209,7 +215,7 @@ func TestStreamConns(t *testing.T) {
 			pc, sc := handoffPair(t, &unixmsg.Options{NoAck: true})
 			seen := fakeAdopter(sc, tc.hangUp)
 			start := time.Now()
-			out, err := s.p.migrateOut(pc, s.p.log, !tc.whole)
+			out, err := s.send(pc, !tc.whole)
 			took := time.Since(start)
 			batches := <-seen
 			moving := tc.n - tc.stuck
@@ -228,7 +234,7 @@ func TestStreamConns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out.commit()
+			out.Commit()
 			if migrated, stayed := s.results(t, moving); migrated != moving || stayed != 0 {
 				t.Errorf("%d migrated, %d stayed; want %d and 0", migrated, stayed, moving)
 			}
@@ -239,7 +245,7 @@ func TestStreamConns(t *testing.T) {
 				case tc.whole && (b.total != uint32(moving) || !last && b.items != 16):
 					t.Errorf("batch %d: %d connections of %d, want 16 (or the rest) of %d", i, b.items, b.total, moving)
 				case tc.whole:
-				case !last && (b.total != ConnsMore || b.items != 16):
+				case !last && (b.total != handoffmsg.ConnsMore || b.items != 16):
 					t.Errorf("batch %d: %d connections of %d, want 16 with more to follow", i, b.items, b.total)
 				case last && b.total != uint32(moving):
 					t.Errorf("last batch: %d connections of %d, want a total of %d", b.items, b.total, moving)
@@ -274,8 +280,7 @@ func TestStreamAdopt(t *testing.T) {
 	fdtest.CheckLeaks(t)
 	const n = 100
 	s := newStreamSide(t, n, 0, 10*time.Second)
-	next := &Process{opts: Options{Migrate: true, Timeout: time.Minute}, log: slog.New(slog.DiscardHandler)}
-	next.mig.agreed, next.mig.stream = true, true
+	next := new(Tracker)
 	pc, sc := handoffPair(t, &unixmsg.Options{NoAck: true})
 	type adopted struct {
 		conns []*Conn
@@ -283,10 +288,10 @@ func TestStreamAdopt(t *testing.T) {
 	}
 	in := make(chan adopted, 1)
 	go func() {
-		cs, err := next.migrateIn(sc)
+		cs, err := next.Receive(sc, ReceiveOptions{Stream: true})
 		in <- adopted{cs, err}
 	}()
-	out, err := s.p.migrateOut(pc, s.p.log, true)
+	out, err := s.send(pc, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +299,7 @@ func TestStreamAdopt(t *testing.T) {
 	if got.err != nil {
 		t.Fatal(got.err)
 	}
-	out.commit()
+	out.Commit()
 	if migrated, _ := s.results(t, n); migrated != n {
 		t.Errorf("%d of %d handed off", migrated, n)
 	}
@@ -330,13 +335,13 @@ func TestStreamEarlyAnswer(t *testing.T) {
 		}
 		b.Close()
 		var m unixmsg.Batch
-		payload, _ := AppendMessage(nil, Message{Type: MsgAdopted, Items: 16})
+		payload, _ := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgAdopted, Items: 16})
 		m.SetPayload(payload)
 		answered <- sc.SendNoAck(context.Background(), &m)
 	}()
 	res := make(chan error, 1)
 	go func() {
-		_, err := s.p.migrateOut(pc, s.p.log, true)
+		_, err := s.send(pc, true)
 		res <- err
 	}()
 	if err := <-answered; err != nil {
@@ -345,8 +350,8 @@ func TestStreamEarlyAnswer(t *testing.T) {
 	s.awaitIdle(t, 5*time.Second)
 	select {
 	case err := <-res:
-		if !errors.Is(err, ErrMalformed) {
-			t.Errorf("migrateOut: %v, want ErrMalformed", err)
+		if !errors.Is(err, handoffmsg.ErrMalformed) {
+			t.Errorf("migrateOut: %v, want handoffmsg.ErrMalformed", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("migrateOut did not return")

@@ -1,6 +1,6 @@
 //go:build linux
 
-package graceful
+package migrate
 
 import (
 	"bufio"
@@ -87,8 +87,8 @@ func TestCloseWhileOffered(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := &Process{opts: Options{Migrate: true, QuiesceTimeout: 5 * time.Second, Timeout: 10 * time.Second}}
-			c := p.Track(nc)
+			tr := new(Tracker)
+			c := tr.Track(nc, nil)
 			handedOff := make(chan bool, 1)
 			go func() {
 				r := bufio.NewReader(c)
@@ -104,7 +104,7 @@ func TestCloseWhileOffered(t *testing.T) {
 					}
 				}
 			}()
-			conns := p.quiesce()
+			conns := tr.quiesce(5*time.Second, logger(nil))
 			if len(conns) != 1 {
 				t.Fatalf("quiesce gave %d connections", len(conns))
 			}
@@ -118,11 +118,11 @@ func TestCloseWhileOffered(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("Close while offered blocked")
 			}
-			out := &outgoing{conns: conns}
+			out := &Outgoing{conns: conns}
 			if migrated {
-				out.commit()
+				out.Commit()
 			} else {
-				out.resume()
+				out.Resume()
 			}
 			select {
 			case got := <-handedOff:

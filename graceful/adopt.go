@@ -1,0 +1,173 @@
+package graceful
+
+import (
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
+	"github.com/fdpass/fdpass/kinds"
+	"github.com/fdpass/fdpass/unixmsg"
+)
+
+// inheritance is what a successor received in the predecessor's OFFER,
+// from New until Ready: the items not adopted yet, indexed by what they
+// are, the listeners and packet sockets among them converted ahead, and
+// the connection to the predecessor.
+type inheritance struct {
+	batch   *unixmsg.Batch
+	avail   map[matchKey][]int // untaken items of batch
+	vals    map[int]any        // items of batch converted ahead, until taken
+	pred    *unixmsg.Conn      // to the predecessor
+	migrate bool               // both sides want FeatureMigrate
+	stream  bool               // and FeatureStreamConns
+}
+
+// matchKey is what an inherited item is, as its meta says (see
+// HANDOFF.md, "OFFER items").
+type matchKey struct {
+	role, network, addr, netns string
+}
+
+// index finds the handoff listener in the OFFER b, takes it as p.ln, and
+// indexes the other items by what they are. On error b is the caller's to
+// close.
+func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
+	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len())}
+	handoff := -1
+	for i, it := range b.Items() {
+		k := matchKey{
+			role:    it.Meta.Value(handoffmsg.MetaRole),
+			network: it.Meta.Value(handoffmsg.MetaNetwork),
+			addr:    it.Meta.Value(handoffmsg.MetaAddr),
+			netns:   it.Meta.Value(handoffmsg.MetaNetNS),
+		}
+		if k.role == handoffmsg.RoleHandoff {
+			if handoff >= 0 || it.Kind != kinds.UnixListener {
+				return nil, handoffmsg.Errf(ErrMalformed, "OFFER item %d: bad handoff listener (%s)", i, it.Kind)
+			}
+			handoff = i
+			continue
+		}
+		in.avail[k] = append(in.avail[k], i)
+	}
+	if handoff < 0 {
+		return nil, handoffmsg.Errf(ErrMalformed, "OFFER without a handoff listener")
+	}
+	f, err := b.TakeFDAt(handoff)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := kinds.ToListener(f)
+	if err != nil {
+		return nil, err
+	}
+	uln, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, handoffmsg.Errf(ErrMalformed, "handoff listener is a %T", ln)
+	}
+	uln.SetUnlinkOnClose(false)
+	if err := in.convert(); err != nil {
+		uln.Close()
+		return nil, err
+	}
+	p.ln = uln
+	p.register(uln, handoffmsg.RoleHandoff, "unixpacket", p.opts.Path, "")
+	return in, nil
+}
+
+// convert turns the inherited listeners and packet sockets into Go values
+// now, all together and in parallel (kinds.ToValues), rather than one by
+// one as Listen asks: a socket costs about ten system calls to convert,
+// most of a handoff's time when there are many.
+func (in *inheritance) convert() error {
+	var (
+		idx []int
+		fds []int
+		ks  []kinds.Kind
+	)
+	for i, it := range in.batch.Items() {
+		if in.batch.Taken(i) {
+			continue
+		}
+		switch role := it.Meta.Value(handoffmsg.MetaRole); {
+		case role == handoffmsg.RoleListener && (it.Kind == kinds.TCPListener || it.Kind == kinds.UnixListener),
+			role == handoffmsg.RolePacket && (it.Kind == kinds.UDP || it.Kind == kinds.UnixDatagram):
+		default:
+			continue
+		}
+		f, err := in.batch.TakeFDAt(i)
+		if err != nil {
+			fd.CloseAll(fds)
+			return err
+		}
+		idx, fds, ks = append(idx, i), append(fds, f), append(ks, it.Kind)
+	}
+	vals, err := kinds.ToValues(fds, ks, nil)
+	if err != nil {
+		return err
+	}
+	in.vals = make(map[int]any, len(vals))
+	for j, v := range vals {
+		in.vals[idx[j]] = v
+	}
+	return nil
+}
+
+// take takes the first untaken item under k, if it is of kind want: as
+// the value converted ahead, or else as its descriptor.
+func (in *inheritance) take(k matchKey, want kinds.Kind, log *slog.Logger) (any, int, bool, error) {
+	if len(in.avail[k]) == 0 {
+		// A predecessor that did not say a socket's namespace: any.
+		k.netns = ""
+	}
+	for idx := in.avail[k]; len(idx) > 0; idx = in.avail[k] {
+		i := idx[0]
+		in.avail[k] = idx[1:]
+		if got := in.batch.Item(i).Kind; got != want {
+			log.Warn("graceful: inherited descriptor of the wrong kind left unused",
+				slog.String("addr", k.addr), slog.String("kind", got.String()), slog.String("want", want.String()))
+			continue
+		}
+		if v, ok := in.vals[i]; ok {
+			delete(in.vals, i)
+			return v, -1, true, nil
+		}
+		f, err := in.batch.TakeFDAt(i)
+		return nil, f, err == nil, err
+	}
+	return nil, -1, false, nil
+}
+
+// takeNamed takes the descriptor handed over under name, of any kind.
+func (in *inheritance) takeNamed(name string) (int, bool, error) {
+	k := matchKey{role: handoffmsg.RoleNamed, addr: name}
+	idx := in.avail[k]
+	if len(idx) == 0 {
+		return -1, false, nil
+	}
+	in.avail[k] = idx[1:]
+	f, err := in.batch.TakeFDAt(idx[0])
+	return f, err == nil, err
+}
+
+// release closes what was not adopted, and returns how many there were.
+// The connection to the predecessor stays open.
+func (in *inheritance) release() (unused int) {
+	unused = len(in.vals)
+	for i := range in.batch.Len() {
+		if !in.batch.Taken(i) {
+			unused++
+		}
+	}
+	in.batch.Close()
+	for _, v := range in.vals {
+		if c, ok := v.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	in.avail, in.vals = nil, nil
+	return unused
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package graceful
+
+func currentNetNS() string { return "" }
+
+func socketNetNS(_ any, def string) string { return def }

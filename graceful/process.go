@@ -1,0 +1,322 @@
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/fdpass/fdpass/graceful/migrate"
+	"github.com/fdpass/fdpass/graceful/systemd"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
+	"github.com/fdpass/fdpass/unixmsg"
+)
+
+// Options configure a Process. The zero value of each field means its
+// default; only Path is required.
+type Options struct {
+	// Path is the handoff socket: a file system path, or "@name" for a
+	// Linux abstract socket. Every generation of a service uses the same
+	// path.
+	Path string
+	// Mode is the permission of the socket file. If zero, 0600.
+	Mode os.FileMode
+	// Timeout bounds a handoff: the successor has this long from the
+	// predecessor's accepting it to its READY, and each side waits at most
+	// this long for the other. If zero, 30 seconds.
+	Timeout time.Duration
+	// Authorize decides whether a peer on the handoff socket may take part:
+	// a successor asking for this process's descriptors, or a predecessor
+	// offering its own. If nil, the peer must run with this process's uid.
+	Authorize func(Peer) error
+	// Logger receives the Process's reports of handoffs, refusals and
+	// rollbacks. If nil, the Process is silent.
+	Logger *slog.Logger
+	// Migrate turns on live migration (see Conn): as a successor, the
+	// process takes the predecessor's tracked connections before DONE;
+	// as a predecessor, it hands over those it tracks. Both sides must
+	// set it.
+	Migrate bool
+	// QuiesceTimeout bounds how long a predecessor waits for the readers
+	// of its tracked connections to reach Handoff, counted from READY;
+	// the latecomers stay. Readers are interrupted a batch or two ahead
+	// of the sending, so a slow successor leaves the last ones less of
+	// it. If zero, 5 seconds or half of Timeout, whichever is less.
+	QuiesceTimeout time.Duration
+	// Migrated, if set, is called in a successor with the migrated
+	// connections before it acknowledges them; an error refuses them and
+	// fails the handoff (the predecessor keeps serving everything). Do
+	// not read or write the connections in it.
+	Migrated func([]*Conn) error
+}
+
+const (
+	defaultMode    = 0o600
+	defaultTimeout = 30 * time.Second
+	defaultQuiesce = 5 * time.Second
+)
+
+// Process is one generation of a restartable service: it holds what it
+// inherited from its predecessor and what it hands to its successor. Its
+// methods are safe for concurrent use.
+type Process struct {
+	opts   Options
+	log    *slog.Logger
+	exit   chan struct{}
+	ns     string            // the network namespace New ran in
+	mig    migrate.Tracker   // live migration (migrate.go)
+	notify *systemd.Notifier // nil outside systemd
+
+	mu        sync.Mutex
+	gen       uint64
+	inherited bool
+	ready     bool
+	closed    bool
+	handedOff bool
+	owner     bool // the socket path is this generation's to remove
+	exited    bool
+	in        *inheritance      // the predecessor's offer, until Ready (successor.go)
+	sd        *systemd.Set      // descriptors systemd passed, until Ready
+	ln        *net.UnixListener // the handoff listener
+	regs      []registration    // what goes to the successor (listen.go)
+	out       *unixmsg.Batch    // regs[:outN] as a batch, built lazily
+	outN      int               //
+	cur       *net.UnixConn     // the handoff in progress (predecessor.go)
+	serving   chan struct{}     // closed when the serve loop ends
+	refusing  sync.WaitGroup    // refusals in progress
+}
+
+// New starts this process's generation on the handoff socket at
+// opts.Path. If a predecessor answers there, New receives its descriptors
+// (after checking its credentials) and turns the listeners and packet
+// sockets among them into Go values, all at once; Listen, ListenPacket and
+// OpenFile then adopt them, and Ready completes the handoff. If nobody
+// answers (no socket, or a socket file left by a dead process) New creates
+// the socket; it starts serving successors at Ready.
+//
+// A live socket whose owner does not hand off is ErrAlreadyRunning; a
+// predecessor that refuses is an error matching ErrRefused. New never
+// removes a live socket or a file that is not a socket.
+func New(opts Options) (*Process, error) {
+	if !supported {
+		return nil, ErrUnsupported
+	}
+	if opts.Path == "" {
+		return nil, errors.New("graceful: Options.Path is empty")
+	}
+	if opts.Mode == 0 {
+		opts.Mode = defaultMode
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	p := &Process{opts: opts, log: opts.Logger, exit: make(chan struct{})}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.log = p.log.With(slog.String("handoff", opts.Path))
+	// Listen matches sockets against this namespace: asking the kernel
+	// for the calling thread's on every call costs more than adopting
+	// the socket (a path lookup in /proc), and a process that serves
+	// another namespace says so with ListenInNetNS.
+	p.ns = currentNetNS()
+	if err := p.initSystemd(); err != nil {
+		return nil, err
+	}
+	q, err := p.start()
+	if err != nil {
+		p.systemdStopping(true)
+		return nil, err
+	}
+	return q, nil
+}
+
+// start finds the predecessor, or creates the handoff socket.
+func (p *Process) start() (*Process, error) {
+	opts := p.opts
+	deadline := time.Now().Add(opts.Timeout)
+	var last error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if attempt > maxAttempts || time.Now().After(deadline) {
+				return nil, fmt.Errorf("%w: %w", ErrAlreadyRunning, last)
+			}
+			// The socket changed hands under us (a predecessor shutting
+			// down, a racing start): look again shortly.
+			time.Sleep(time.Duration(attempt) * 10 * time.Millisecond)
+		}
+		uc, err := dialHandoff(opts.Path)
+		if err == nil {
+			err = p.inherit(uc, deadline)
+			if err == nil {
+				return p, nil
+			}
+			if !errors.Is(err, errRetry) {
+				return nil, err
+			}
+			last = err
+			continue
+		}
+		var ln *net.UnixListener
+		switch state, cerr := classifyDial(opts.Path, err); state {
+		case pathAbsent:
+			ln, err = listenHandoff(opts.Path, opts.Mode, false)
+		case pathStale:
+			p.log.Info("graceful: replacing stale handoff socket")
+			ln, err = listenHandoff(opts.Path, opts.Mode, true)
+		default:
+			return nil, cerr
+		}
+		if errors.Is(err, errRetry) {
+			last = err
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.ln = ln
+		p.gen = 1
+		p.owner = true
+		p.register(ln, handoffmsg.RoleHandoff, "unixpacket", opts.Path, "")
+		p.log.Info("graceful: created handoff socket", slog.Uint64("generation", p.gen))
+		return p, nil
+	}
+}
+
+const maxAttempts = 5
+
+// errRetry marks a failure that looking again at the socket may cure.
+var errRetry = errors.New("graceful: handoff socket changed hands")
+
+// Generation returns the process's generation: 1 for a process that
+// created the handoff socket, its predecessor's plus one otherwise.
+func (p *Process) Generation() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
+}
+
+// Inherited reports whether the process received descriptors from a
+// predecessor.
+func (p *Process) Inherited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inherited
+}
+
+// Ready completes this generation's start. It closes the inherited
+// descriptors that Listen, ListenPacket and OpenFile did not adopt; if there
+// is a predecessor, it says READY and waits for DONE, after which the
+// predecessor stops serving (its Exit channel closes). Then the process
+// serves the handoff socket for its own successor.
+//
+// Call Ready once everything is listening, within the predecessor's
+// Options.Timeout of New. If it fails with a predecessor, the handoff has
+// failed and the predecessor keeps serving: Close the Process and exit.
+func (p *Process) Ready() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return net.ErrClosed
+	}
+	if p.ready {
+		p.mu.Unlock()
+		return ErrReady
+	}
+	p.ready = true
+	in := p.in
+	p.in = nil
+	p.mu.Unlock()
+	if in != nil {
+		if unused := in.release(); unused > 0 {
+			p.log.Info("graceful: closed unused inherited descriptors", slog.Int("count", unused))
+		}
+		err := p.confirm(in)
+		in.pred.Close()
+		if err != nil {
+			p.log.Error("graceful: handoff failed at READY", slog.Any("error", err))
+			return fmt.Errorf("%w: %w", ErrHandoff, err)
+		}
+		p.log.Info("graceful: predecessor stopped; this generation serves", slog.Uint64("generation", p.Generation()))
+	}
+	p.systemdReady()
+	p.mu.Lock()
+	p.owner = true
+	defer p.mu.Unlock()
+	if p.closed {
+		return net.ErrClosed
+	}
+	p.serving = make(chan struct{})
+	go p.serve(p.serving)
+	return nil
+}
+
+// Exit returns a channel that is closed when a successor has taken over
+// (this process received READY and answered DONE), and also when the
+// Process is closed. Then stop accepting on the listeners, drain, and
+// exit.
+func (p *Process) Exit() <-chan struct{} { return p.exit }
+
+// HandedOff reports whether a successor has taken over.
+func (p *Process) HandedOff() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.handedOff
+}
+
+func (p *Process) closeExit() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited {
+		p.exited = true
+		close(p.exit)
+	}
+}
+
+// Close stops serving the handoff socket, aborts a handoff in progress
+// (the predecessor keeps serving), and closes every descriptor the Process
+// holds: its duplicates and the inherited descriptors not adopted. The
+// listeners, packet sockets and files returned to the caller stay open. If
+// this process served the socket and no successor took over, the socket
+// file is removed. Exit's channel closes.
+func (p *Process) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	in, ln, cur, serving := p.in, p.ln, p.cur, p.serving
+	p.in, p.ln = nil, nil
+	p.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	if cur != nil {
+		cur.Close()
+	}
+	if serving != nil {
+		<-serving
+	}
+	p.refusing.Wait()
+	if in != nil {
+		in.release()
+		in.pred.Close()
+	}
+	p.mu.Lock()
+	out, handedOff, owner := p.out, p.handedOff, p.owner
+	p.out, p.regs = nil, nil
+	p.mu.Unlock()
+	if out != nil {
+		out.Close()
+	}
+	if owner && !handedOff && ln != nil {
+		removeSocketFile(p.opts.Path)
+	}
+	p.systemdStopping(handedOff)
+	p.closeExit()
+	return nil
+}
