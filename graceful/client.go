@@ -13,58 +13,43 @@ import (
 	"github.com/fdpass/fdpass/unixmsg"
 )
 
-// ReceiveCallback is called once for each received descriptor, in the order
-// the server's handlers added them. fd is the callback's to keep or close:
-// nothing closes it after the callback returns.
+// ReceiveCallback is called for each received descriptor, in order; fd is
+// the callback's to keep or close.
 type ReceiveCallback func(fd int, meta Meta)
 
 // Client receives descriptors from a Server. The zero value is ready to
 // use; a Client may be used by several goroutines at once.
 type Client struct {
-	// Timeout bounds a whole Receive: connecting, receiving the batch and
-	// waiting for the server to finish. If zero, there is no bound.
+	// Timeout bounds a whole Receive. If zero, there is no bound.
 	Timeout time.Duration
 
-	// Options configure the unixmsg connection (limits; SkipVerify turns
-	// off the check that each descriptor is of the kind the server
-	// declared). May be nil.
+	// Options configure the unixmsg connection (limits, SkipVerify).
 	Options *unixmsg.Options
 }
 
-// NewClient returns a Client. It is kept so that programs written for the
-// original package build: the buffer sizes it took have no effect.
+// NewClient returns a Client; the buffer sizes have no effect.
 func NewClient(msgn, oobn int) *Client { return &Client{} }
 
-// Receive connects to the Server at the unix socket addr (a path, or an
-// abstract name starting with @; SOCK_SEQPACKET, or SOCK_STREAM for a
-// server that listens on one), receives its batch and calls cb once for
-// each descriptor, in order. It returns once the server is done with the
-// connection, so the server's delivery callbacks (CallbackHandler) have
-// run before cb is first called.
-//
-// Receive does not close fd; the callback owns it. The batch arrives whole
-// or not at all: on any error no callback is made and every descriptor
-// received is closed. If cb panics, the descriptors not yet handed to it
-// are closed and the panic goes on. A server whose handler failed makes
-// Receive return an error matching ErrHandlerFailed.
+// Receive connects to the Server at the unix socket addr (a path or
+// "@name"), receives its batch and, once the server's callbacks have run,
+// calls cb for each descriptor. The batch arrives whole or not at all: on
+// any error no callback is made and every descriptor received is closed
+// (also those not yet handed to a cb that panics).
 func Receive(addr string, cb ReceiveCallback) error {
 	var c Client
 	return c.ReceiveContext(context.Background(), addr, cb)
 }
 
-// ReceiveMsg receives one batch on conn, which a sender filled with Send
-// or a Server, and calls cb for each of its descriptors as Receive does,
-// without waiting for the connection to end. conn stays the caller's:
-// ReceiveMsg works on a duplicate of it.
+// ReceiveMsg receives one batch on conn (from Send or a Server) as
+// Receive does, without waiting for the connection to end. conn stays the
+// caller's.
 func ReceiveMsg(conn *net.UnixConn, cb ReceiveCallback) error {
 	var c Client
 	return c.ReceiveMsg(conn, cb)
 }
 
-// ReceiveAll receives the batch of a Server on conn, an established
-// connection to it, and calls cb for each descriptor as Receive does,
-// after the server has closed the connection. conn stays the caller's:
-// ReceiveAll works on a duplicate of it.
+// ReceiveAll is Receive on conn, a connection to a Server, which stays the
+// caller's.
 func ReceiveAll(conn *net.UnixConn, cb ReceiveCallback) error {
 	var c Client
 	return c.ReceiveAll(conn, cb)
@@ -75,8 +60,7 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 	return c.ReceiveContext(context.Background(), addr, cb)
 }
 
-// ReceiveContext is Receive with a context; cancelling it interrupts
-// connecting and receiving, and Receive then fails as on any error.
+// ReceiveContext is Receive, interrupted when ctx ends.
 func (c *Client) ReceiveContext(ctx context.Context, addr string, cb ReceiveCallback) error {
 	ctx, cancel := c.context(ctx)
 	defer cancel()
@@ -121,9 +105,8 @@ func (c *Client) context(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithCancel(ctx)
 }
 
-// Send sends one descriptor, a duplicate of fd, with meta on conn, and
-// waits for the receiver (ReceiveMsg) to acknowledge it. fd and conn stay
-// the caller's.
+// Send sends a duplicate of fd on conn and waits for the receiver's
+// (ReceiveMsg) acknowledgement. fd and conn stay the caller's.
 func Send(conn *net.UnixConn, fd int, meta Meta) error {
 	name, um, payload, err := meta.encode()
 	if err != nil {

@@ -15,38 +15,19 @@ import (
 
 // Errors of the handler API. Match them with errors.Is.
 var (
-	// ErrNoHandler is returned by Serve and ListenAndServe when the handler
-	// is nil.
-	ErrNoHandler = errors.New("graceful: no handler")
-	// ErrHandlerFailed is returned by Receive when the server's handler
-	// failed (it called ResponseWriter.Errorf, a Write failed, or it
-	// panicked) and so sent no descriptor. The error carries the server's
-	// reason.
-	ErrHandlerFailed = errors.New("graceful: the server's handler failed")
-	// ErrHandlerProtocol is returned by Receive when the peer is not a
-	// handler server of this package, or breaks its protocol.
-	ErrHandlerProtocol = errors.New("graceful: peer does not speak the handler protocol")
-	// ErrNotFiler is returned when a value given to a Send function or a
-	// handler has no descriptor (it does not implement syscall.Conn).
-	ErrNotFiler = errors.New("graceful: value has no file descriptor")
-	// ErrFdKind is returned by FdListener, FdConn and FdPacketConn when the
-	// descriptor is not of the requested kind.
-	ErrFdKind = errors.New("graceful: descriptor is not of the requested kind")
+	ErrNoHandler       = errors.New("graceful: no handler")                               // Serve with a nil Handler
+	ErrHandlerFailed   = errors.New("graceful: the server's handler failed")              // Receive: carries the server's reason
+	ErrHandlerProtocol = errors.New("graceful: peer does not speak the handler protocol") // Receive
+	ErrNotFiler        = errors.New("graceful: value has no file descriptor")             // not a syscall.Conn
+	ErrFdKind          = errors.New("graceful: descriptor is not of the requested kind")  // FdListener, FdConn, FdPacketConn
 )
 
-// Meta describes a descriptor sent by a handler: its name and optional
-// extra fields. It travels with the descriptor and arrives whole at the
-// client.
+// Meta describes a descriptor sent by a handler; it arrives whole with it.
 type Meta struct {
-	// Name names the descriptor. Names need not be set, but a name that is
-	// set must be unique within the descriptors sent to one client.
-	Name string
-	// Values holds string key/value pairs. They travel as the item's
-	// unixmsg meta, so any fdpass receiver can read them.
-	Values map[string]string
-	// Custom holds arbitrary values, encoded with encoding/gob as in the
-	// original package: values of types other than gob's basic ones must
-	// be registered with gob.Register on both sides. Prefer Values.
+	Name   string            // optional; unique within one batch if set
+	Values map[string]string // the item's unixmsg meta
+	// Custom is encoded with encoding/gob, as in the original package
+	// (gob.Register other than basic types on both sides). Prefer Values.
 	Custom map[string]any
 }
 
@@ -89,79 +70,48 @@ func handlerMetaOf(it unixmsg.Item) (Meta, error) {
 	return m, nil
 }
 
-// ResponseWriter collects the descriptors that a Server sends to one
-// client. Everything written goes out in a single batch once the handler
-// returns, and only if nothing failed: the client gets all of the
-// descriptors or none of them.
-//
-// After the first failure every Write and Add returns that error, and the
-// client gets it instead of descriptors.
-//
-// A ResponseWriter holds duplicates: writing a descriptor never changes the
-// caller's, and the server closes its duplicates once the batch is sent.
+// ResponseWriter collects, as duplicates, the descriptors a Server sends
+// to one client: one batch once the handler returns, only if nothing
+// failed. After the first failure Write and Add return that error.
 type ResponseWriter interface {
-	// Write adds a duplicate of the raw descriptor fd, with meta, to the
-	// batch. fd stays the caller's.
+	// Write adds a duplicate of fd; fd stays the caller's.
 	Write(fd int, meta Meta) error
-	// Add adds a duplicate of the descriptor behind v (a net.Listener,
-	// net.Conn, net.PacketConn, *os.File or any syscall.Conn) to the
-	// batch. Closing v does not affect the batch, and sending the batch
-	// does not affect v.
+	// Add adds a duplicate of the descriptor behind v (any syscall.Conn);
+	// closing v does not affect the batch.
 	Add(v any, meta Meta) error
-	// OnDelivered registers f to run once the client has acknowledged the
-	// whole batch, before the server closes the connection (and so before
-	// the client's Receive returns). Functions run in the order they were
-	// registered. If the batch is not delivered they do not run.
+	// OnDelivered runs f once the client has acknowledged the batch,
+	// before its Receive returns; not if the batch fails.
 	OnDelivered(f func())
-
-	// Debugf and Infof log, when the server has a Logger.
-	Debugf(format string, args ...any)
-	Infof(format string, args ...any)
-	// Errorf reports that handling failed: it logs the message (when the
-	// server has a Logger), and the batch is not sent. The client's
-	// Receive returns an error matching ErrHandlerFailed with the message.
-	// The format may use %w.
+	Debugf(format string, args ...any) // logs, when the server has a Logger
+	Infof(format string, args ...any)  // logs, when the server has a Logger
+	// Errorf fails the batch: the client's Receive returns an error
+	// matching ErrHandlerFailed with the message (which may use %w).
 	Errorf(format string, args ...any)
 }
 
-// Handler builds the batch of descriptors a Server sends to a client that
-// has connected. conn is the client's connection, for its addresses and
-// credentials only: reading or writing it breaks the protocol.
-//
-// A handler reports failure through w (a failing Write or Add, or
-// w.Errorf); a handler that panics fails too. Either way the client
-// receives no descriptor.
+// Handler builds the batch a Server sends to a client. conn is for its
+// addresses and credentials only. A failing Write or Add, w.Errorf or a
+// panic fails the batch: the client receives no descriptor.
 type Handler interface {
 	Handle(conn net.Conn, w ResponseWriter)
 }
 
-// HandlerFunc is an adapter to allow the use of ordinary functions as
-// Handlers.
+// HandlerFunc lets an ordinary function be a Handler.
 type HandlerFunc func(conn net.Conn, w ResponseWriter)
 
 // Handle calls h(conn, w).
 func (h HandlerFunc) Handle(conn net.Conn, w ResponseWriter) { h(conn, w) }
 
-// CallbackHandler is a Handler that sends nothing and runs the function
-// once the client has acknowledged the whole batch (see
-// ResponseWriter.OnDelivered): after every descriptor of the batch has
-// been handed over, before the connection is closed. In a SequenceHandler
-// callbacks run in their order. If the batch fails, the function does not
-// run. A callback that panics is recovered, and logged when the server has
-// a Logger; the callbacks after it still run.
-//
-// A callback is where a server that is handing over its descriptors stops
-// using them, or closes its own unix listener so a successor can listen on
-// the same path: the client's Receive returns only after the callbacks have
-// run.
+// CallbackHandler sends nothing and runs the function once the client has
+// the batch (ResponseWriter.OnDelivered), before its Receive returns: where
+// a server handing over stops using its descriptors. A panic is recovered.
 type CallbackHandler func()
 
 // Handle registers cb with w.OnDelivered.
 func (cb CallbackHandler) Handle(_ net.Conn, w ResponseWriter) { w.OnDelivered(cb) }
 
-// SequenceHandler returns a Handler that calls each of hs in order. All
-// their descriptors go out in one batch; once one of them fails, the
-// handlers after it are not called.
+// SequenceHandler calls each of hs in order, into one batch, until one
+// fails.
 func SequenceHandler(hs ...Handler) Handler {
 	hs = slices.Clone(hs)
 	return HandlerFunc(func(conn net.Conn, w ResponseWriter) {
@@ -174,32 +124,24 @@ func SequenceHandler(hs ...Handler) Handler {
 	})
 }
 
-// Filer describes a value that can return an *os.File (net.TCPListener,
-// net.TCPConn, net.UDPConn, the unix types and *os.File all can). It is
-// kept for the original package's SendFiler and FilerHandler.
+// Filer is a value that returns an *os.File, as the net types do.
 type Filer interface {
 	File() (*os.File, error)
 }
 
-// SendListener adds a duplicate of ln's descriptor, with meta, to w.
-// Closing ln does not affect what is sent.
+// SendListener adds a duplicate of ln to w; closing ln does not affect it.
 func SendListener(w ResponseWriter, ln net.Listener, meta Meta) error { return w.Add(ln, meta) }
 
-// SendConn adds a duplicate of c's descriptor, with meta, to w. Closing c
-// does not affect what is sent.
+// SendConn adds a duplicate of c to w; closing c does not affect it.
 func SendConn(w ResponseWriter, c net.Conn, meta Meta) error { return w.Add(c, meta) }
 
-// SendPacketConn adds a duplicate of pc's descriptor, with meta, to w.
-// Closing pc does not affect what is sent.
+// SendPacketConn adds a duplicate of pc to w; closing pc does not affect it.
 func SendPacketConn(w ResponseWriter, pc net.PacketConn, meta Meta) error { return w.Add(pc, meta) }
 
-// SendFile adds a duplicate of f's descriptor, with meta, to w. Closing f
-// does not affect what is sent.
+// SendFile adds a duplicate of f to w; closing f does not affect it.
 func SendFile(w ResponseWriter, f *os.File, meta Meta) error { return w.Add(f, meta) }
 
-// SendFiler adds the descriptor of the file that f.File returns, with
-// meta, to w; that file is closed before SendFiler returns. Closing f does
-// not affect what is sent.
+// SendFiler adds the file f.File returns to w, and closes that file.
 func SendFiler(w ResponseWriter, f Filer, meta Meta) error {
 	file, err := f.File()
 	if err != nil {
@@ -209,38 +151,28 @@ func SendFiler(w ResponseWriter, f Filer, meta Meta) error {
 	return w.Add(file, meta)
 }
 
-// ListenerHandler returns a Handler that sends a duplicate of ln's
-// descriptor, with meta. The caller keeps ln: closing ln does not affect
-// what the client receives, and the client closing its listener does not
-// affect ln.
+// ListenerHandler sends a duplicate of ln; closing ln does not affect it.
 func ListenerHandler(ln net.Listener, meta Meta) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { _ = w.Add(ln, meta) })
 }
 
-// ConnHandler returns a Handler that sends a duplicate of c's descriptor,
-// with meta. The caller keeps c: closing c does not affect what the client
-// receives. Both ends then share one connection; the caller should stop
-// reading c once the client takes over.
+// ConnHandler sends a duplicate of c; closing c does not affect it.
 func ConnHandler(c net.Conn, meta Meta) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { _ = w.Add(c, meta) })
 }
 
-// PacketConnHandler returns a Handler that sends a duplicate of pc's
-// descriptor, with meta. The caller keeps pc: closing pc does not affect
-// what the client receives.
+// PacketConnHandler sends a duplicate of pc; closing pc does not affect it.
 func PacketConnHandler(pc net.PacketConn, meta Meta) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { _ = w.Add(pc, meta) })
 }
 
-// FileHandler returns a Handler that sends a duplicate of f's descriptor,
-// with meta. The caller keeps f: closing f does not affect what the client
-// receives. The duplicate shares f's file offset.
+// FileHandler sends a duplicate of f (sharing its offset); closing f does
+// not affect it.
 func FileHandler(f *os.File, meta Meta) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { _ = w.Add(f, meta) })
 }
 
-// FilerHandler returns a Handler that sends the descriptor of the file
-// that f.File returns, with meta (see SendFiler). The caller keeps f.
+// FilerHandler sends the file f.File returns (see SendFiler).
 func FilerHandler(f Filer, meta Meta) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) {
 		if err := SendFiler(w, f, meta); err != nil {
@@ -249,9 +181,8 @@ func FilerHandler(f Filer, meta Meta) Handler {
 	})
 }
 
-// FdHandler returns a Handler that sends a duplicate of the raw descriptor
-// fd, with meta. fd stays the caller's: the handler never closes it, and
-// it must stay open while the server may call the handler.
+// FdHandler sends a duplicate of fd, which stays the caller's and must stay
+// open while the server may call the handler.
 func FdHandler(fd int, meta Meta) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { _ = w.Write(fd, meta) })
 }

@@ -9,20 +9,11 @@ import (
 	"sync/atomic"
 )
 
-// HTTPServer serves a net/http Server so that its keep-alive connections
-// migrate at a takeover (with Options.Migrate set on both sides): a
-// connection that waits for its next request moves to the successor at
-// once; one in the middle of a request moves as soon as its response is
-// written, within Options.QuiesceTimeout; one that cannot move (still busy,
-// or holding the first bytes of a pipelined request) stays, and from the
-// takeover on its next response says "Connection: close". No byte a client
-// sent is lost either way.
-//
-// Only HTTP/1 over plain TCP or unix sockets migrates (a TLS session's
-// state lives in the process). It relies on net/http reading connections
-// through a 4 KiB bufio.Reader, and migrates a connection only when a read
-// shows that reader empty; with any other reader size nothing migrates and
-// Drain ends connections as before.
+// HTTPServer serves a net/http Server whose keep-alive connections migrate
+// at a takeover (with Options.Migrate on both sides): an idle one at once,
+// a busy one once its response is written, within QuiesceTimeout; one
+// that cannot move answers "Connection: close" from then on. Only HTTP/1
+// over plain TCP or unix sockets migrates.
 type HTTPServer struct {
 	p    *Process
 	srv  *http.Server
@@ -59,11 +50,9 @@ func (g httpGate) Abandoned(c *Conn) {
 	}
 }
 
-// HTTP prepares srv to be served with live migration. It wraps srv's
-// ConnState hook and Handler (the ones set now keep working); then call
-// Serve instead of srv.Serve, and Drain after Exit instead of
-// srv.Shutdown. In a successor, the HTTP connections that migrated are
-// served by the HTTPServer; MigratedConns does not return them.
+// HTTP wraps srv's Handler and ConnState for live migration: call Serve
+// instead of srv.Serve, and Drain after Exit instead of srv.Shutdown. The
+// HTTP connections that migrate in are served by it.
 func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 	hs := &HTTPServer{p: p, srv: srv, user: srv.ConnState, conns: map[net.Conn]int{}, zero: make(chan struct{}, 1)}
 	hs.gate.hs = hs
@@ -113,9 +102,7 @@ func (hs *HTTPServer) adopt(c *Conn) bool {
 	return true
 }
 
-// Serve serves HTTP on ln, as srv.Serve does, tracking every connection
-// for migration. Closing ln, or Drain, ends it; like srv.Serve it returns
-// an error that, after that, matches net.ErrClosed.
+// Serve is srv.Serve(ln), tracking every connection for migration.
 func (hs *HTTPServer) Serve(ln net.Listener) error {
 	l := &httpListener{Listener: ln, hs: hs, conns: make(chan net.Conn), done: make(chan struct{}), accepted: make(chan struct{})}
 	hs.mu.Lock()
@@ -130,11 +117,9 @@ func (hs *HTTPServer) Serve(ln net.Listener) error {
 	return hs.srv.Serve(l)
 }
 
-// Drain ends this process's HTTP service after a takeover: it stops
-// accepting, answers every further request with "Connection: close", and
-// waits for the connections that stayed to end, or for ctx; then it closes
-// what is left. Connections that migrated are the successor's and are not
-// waited for.
+// Drain stops accepting, answers further requests with "Connection:
+// close", and waits for the connections that stayed to end, or for ctx;
+// then it closes what is left.
 func (hs *HTTPServer) Drain(ctx context.Context) error {
 	hs.draining.Store(true)
 	hs.mu.Lock()

@@ -26,31 +26,20 @@ type registration struct {
 }
 
 // Listen returns a listener on network ("tcp", "tcp4", "tcp6", "unix" or
-// "unixpacket") and addr: inherited from the predecessor when it handed
-// over one with the same network, address (as given to Listen, not as
-// resolved) and network namespace (the one New ran in; see ListenInNetNS
-// for another), which has not been adopted yet; or one systemd passed
-// (socket activation, the descriptor store) with the same kind and
-// address; otherwise a new one. Calls after Ready always
-// create.
-//
-// The listener is the caller's. From Ready on, the Process holds a
-// duplicate of its descriptor to hand to the successor, so closing the
-// listener then does not take it out of the handoff (closing it before
-// Ready does). Unix listeners never
-// remove their socket file on Close, since a successor may be serving on
-// it; a stale file left at addr is replaced.
+// "unixpacket") and addr: one the predecessor handed over with the same
+// network, address (as given, not resolved) and network namespace, or one
+// systemd passed with the same kind and address, or a new one (always,
+// after Ready). The listener is the caller's; the Process hands a
+// duplicate to the successor. Unix listeners do not remove their socket
+// file on Close.
 func (p *Process) Listen(network, addr string) (net.Listener, error) {
 	return p.listen(p.ns, network, addr, func() (net.Listener, error) {
 		return listenReplacing(network, addr)
 	})
 }
 
-// ListenInNetNS is Listen for a socket in the network namespace h rather
-// than the one the Process was created in: it inherits a listener the
-// predecessor made in that namespace, or creates one there (see
-// kinds.InNetNS; entering a namespace needs CAP_SYS_ADMIN). h stays the
-// caller's.
+// ListenInNetNS is Listen in the network namespace h (entering it needs
+// CAP_SYS_ADMIN). h stays the caller's.
 func (p *Process) ListenInNetNS(h netns.NsHandle, network, addr string) (net.Listener, error) {
 	id, err := fd.Identify(int(h))
 	if err != nil {
@@ -104,10 +93,8 @@ func (p *Process) listen(ns, network, addr string, create func() (net.Listener, 
 	return ln, nil
 }
 
-// ListenPacket returns a packet socket on network ("udp", "udp4", "udp6"
-// or "unixgram") and addr, inherited or created as Listen does. The
-// socket is the caller's; the Process duplicates it for the successor, as
-// Listen does.
+// ListenPacket is Listen for network "udp", "udp4", "udp6" or
+// "unixgram".
 func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 	var want kinds.Kind
 	switch network {
@@ -144,12 +131,9 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 	return pc, nil
 }
 
-// OpenFile returns the file name opened with flag, as os.OpenFile does:
-// inherited when the predecessor handed over the same name opened with the
-// same access mode and O_APPEND, otherwise opened now (with perm, if it is
-// created). An inherited file shares its offset and status flags with the
-// predecessor's. The file is the caller's; the Process duplicates it for
-// the successor, as Listen does.
+// OpenFile is os.OpenFile, or the file the predecessor handed over with the
+// same name, access mode and O_APPEND (sharing its offset). The file is the
+// caller's; the Process hands a duplicate to the successor.
 func (p *Process) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	mode := "flag=" + strconv.Itoa(flag&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND))
 	_, f, ok, err := p.take(matchKey{handoffmsg.RoleFile, mode, name, ""}, kinds.File)
@@ -180,13 +164,10 @@ func (p *Process) take(k matchKey, want kinds.Kind) (any, int, bool, error) {
 	return p.in.take(k, want, p.log)
 }
 
-// File returns the descriptor the predecessor handed over under name, as
-// an *os.File, or, when it handed over none, the file create returns. It
-// passes what has no address to match by: a memfd holding state, an
-// eventfd, one end of a pipe. Like every inherited descriptor, the file
-// shares its open file description (offset, status flags) with the
-// predecessor's copy. The file is the caller's; the Process keeps a
-// duplicate for the successor.
+// File returns the descriptor the predecessor handed over under name, or
+// else the file create returns: for what has no address (a memfd, an
+// eventfd, a pipe). The file is the caller's; the Process hands a
+// duplicate to the successor.
 func (p *Process) File(name string, create func() (*os.File, error)) (*os.File, error) {
 	if name == "" {
 		return nil, fmt.Errorf("graceful: File: empty name")

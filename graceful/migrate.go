@@ -17,24 +17,15 @@ type Conn = migrate.Conn
 // being migrated to the successor; call Conn.Handoff.
 var ErrMigrating = migrate.ErrMigrating
 
-// Track registers c for migration and returns it wrapped in a Conn, which
-// the application reads and writes instead of c. The Conn takes ownership
-// of c: closing the Conn closes c. Tracking has effect only with
-// Options.Migrate set; otherwise the Conn is c with a Read that returns
-// what c's does.
+// Track returns c wrapped in a Conn that migrates at a takeover (with
+// Options.Migrate); read and write it instead of c. Closing the Conn
+// closes c.
 func (p *Process) Track(c net.Conn) *Conn { return p.mig.Track(c, nil) }
 
 // MigratedConns returns the connections the predecessor handed over, once
-// Ready has returned, and each only once (those an HTTPServer serves
-// excepted). They are tracked by this Process, so they move on at the next
-// takeover. Serve each as the predecessor did: its State says where the
-// session stands, and its first Reads return the bytes the predecessor had
-// read but not processed.
-//
-// On Linux the net.Conn inside a migrated Conn is built on an *os.File
-// (reads, writes and deadlines through the runtime poller, SyscallConn for
-// socket options), not a *net.TCPConn: that costs a fifth of what
-// net.FileConn does, which matters with thousands of connections.
+// Ready has returned, each once (not those an HTTPServer serves). Serve
+// each from its State; its first Reads return the bytes the predecessor
+// had read but not processed. They move on at the next takeover.
 func (p *Process) MigratedConns() []*Conn { return p.mig.Migrated() }
 
 // features returns the feature bits this process supports.

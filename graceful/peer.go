@@ -26,10 +26,8 @@ func (r Role) String() string {
 	return fmt.Sprintf("role(%d)", r)
 }
 
-// Peer is the process at the other end of the handoff socket, as the kernel
-// reports it (SO_PEERCRED). For a predecessor the kernel reports the
-// process that created the handoff listener, which may be an earlier
-// generation than the one answering.
+// Peer is the process at the other end of the handoff socket (SO_PEERCRED;
+// for a predecessor, the one that created the handoff listener).
 type Peer struct {
 	PID      int
 	UID, GID uint32

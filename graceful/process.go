@@ -15,41 +15,30 @@ import (
 	"github.com/fdpass/fdpass/unixmsg"
 )
 
-// Options configure a Process. The zero value of each field means its
-// default; only Path is required.
+// Options configure a Process. A zero field means its default; only Path
+// is required.
 type Options struct {
-	// Path is the handoff socket: a file system path, or "@name" for a
-	// Linux abstract socket. Every generation of a service uses the same
-	// path.
+	// Path is the handoff socket, the same for every generation: a file
+	// system path, or "@name" for a Linux abstract socket.
 	Path string
-	// Mode is the permission of the socket file. If zero, 0600.
-	Mode os.FileMode
-	// Timeout bounds a handoff: the successor has this long from the
-	// predecessor's accepting it to its READY, and each side waits at most
-	// this long for the other. If zero, 30 seconds.
+	Mode os.FileMode // of the socket file; 0600
+	// Timeout bounds a handoff, from the predecessor's accept to DONE.
+	// If zero, 30 seconds.
 	Timeout time.Duration
-	// Authorize decides whether a peer on the handoff socket may take part:
-	// a successor asking for this process's descriptors, or a predecessor
-	// offering its own. If nil, the peer must run with this process's uid.
+	// Authorize admits a peer on the handoff socket. If nil, it must run
+	// with this process's uid.
 	Authorize func(Peer) error
-	// Logger receives the Process's reports of handoffs, refusals and
-	// rollbacks. If nil, the Process is silent.
-	Logger *slog.Logger
-	// Migrate turns on live migration (see Conn): as a successor, the
-	// process takes the predecessor's tracked connections before DONE;
-	// as a predecessor, it hands over those it tracks. Both sides must
-	// set it.
+	Logger    *slog.Logger // hears handoffs, refusals, rollbacks; nil: silent
+	// Migrate turns on live migration (see Conn) on this side; both sides
+	// must set it.
 	Migrate bool
-	// QuiesceTimeout bounds how long a predecessor waits for the readers
-	// of its tracked connections to reach Handoff, counted from READY;
-	// the latecomers stay. Readers are interrupted a batch or two ahead
-	// of the sending, so a slow successor leaves the last ones less of
-	// it. If zero, 5 seconds or half of Timeout, whichever is less.
+	// QuiesceTimeout bounds how long a predecessor waits for its tracked
+	// connections to reach Handoff, from READY; the latecomers stay. If
+	// zero, 5 seconds or half of Timeout, whichever is less.
 	QuiesceTimeout time.Duration
-	// Migrated, if set, is called in a successor with the migrated
-	// connections before it acknowledges them; an error refuses them and
-	// fails the handoff (the predecessor keeps serving everything). Do
-	// not read or write the connections in it.
+	// Migrated, if set, sees the migrated connections before the
+	// successor acknowledges them; an error refuses them and fails the
+	// handoff. It must not read or write them.
 	Migrated func([]*Conn) error
 }
 
@@ -59,9 +48,8 @@ const (
 	defaultQuiesce = 5 * time.Second
 )
 
-// Process is one generation of a restartable service: it holds what it
-// inherited from its predecessor and what it hands to its successor. Its
-// methods are safe for concurrent use.
+// Process is one generation of a restartable service. Its methods are safe
+// for concurrent use.
 type Process struct {
 	opts   Options
 	log    *slog.Logger
@@ -90,16 +78,9 @@ type Process struct {
 }
 
 // New starts this process's generation on the handoff socket at
-// opts.Path. If a predecessor answers there, New receives its descriptors
-// (after checking its credentials) and turns the listeners and packet
-// sockets among them into Go values, all at once; Listen, ListenPacket and
-// OpenFile then adopt them, and Ready completes the handoff. If nobody
-// answers (no socket, or a socket file left by a dead process) New creates
-// the socket; it starts serving successors at Ready.
-//
-// A live socket whose owner does not hand off is ErrAlreadyRunning; a
-// predecessor that refuses is an error matching ErrRefused. New never
-// removes a live socket or a file that is not a socket.
+// opts.Path: it receives the descriptors of a predecessor that answers
+// there, or creates the socket (replacing one a dead process left). A live
+// socket whose owner does not hand off is ErrAlreadyRunning.
 func New(opts Options) (*Process, error) {
 	if !supported {
 		return nil, ErrUnsupported
@@ -191,8 +172,8 @@ const maxAttempts = 5
 // errRetry marks a failure that looking again at the socket may cure.
 var errRetry = errors.New("graceful: handoff socket changed hands")
 
-// Generation returns the process's generation: 1 for a process that
-// created the handoff socket, its predecessor's plus one otherwise.
+// Generation returns 1 for a process that created the handoff socket, its
+// predecessor's plus one otherwise.
 func (p *Process) Generation() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -207,15 +188,11 @@ func (p *Process) Inherited() bool {
 	return p.inherited
 }
 
-// Ready completes this generation's start. It closes the inherited
-// descriptors that Listen, ListenPacket and OpenFile did not adopt; if there
-// is a predecessor, it says READY and waits for DONE, after which the
-// predecessor stops serving (its Exit channel closes). Then the process
-// serves the handoff socket for its own successor.
-//
-// Call Ready once everything is listening, within the predecessor's
-// Options.Timeout of New. If it fails with a predecessor, the handoff has
-// failed and the predecessor keeps serving: Close the Process and exit.
+// Ready closes the inherited descriptors nothing adopted, tells the
+// predecessor to stop (READY, then DONE) and serves the handoff socket for
+// the next successor. Call it once everything listens, within the
+// predecessor's Options.Timeout; if it fails (ErrHandoff) the predecessor
+// keeps serving: Close the Process and exit.
 func (p *Process) Ready() error {
 	p.mu.Lock()
 	if p.closed {
@@ -254,10 +231,8 @@ func (p *Process) Ready() error {
 	return nil
 }
 
-// Exit returns a channel that is closed when a successor has taken over
-// (this process received READY and answered DONE), and also when the
-// Process is closed. Then stop accepting on the listeners, drain, and
-// exit.
+// Exit is closed when a successor has taken over, or the Process is
+// closed: then stop accepting, drain, and exit.
 func (p *Process) Exit() <-chan struct{} { return p.exit }
 
 // HandedOff reports whether a successor has taken over.
@@ -276,12 +251,9 @@ func (p *Process) closeExit() {
 	}
 }
 
-// Close stops serving the handoff socket, aborts a handoff in progress
-// (the predecessor keeps serving), and closes every descriptor the Process
-// holds: its duplicates and the inherited descriptors not adopted. The
-// listeners, packet sockets and files returned to the caller stay open. If
-// this process served the socket and no successor took over, the socket
-// file is removed. Exit's channel closes.
+// Close stops serving the handoff socket, aborts a handoff in progress, and
+// closes the descriptors the Process holds; what it returned to the caller
+// stays open. Without a successor, the socket file is removed.
 func (p *Process) Close() error {
 	p.mu.Lock()
 	if p.closed {

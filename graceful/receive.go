@@ -10,12 +10,9 @@ import (
 	"github.com/fdpass/fdpass/kinds"
 )
 
-// FdListener takes ownership of fd, a listening TCP or unix socket (as
-// Receive hands it over), and returns a net.Listener on it. The listener
-// may hold the socket under another descriptor number; either way fd is
-// closed, and closing the listener closes the socket. On error fd is
-// closed too; a descriptor of another kind gives an error matching
-// ErrFdKind. meta is unused, and kept for the original API.
+// FdListener takes ownership of fd, a listening TCP or unix socket, and
+// returns a net.Listener on it; on error fd is closed (another kind:
+// ErrFdKind). meta is unused.
 func FdListener(fd int, meta Meta) (net.Listener, error) {
 	if err := fdCheckKind(fd, meta, "listener", kinds.TCPListener, kinds.UnixListener); err != nil {
 		return nil, err
@@ -23,8 +20,7 @@ func FdListener(fd int, meta Meta) (net.Listener, error) {
 	return kinds.ToListener(fd)
 }
 
-// FdConn takes ownership of fd, a connected TCP or unix stream socket, and
-// returns a net.Conn on it, as FdListener does. On error fd is closed.
+// FdConn is FdListener for a connected TCP or unix stream socket.
 func FdConn(fd int, meta Meta) (net.Conn, error) {
 	if err := fdCheckKind(fd, meta, "conn", kinds.TCPConn, kinds.UnixConn); err != nil {
 		return nil, err
@@ -32,9 +28,7 @@ func FdConn(fd int, meta Meta) (net.Conn, error) {
 	return kinds.ToConn(fd)
 }
 
-// FdPacketConn takes ownership of fd, a UDP or unix datagram socket, and
-// returns a net.PacketConn on it, as FdListener does. On error fd is
-// closed.
+// FdPacketConn is FdListener for a UDP or unix datagram socket.
 func FdPacketConn(fd int, meta Meta) (net.PacketConn, error) {
 	if err := fdCheckKind(fd, meta, "packet conn", kinds.UDP, kinds.UnixDatagram); err != nil {
 		return nil, err

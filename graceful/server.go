@@ -34,34 +34,18 @@ const defaultSendTimeout = 30 * time.Second
 // maxFailReason bounds the handler failure reason sent to a client.
 const maxFailReason = 1024
 
-// Server sends descriptors to every client that connects to its unix
-// socket: for each, it calls Handler to build one batch and sends it.
-//
-// The zero value needs only a Handler. A Server must not be copied after
-// first use.
+// Server sends every client that connects to its unix socket the batch
+// its Handler builds. The zero value needs only a Handler; do not copy a
+// Server after first use.
 type Server struct {
-	// Handler builds the batch for each client. It must be set.
-	Handler Handler
-
-	// Logger, if not nil, receives what the server does: accepted
-	// clients (debug), batches sent (info) and failures (error).
-	Logger *slog.Logger
-
-	// Timeout bounds sending one client its batch and waiting for the
-	// client's acknowledgement. If zero, a default of 30s is used; if
-	// negative, there is no bound.
+	Handler Handler      // builds each client's batch; required
+	Logger  *slog.Logger // if not nil, hears clients, batches and failures
+	// Timeout bounds sending a batch and its acknowledgement. If zero,
+	// 30s; if negative, none.
 	Timeout time.Duration
+	Options *unixmsg.Options // limits of each client's connection; NoAck is ignored
 
-	// Options configure the unixmsg connection to each client (limits).
-	// May be nil. NoAck is ignored: the server always waits for the
-	// client's acknowledgement.
-	Options *unixmsg.Options
-
-	// MsgBufferSize and OOBBufferSize are kept so that programs written
-	// for the original package build; they have no effect, batches have no
-	// size limit but unixmsg's.
-	MsgBufferSize int
-	OOBBufferSize int
+	MsgBufferSize, OOBBufferSize int // no effect; kept from the original API
 
 	mu        sync.Mutex
 	listeners map[*net.UnixListener]struct{}
@@ -70,24 +54,21 @@ type Server struct {
 	active    sync.WaitGroup
 }
 
-// ListenAndServe creates a Server with handler h and calls its
-// ListenAndServe(addr).
+// ListenAndServe is Server{Handler: h}.ListenAndServe(addr).
 func ListenAndServe(addr string, h Handler) error {
 	s := &Server{Handler: h}
 	return s.ListenAndServe(addr)
 }
 
-// Serve creates a Server with handler h and calls its Serve(ln).
+// Serve is Server{Handler: h}.Serve(ln).
 func Serve(ln *net.UnixListener, h Handler) error {
 	s := &Server{Handler: h}
 	return s.Serve(ln)
 }
 
-// ListenAndServe listens on the unix socket addr (SOCK_SEQPACKET; a path,
-// or an abstract name starting with @) and calls Serve. A socket file left
-// at addr by a process that is gone (nothing accepts on it) is replaced; a
-// live one is not, and ListenAndServe returns the listen error. The file is
-// created with the process's umask and removed when the listener closes.
+// ListenAndServe listens on the SOCK_SEQPACKET socket addr (a path or
+// "@name"; a stale socket file is replaced, a live one is not) and calls
+// Serve.
 func (s *Server) ListenAndServe(addr string) error {
 	if s.Handler == nil {
 		return ErrNoHandler
@@ -142,14 +123,9 @@ func handlerProtoMismatch(err error) bool {
 		errors.Is(err, syscall.ESOCKTNOSUPPORT) || errors.Is(err, syscall.EOPNOTSUPP)
 }
 
-// Serve accepts clients on ln, of network "unixpacket" (preferred) or
-// "unix", until ln is closed, and sends each the batch its Handler builds,
-// each client in its own goroutine. The Server takes over ln and closes it
-// when it returns.
-//
-// Serve returns nil once ln is closed, whoever closed it (the caller, a
-// CallbackHandler, Close or Shutdown), after the clients it accepted are
-// done with; any other accept error is returned as it is.
+// Serve takes over ln ("unixpacket" or "unix") and serves each client that
+// connects, retrying temporary accept errors. Once ln is closed and the
+// clients are done it returns nil; another accept error, as it is.
 func (s *Server) Serve(ln *net.UnixListener) error {
 	if s.Handler == nil {
 		return ErrNoHandler
@@ -269,11 +245,9 @@ func (s *Server) timeout() time.Duration {
 	return s.Timeout
 }
 
-// Close closes the Server's listeners and the connections of the clients
-// being served, at once: batches not yet acknowledged are not delivered
-// (and their callbacks do not run). Serve returns nil once its clients'
-// goroutines are done; Close does not wait for that, so a callback may
-// call it.
+// Close closes the listeners and the clients' connections at once:
+// batches not yet acknowledged are not delivered. It does not wait, so a
+// callback may call it.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -290,12 +264,9 @@ func (s *Server) Close() error {
 	return err
 }
 
-// Shutdown closes the Server's listeners, so Serve returns nil, then waits
-// for the clients being served to be done, their callbacks included, and
-// for Serve to return. If ctx ends first, it closes their connections as
-// Close does and returns ctx's error without waiting further. A handler or
-// callback must not call Shutdown: it would wait for itself until ctx
-// ends.
+// Shutdown closes the listeners and waits for the clients being served,
+// callbacks included; if ctx ends first, it closes them as Close does. A
+// handler or callback must not call it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true

@@ -100,13 +100,9 @@ func (p *Process) systemdStopping(handedOff bool) {
 	}
 }
 
-// Store parks the Process's listeners, packet conns and files in systemd's
-// descriptor store (FDSTORE=1), named name, so that a plain stop and start,
-// with no process running in between, refuses no connection: the next
-// start gets them back as LISTEN_FDS and Listen adopts them by kind and
-// address. The unit needs FileDescriptorStoreMax= (and, to keep them across
-// a stop, FileDescriptorStorePreserve=yes, systemd 254 or later). Without
-// NOTIFY_SOCKET, Store does nothing. The Process keeps its own descriptors.
+// Store puts duplicates of the Process's sockets and files in systemd's
+// descriptor store under name (FDSTORE=1), for the next start to adopt.
+// The unit needs FileDescriptorStoreMax=. Outside systemd it does nothing.
 func (p *Process) Store(name string) error {
 	if err := systemd.CheckName(name); err != nil {
 		return err
