@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/internal/handoffmsg"
@@ -22,6 +23,7 @@ type inheritance struct {
 	pred    *unixmsg.Conn      // to the predecessor
 	migrate bool               // both sides want FeatureMigrate
 	stream  bool               // and FeatureStreamConns
+	pid     int                // the predecessor's, as it says (0: it did not)
 }
 
 // matchKey is what an inherited item is, as its meta says (see
@@ -48,6 +50,7 @@ func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
 				return nil, handoffmsg.Errf(ErrMalformed, "OFFER item %d: bad handoff listener (%s)", i, it.Kind)
 			}
 			handoff = i
+			in.pid, _ = strconv.Atoi(it.Meta.Value(handoffmsg.MetaPID))
 			continue
 		}
 		in.avail[k] = append(in.avail[k], i)

@@ -25,6 +25,11 @@ var (
 	ErrHandoff = errors.New("graceful: handoff failed")
 	// ErrReady: Ready was already called.
 	ErrReady = errors.New("graceful: Ready already called")
+	// ErrNotReady: MigratedConns was called before Ready returned nil.
+	ErrNotReady = errors.New("graceful: Ready has not returned; migrated connections arrive in it")
+	// ErrNoMigration: this process set Options.Migrate and its
+	// predecessor did not, so no connection migrated.
+	ErrNoMigration = errors.New("graceful: the predecessor does not migrate connections (no Options.Migrate there)")
 	// ErrNetwork: Listen or ListenPacket was given a network it does not
 	// handle.
 	ErrNetwork = errors.New("graceful: unsupported network")

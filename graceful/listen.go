@@ -209,6 +209,11 @@ func (p *Process) register(v any, role, network, addr, ns string) {
 	if ns != "" {
 		meta = append(meta, unixmsg.KV{Key: handoffmsg.MetaNetNS, Value: ns})
 	}
+	if role == handoffmsg.RoleHandoff {
+		// SO_PEERCRED names the process that created the listener, which
+		// may be generations back: the successor learns who offers.
+		meta = append(meta, unixmsg.KV{Key: handoffmsg.MetaPID, Value: strconv.Itoa(os.Getpid())})
+	}
 	p.mu.Lock()
 	p.regs = append(p.regs, registration{v: v, meta: meta})
 	p.mu.Unlock()

@@ -22,11 +22,24 @@ var ErrMigrating = migrate.ErrMigrating
 // closes c.
 func (p *Process) Track(c net.Conn) *Conn { return p.mig.Track(c, nil) }
 
-// MigratedConns returns the connections the predecessor handed over, once
-// Ready has returned, each once (not those an HTTPServer serves). Serve
-// each from its State; its first Reads return the bytes the predecessor
-// had read but not processed. They move on at the next takeover.
-func (p *Process) MigratedConns() []*Conn { return p.mig.Migrated() }
+// MigratedConns returns the connections the predecessor handed over, each
+// once (not those an HTTPServer serves). Serve each from its State; its
+// first Reads return the bytes the predecessor had read but not processed.
+// They arrive in Ready: before Ready has returned nil, MigratedConns
+// returns ErrNotReady, and ErrNoMigration when this process set
+// Options.Migrate and its predecessor did not.
+func (p *Process) MigratedConns() ([]*Conn, error) {
+	p.mu.Lock()
+	started, err := p.started, p.noMigration
+	p.mu.Unlock()
+	if !started {
+		return nil, ErrNotReady
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p.mig.Migrated(), nil
+}
 
 // features returns the feature bits this process supports.
 func (p *Process) features() uint32 {

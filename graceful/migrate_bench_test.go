@@ -104,7 +104,10 @@ func roleMigBench() error {
 	}
 	took, cpu := time.Since(start), cpuTime()-cpu0
 	stop()
-	conns := p.MigratedConns()
+	conns, err := p.MigratedConns()
+	if err != nil {
+		return err
+	}
 	for _, c := range conns {
 		if !bytes.Equal(c.State(), benchState(c.RemoteAddr())) {
 			badState.Add(1)

@@ -105,7 +105,12 @@ func startLineServer(t *testing.T, path string, migrated func([]*graceful.Conn) 
 		p.Close()
 		t.Fatal(err)
 	}
-	for _, c := range p.MigratedConns() {
+	conns, err := p.MigratedConns()
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	for _, c := range conns {
 		s, err := decodeSession(c.State())
 		if err != nil {
 			t.Error(err)
@@ -576,8 +581,8 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 			if tc.want == graceful.ErrHandoff && errors.Is(err, graceful.ErrMalformed) {
 				t.Errorf("Ready: %v, want no ErrMalformed: the batches were well formed", err)
 			}
-			if cs := p.MigratedConns(); len(cs) != 0 {
-				t.Errorf("%d connections adopted after a failed migration", len(cs))
+			if cs, err := p.MigratedConns(); len(cs) != 0 || !errors.Is(err, graceful.ErrNotReady) {
+				t.Errorf("%d connections adopted after a failed migration (%v)", len(cs), err)
 			}
 			p.Close()
 			// A successor that refused a batch may have hung up on the

@@ -58,23 +58,25 @@ type Process struct {
 	mig    migrate.Tracker   // live migration (migrate.go)
 	notify *systemd.Notifier // nil outside systemd
 
-	mu        sync.Mutex
-	gen       uint64
-	inherited bool
-	ready     bool
-	closed    bool
-	handedOff bool
-	owner     bool // the socket path is this generation's to remove
-	exited    bool
-	in        *inheritance      // the predecessor's offer, until Ready (successor.go)
-	sd        *systemd.Set      // descriptors systemd passed, until Ready
-	ln        *net.UnixListener // the handoff listener
-	regs      []registration    // what goes to the successor (listen.go)
-	out       *unixmsg.Batch    // regs[:outN] as a batch, built lazily
-	outN      int               //
-	cur       *net.UnixConn     // the handoff in progress (predecessor.go)
-	serving   chan struct{}     // closed when the serve loop ends
-	refusing  sync.WaitGroup    // refusals in progress
+	mu          sync.Mutex
+	gen         uint64
+	inherited   bool
+	ready       bool  // Ready was called
+	started     bool  // Ready returned nil
+	noMigration error // ErrNoMigration, when this side wanted it and the predecessor did not
+	closed      bool
+	handedOff   bool
+	owner       bool // the socket path is this generation's to remove
+	exited      bool
+	in          *inheritance      // the predecessor's offer, until Ready (successor.go)
+	sd          *systemd.Set      // descriptors systemd passed, until Ready
+	ln          *net.UnixListener // the handoff listener
+	regs        []registration    // what goes to the successor (listen.go)
+	out         *unixmsg.Batch    // regs[:outN] as a batch, built lazily
+	outN        int               //
+	cur         *net.UnixConn     // the handoff in progress (predecessor.go)
+	serving     chan struct{}     // closed when the serve loop ends
+	refusing    sync.WaitGroup    // refusals in progress
 }
 
 // New starts this process's generation on the handoff socket at
@@ -214,8 +216,8 @@ func (p *Process) Ready() error {
 		err := p.confirm(in)
 		in.pred.Close()
 		if err != nil {
-			p.log.Error("graceful: handoff failed at READY", slog.Any("error", err))
-			return fmt.Errorf("%w: %w", ErrHandoff, err)
+			p.log.Error("graceful: handoff failed at READY", slog.Int("pid", in.pid), slog.Any("error", err))
+			return fmt.Errorf("%w: predecessor pid %d: %w", ErrHandoff, in.pid, err)
 		}
 		p.log.Info("graceful: predecessor stopped; this generation serves", slog.Uint64("generation", p.Generation()))
 	}
@@ -226,6 +228,7 @@ func (p *Process) Ready() error {
 	if p.closed {
 		return net.ErrClosed
 	}
+	p.started = true
 	p.serving = make(chan struct{})
 	go p.serve(p.serving)
 	return nil

@@ -91,18 +91,18 @@ func listenHandoff(path string, mode os.FileMode, replace bool) (*net.UnixListen
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".fdpass")
 	if err != nil {
-		return nil, fmt.Errorf("graceful: create handoff socket %s: %w", path, err)
+		return nil, createError(path, "mkdir", err)
 	}
 	defer os.RemoveAll(dir)
 	tmp := filepath.Join(dir, "s")
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
 	if err != nil {
-		return nil, err
+		return nil, createError(path, "listen", err)
 	}
 	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(tmp, mode.Perm()); err != nil {
 		ln.Close()
-		return nil, err
+		return nil, createError(path, "chmod", err)
 	}
 	if replace {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -115,9 +115,24 @@ func listenHandoff(path string, mode os.FileMode, replace bool) (*net.UnixListen
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("%w: %w", errRetry, err)
 		}
-		return nil, err
+		return nil, createError(path, "link", err)
 	}
 	return ln, nil
+}
+
+// createError reports a failure to create the handoff socket at path. The
+// socket is made in a private directory beside path, which the error does
+// not name: the caller knows only path.
+func createError(path, step string, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		err = os.NewSyscallError(step, errno)
+	}
+	hint := ""
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EROFS) {
+		hint = fmt.Sprintf(" (%s must be writable by this user)", filepath.Dir(path))
+	}
+	return fmt.Errorf("graceful: create handoff socket %s%s: %w", path, hint, err)
 }
 
 func removeSocketFile(path string) {

@@ -55,11 +55,14 @@ func (p *Process) inherit(uc *net.UnixConn, deadline time.Time) error {
 	}
 	uc.SetDeadline(time.Time{})
 	in.pred = c
+	if in.pid == 0 {
+		in.pid = peer.PID
+	}
 	p.gen = gen
 	p.in = in
 	p.inherited = true
 	p.log.Info("graceful: received descriptors from predecessor",
-		slog.Int("pid", peer.PID), slog.Int("descriptors", in.batch.Len()), slog.Uint64("generation", p.gen))
+		slog.Int("pid", in.pid), slog.Int("descriptors", in.batch.Len()), slog.Uint64("generation", p.gen))
 	return nil
 }
 
@@ -139,5 +142,11 @@ func (p *Process) confirm(in *inheritance) error {
 		return err
 	}
 	p.mig.Adopt(conns)
+	if p.opts.Migrate && !in.migrate {
+		p.mu.Lock()
+		p.noMigration = fmt.Errorf("%w (predecessor pid %d)", ErrNoMigration, in.pid)
+		p.mu.Unlock()
+		p.log.Warn("graceful: the predecessor does not migrate connections (no Options.Migrate there)")
+	}
 	return nil
 }

@@ -124,7 +124,12 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 	if err := p.Ready(); err != nil {
 		return err
 	}
-	migrated := p.MigratedConns()
+	migrated, err := p.MigratedConns()
+	if errors.Is(err, graceful.ErrNoMigration) {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+	} else if err != nil {
+		return err
+	}
 	for _, c := range migrated {
 		st, err := decodeSession(c.State())
 		if err != nil {

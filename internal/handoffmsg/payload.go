@@ -9,6 +9,7 @@ const (
 	MetaNetwork = "network"
 	MetaAddr    = "addr"
 	MetaNetNS   = "netns"
+	MetaPID     = "pid" // of the handoff item: the process that offers it
 
 	RoleHandoff  = "handoff"
 	RoleListener = "listener"
