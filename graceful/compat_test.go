@@ -341,11 +341,9 @@ func compatRoleClient() error {
 		var err error
 		switch meta.Name {
 		case "tcp":
-			if got := meta.Values["addr"]; got != os.Getenv("TCP") {
-				err = fmt.Errorf("tcp meta addr %q", got)
-			}
-			if ln, err = graceful.FdListener(rfd, meta); err != nil {
-				break
+			ln, err = graceful.FdListener(rfd, meta)
+			if got, want := meta.Values["addr"], os.Getenv("TCP"); err == nil && got != want {
+				err = fmt.Errorf("tcp meta addr %q, want %q", got, want)
 			}
 		case "udp":
 			err = compatCheckWrongKind(rfd, meta)

@@ -187,7 +187,6 @@ type httpListener struct {
 	net.Listener
 	hs       *HTTPServer
 	conns    chan net.Conn
-	errc     chan error
 	done     chan struct{}
 	accepted chan struct{} // closed when accept returns
 	once     sync.Once

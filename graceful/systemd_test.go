@@ -19,6 +19,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/unixmsg"
 	"golang.org/x/sys/unix"
 )
 
@@ -220,20 +221,28 @@ func (np *notifyPeer) stored(t *testing.T, pid int, text string) []int {
 	return np.msgs[i].fds
 }
 
+// index returns the index in arrival order of the first message so far
+// from pid that contains text, or -1.
+func (np *notifyPeer) index(pid int, text string) int {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	for i, m := range np.msgs {
+		if m.pid == pid && strings.Contains(m.text, text) {
+			return i
+		}
+	}
+	return -1
+}
+
 // await polls until a message from pid contains text, and returns its
 // index in arrival order.
 func (np *notifyPeer) await(t *testing.T, pid int, text string) int {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
-		np.mu.Lock()
-		for i, m := range np.msgs {
-			if m.pid == pid && strings.Contains(m.text, text) {
-				np.mu.Unlock()
-				return i
-			}
+		if i := np.index(pid, text); i >= 0 {
+			return i
 		}
-		np.mu.Unlock()
 		select {
 		case <-np.seen:
 		case <-deadline:
@@ -247,7 +256,8 @@ func (np *notifyPeer) await(t *testing.T, pid int, text string) int {
 // TestSystemdActivationAndNotify: a first generation adopts the listener
 // systemd passed and closes the one it did not use; systemd hears READY=1
 // from it, RELOADING=1 and MAINPID=<successor> from it at the handoff
-// (before the successor's own READY=1), and STOPPING=1 at the end.
+// (before the successor's own READY=1; TestSystemdMainPIDBeforeDone shows
+// that MAINPID= comes before DONE), and STOPPING=1 at the end.
 func TestSystemdActivationAndNotify(t *testing.T) {
 	restartCheckLeaks(t)
 	dir := t.TempDir()
@@ -337,6 +347,94 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 	second.cmd.Process.Signal(syscall.SIGTERM)
 	second.mustExit()
 	np.await(t, pid2, "STOPPING=1")
+}
+
+// TestSystemdMainPIDBeforeDone: the predecessor names its successor
+// (MAINPID=) before it tells the successor to go ahead (DONE). This process
+// plays the successor, speaking the handoff protocol itself: once DONE is
+// there to read, and before it acknowledges DONE (the predecessor does
+// nothing more until then), it sends a notification of its own. The
+// notification socket queues datagrams in the order they were sent, so
+// MAINPID=<this process> must be queued before it.
+func TestSystemdMainPIDBeforeDone(t *testing.T) {
+	restartCheckLeaks(t)
+	dir := t.TempDir()
+	notify := filepath.Join(dir, "notify")
+	np := newNotifyPeer(t, notify)
+	handoff := filepath.Join(dir, "handoff.sock")
+	pred := startRestartChild(t, "", "systemd-generation", nil,
+		"SD_HANDOFF="+handoff, "SD_ADDR=127.0.0.1:0", "NOTIFY_SOCKET="+notify)
+	predPID, _ := strconv.Atoi(field(pred.expect("ready"), "pid"))
+	np.await(t, predPID, "READY=1")
+
+	c, err := unixmsg.Dial("unixpacket", handoff, &unixmsg.Options{NoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	send := func(m graceful.Message) {
+		t.Helper()
+		var b unixmsg.Batch
+		b.SetPayload(mustAppend(t, m))
+		if err := c.Send(&b); err != nil {
+			t.Fatalf("sending %s: %v", m.Type, err)
+		}
+	}
+	receive := func(want graceful.MessageType) {
+		t.Helper()
+		b, err := c.Receive()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", want, err)
+		}
+		m, err := graceful.ParseMessage(b.Payload())
+		b.Close()
+		if err != nil || m.Type != want {
+			t.Fatalf("got %+v, %v; want %s", m, err, want)
+		}
+	}
+	send(graceful.Message{Type: graceful.MsgHello, MinVersion: 1, MaxVersion: 1})
+	receive(graceful.MsgOffer)
+	send(graceful.Message{Type: graceful.MsgReady})
+
+	// DONE has been sent once there is something to read; the
+	// predecessor waits for its acknowledgement, which Receive sends.
+	rc, err := c.UnixConn().SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	rc.Control(func(s uintptr) {
+		for {
+			n, err = unix.Poll([]unix.PollFd{{Fd: int32(s), Events: unix.POLLIN}}, 20_000)
+			if err != unix.EINTR {
+				return
+			}
+		}
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("nothing to read after READY within 20 s: %v", err)
+	}
+	mark, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mark.Write([]byte("X_FDPASS_TEST=DONE-unacknowledged"))
+	mark.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := np.await(t, os.Getpid(), "X_FDPASS_TEST=DONE-unacknowledged")
+	reloading := np.index(predPID, "RELOADING=1")
+	mainpid := np.index(predPID, "MAINPID="+strconv.Itoa(os.Getpid()))
+	if reloading < 0 || mainpid < 0 || !(reloading < mainpid && mainpid < marked) {
+		np.mu.Lock()
+		t.Errorf("by the time DONE arrived: RELOADING=1 #%d, MAINPID=%d #%d, want both before #%d (-1: not sent); notifications: %+v",
+			reloading, os.Getpid(), mainpid, marked, np.msgs)
+		np.mu.Unlock()
+	}
+	receive(graceful.MsgDone)
+	pred.mustExit()
 }
 
 // TestSystemdStoreStopStart: process A parks its TCP listener and UDP

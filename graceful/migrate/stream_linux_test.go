@@ -19,9 +19,10 @@ import (
 )
 
 // streamSide is a predecessor's end of n tracked connections, in this
-// process: the first n-stuck have a reader that hands its connection off
-// at a line boundary, the others have none (their reader never comes
-// back). handedOff receives what each Handoff returned.
+// process: the first n-stuck have a reader that echoes each line and hands
+// its connection off at a line boundary, the others have none (their
+// reader never comes back). handedOff receives what each Handoff returned,
+// before the reader reads on.
 type streamSide struct {
 	t         *Tracker
 	quiesce   time.Duration
@@ -69,6 +70,9 @@ func newStreamSide(t *testing.T, n, stuck int, quiesce time.Duration) *streamSid
 				if err != nil {
 					return
 				}
+				if _, err := c.Write([]byte(line)); err != nil {
+					return
+				}
 			}
 		}()
 	}
@@ -105,6 +109,61 @@ func (s *streamSide) results(t *testing.T, n int) (migrated, stayed int) {
 		}
 	}
 	return migrated, stayed
+}
+
+// handedOffSoFar counts the Handoff results that wait in handedOff,
+// without waiting for more.
+func (s *streamSide) handedOffSoFar() (migrated, stayed int) {
+	for {
+		select {
+		case ok := <-s.handedOff:
+			if ok {
+				migrated++
+			} else {
+				stayed++
+			}
+		default:
+			return migrated, stayed
+		}
+	}
+}
+
+// echoes checks that the first n connections are served here: a line
+// written to each one's peer comes back from its reader.
+func (s *streamSide) echoes(t *testing.T, n int) {
+	t.Helper()
+	const ping = "ping\n"
+	for i, fd := range s.peers[:n] {
+		if _, err := unix.Write(fd, []byte(ping)); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 64)
+	for i, fd := range s.peers[:n] {
+		var got []byte
+		for len(got) < len(ping) {
+			left := time.Until(deadline)
+			if left <= 0 {
+				t.Fatalf("connection %d: %q came back, want %q", i, got, ping)
+			}
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
+				t.Fatal(err)
+			}
+			k, err := unix.Read(fd, buf)
+			if err == unix.EAGAIN {
+				continue
+			}
+			if err != nil || k == 0 {
+				t.Fatalf("connection %d: read %d bytes, %v, after %q", i, k, err, got)
+			}
+			got = append(got, buf[:k]...)
+		}
+		if string(got) != ping {
+			t.Fatalf("connection %d: %q came back, want %q", i, got, ping)
+		}
+	}
 }
 
 // handoffPair returns the two ends of a handoff connection, the
@@ -229,6 +288,27 @@ func TestStreamConns(t *testing.T) {
 				// Readers not interrupted yet never reach Handoff; every
 				// connection is back to serving.
 				s.awaitIdle(t, 10*time.Second)
+				// The readers of the connections sent in the batch the
+				// successor took reached Handoff, and others may have:
+				// each is told that its connection stayed.
+				sent := 0
+				for _, b := range batches {
+					sent += len(b.names)
+				}
+				if sent == 0 {
+					t.Fatal("the successor took no connection before it hung up")
+				}
+				if migrated, _ := s.results(t, sent); migrated != 0 {
+					t.Fatalf("Handoff returned true for %d of the %d connections sent", migrated, sent)
+				}
+				// Each reader serves its connection again, so every
+				// Handoff has returned.
+				s.echoes(t, moving)
+				migrated, stayed := s.handedOffSoFar()
+				if migrated != 0 || sent+stayed > moving {
+					t.Errorf("Handoff returned true %d times and false %d times after the %d connections sent; want false only, for at most %d readers in all",
+						migrated, stayed, sent, moving)
+				}
 				return
 			}
 			if err != nil {
