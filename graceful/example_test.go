@@ -5,18 +5,24 @@ import (
 	"log"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/fdpass/fdpass/graceful"
 )
 
-// A web server that restarts without refusing a connection: start the new
-// binary with the same handoff path, and the old one hands over its
-// listener and exits once the new one is ready.
+// A web server that restarts without refusing a connection or failing a
+// request: SIGHUP starts the same binary again, which takes the listener
+// and the keep-alive connections over; this process then drains what
+// stayed and exits.
 func Example_restart() {
 	p, err := graceful.New(graceful.Options{
-		Path:   "/run/myapp/handoff.sock",
-		Logger: slog.Default(),
+		Path:    "/run/myapp/handoff.sock",
+		Migrate: true,
+		Logger:  slog.Default(),
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -31,16 +37,39 @@ func Example_restart() {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("hello\n"))
 	})}
-	go srv.Serve(ln)
+	hs := p.HTTP(srv) // keep-alive connections migrate at a takeover
+	go hs.Serve(ln)
 
 	// The predecessor stops accepting now; until here it served.
 	if err := p.Ready(); err != nil {
 		log.Fatal(err)
 	}
 
-	// A successor took over: finish the requests in flight and exit.
-	<-p.Exit()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	for stop := false; !stop; {
+		select {
+		case <-p.Exit(): // a successor took over
+			stop = true
+		case s := <-sig:
+			if s != syscall.SIGHUP {
+				stop = true
+				break
+			}
+			// Start the successor; it takes over through the handoff
+			// socket, and Exit closes once it is ready.
+			cmd := exec.Command(os.Args[0], os.Args[1:]...)
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Start(); err != nil {
+				log.Print(err)
+				continue
+			}
+			go cmd.Wait()
+		}
+	}
+	// Finish what stayed: each connection's next response says
+	// "Connection: close".
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv.Shutdown(ctx)
+	hs.Drain(ctx)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/unixmsg"
 	"golang.org/x/sys/unix"
 )
@@ -373,7 +374,7 @@ func TestSystemdMainPIDBeforeDone(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	send := func(m graceful.Message) {
+	send := func(m handoffmsg.Message) {
 		t.Helper()
 		var b unixmsg.Batch
 		b.SetPayload(mustAppend(t, m))
@@ -381,21 +382,21 @@ func TestSystemdMainPIDBeforeDone(t *testing.T) {
 			t.Fatalf("sending %s: %v", m.Type, err)
 		}
 	}
-	receive := func(want graceful.MessageType) {
+	receive := func(want handoffmsg.MessageType) {
 		t.Helper()
 		b, err := c.Receive()
 		if err != nil {
 			t.Fatalf("waiting for %s: %v", want, err)
 		}
-		m, err := graceful.ParseMessage(b.Payload())
+		m, err := handoffmsg.Parse(b.Payload())
 		b.Close()
 		if err != nil || m.Type != want {
 			t.Fatalf("got %+v, %v; want %s", m, err, want)
 		}
 	}
-	send(graceful.Message{Type: graceful.MsgHello, MinVersion: 1, MaxVersion: 1})
-	receive(graceful.MsgOffer)
-	send(graceful.Message{Type: graceful.MsgReady})
+	send(handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 1, MaxVersion: 1})
+	receive(handoffmsg.MsgOffer)
+	send(handoffmsg.Message{Type: handoffmsg.MsgReady})
 
 	// DONE has been sent once there is something to read; the
 	// predecessor waits for its acknowledgement, which Receive sends.
@@ -433,7 +434,7 @@ func TestSystemdMainPIDBeforeDone(t *testing.T) {
 			reloading, os.Getpid(), mainpid, marked, np.msgs)
 		np.mu.Unlock()
 	}
-	receive(graceful.MsgDone)
+	receive(handoffmsg.MsgDone)
 	pred.mustExit()
 }
 
