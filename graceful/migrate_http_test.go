@@ -1,0 +1,158 @@
+//go:build linux
+
+package graceful_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fdpass/fdpass/graceful"
+)
+
+// httpGen is one generation of an HTTP service on a Process with live
+// migration. Its handler answers "gen=N path"; a request for /block waits
+// until release is closed.
+type httpGen struct {
+	p       *graceful.Process
+	hs      *graceful.HTTPServer
+	ln      net.Listener
+	served  chan error
+	release chan struct{}
+	blocked chan struct{}
+}
+
+func startHTTPGen(t *testing.T, path string) *httpGen {
+	t.Helper()
+	// The connection that stays holds the migration up this long.
+	p, err := graceful.New(graceful.Options{Path: path, Timeout: 10 * time.Second, Migrate: true, QuiesceTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &httpGen{p: p, served: make(chan error, 1), release: make(chan struct{}), blocked: make(chan struct{}, 1)}
+	gen := p.Generation()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			g.blocked <- struct{}{}
+			<-g.release
+		}
+		fmt.Fprintf(w, "gen=%d %s", gen, r.URL.Path)
+	})}
+	g.hs = p.HTTP(srv)
+	if g.ln, err = p.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go func() { g.served <- g.hs.Serve(g.ln) }()
+	if err := p.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// stop drains a generation that was taken over.
+func (g *httpGen) stop(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.hs.Drain(ctx); err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if err := <-g.served; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+	g.p.Close()
+}
+
+// httpExchange writes raw request bytes and reads one response; closing
+// reports "Connection: close".
+func httpExchange(t *testing.T, c net.Conn, r *bufio.Reader, req string) (body string, closing bool) {
+	t.Helper()
+	if req != "" {
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("reading the response to %q: %v", req, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), resp.Close
+}
+
+// TestMigrateHTTP: at a takeover an idle keep-alive connection moves, a
+// busy one moves once its response is written, and one whose server holds
+// the first bytes of a pipelined request stays and ends cleanly after
+// answering it. No byte is lost.
+func TestMigrateHTTP(t *testing.T) {
+	restartCheckLeaks(t)
+	path := filepath.Join(t.TempDir(), "h.sock")
+	g1 := startHTTPGen(t, path)
+	addr := g1.ln.Addr().String()
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	get := func(p string) string { return "GET " + p + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+
+	idle, idleR := dial()
+	defer idle.Close()
+	if body, _ := httpExchange(t, idle, idleR, get("/a")); body != "gen=1 /a" {
+		t.Fatalf("idle: %q", body)
+	}
+	busy, busyR := dial()
+	defer busy.Close()
+	io.WriteString(busy, get("/block"))
+	<-g1.blocked
+	partial, partialR := dial()
+	defer partial.Close()
+	// A request and the first two bytes of the next one, in one write.
+	if body, _ := httpExchange(t, partial, partialR, get("/p1")+"GE"); body != "gen=1 /p1" {
+		t.Fatalf("partial: %q", body)
+	}
+
+	ready := make(chan *httpGen)
+	go func() { ready <- startHTTPGen(t, path) }()
+	// The busy connection holds the migration up until it is answered.
+	close(g1.release)
+	if body, _ := httpExchange(t, busy, busyR, ""); body != "gen=1 /block" {
+		t.Errorf("busy: %q", body)
+	}
+	g2 := <-ready
+	<-g1.p.Exit()
+	if body, _ := httpExchange(t, idle, idleR, get("/b")); body != "gen=2 /b" {
+		t.Errorf("idle connection after the takeover: %q", body)
+	}
+	if body, _ := httpExchange(t, busy, busyR, get("/c")); body != "gen=2 /c" {
+		t.Errorf("busy connection after the takeover: %q", body)
+	}
+	// The rest of the pipelined request reaches the process that holds
+	// its first bytes, which answers and closes.
+	body, closing := httpExchange(t, partial, partialR, "T /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if body != "gen=1 /p2" || !closing {
+		t.Errorf("pipelined request: %q, Connection: close %v", body, closing)
+	}
+	if _, err := partialR.ReadByte(); err != io.EOF {
+		t.Errorf("after Connection: close: %v, want EOF", err)
+	}
+	g1.stop(t)
+	idle.Close()
+	busy.Close()
+	g2.ln.Close()
+	g2.stop(t)
+}
