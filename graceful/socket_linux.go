@@ -52,7 +52,7 @@ func classifyDial(path string, err error) (pathState, error) {
 		return pathStale, nil
 	case errors.Is(err, syscall.EPROTOTYPE):
 		// A live socket of another type (SOCK_STREAM, say).
-		return pathOther, fmt.Errorf("%w: %s: %w", ErrAlreadyRunning, path, err)
+		return pathOther, fmt.Errorf("%w: %s is a SOCK_STREAM or SOCK_DGRAM socket, and the handoff socket is SOCK_SEQPACKET: %w", ErrAlreadyRunning, path, err)
 	case errors.Is(err, syscall.EACCES):
 		return pathOther, fmt.Errorf("graceful: cannot reach the handoff socket %s (run as its owner, or widen Options.Mode): %w", path, err)
 	}

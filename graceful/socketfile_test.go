@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -102,6 +103,9 @@ func TestRestartSocketFile(t *testing.T) {
 			_, err = graceful.New(graceful.Options{Path: path, Timeout: 5 * time.Second})
 			if !errors.Is(err, graceful.ErrAlreadyRunning) {
 				t.Errorf("New over a live %s socket: %v, want ErrAlreadyRunning", network, err)
+			}
+			if network == "unix" && (err == nil || !strings.Contains(err.Error(), "SOCK_SEQPACKET")) {
+				t.Errorf("New over a live SOCK_STREAM socket: %v, want an error that names the types", err)
 			}
 			c, err := net.Dial(network, path)
 			if err != nil {
