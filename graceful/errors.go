@@ -54,4 +54,9 @@ var (
 	ErrMalformed = handoffmsg.ErrMalformed
 	// ErrTimeout: the handoff did not finish within Options.Timeout.
 	ErrTimeout = handoffmsg.ErrTimeout
+	// ErrUpgrade: Upgrade, or the upgrade RequestUpgrade asked for,
+	// failed; the running process serves on. The error says why.
+	ErrUpgrade = handoffmsg.ErrUpgrade
+	// ErrUpgrading: an upgrade is in progress already.
+	ErrUpgrading = handoffmsg.ErrUpgrading
 )

@@ -15,9 +15,12 @@ const (
 	RoleSuccessor Role = 1
 	// RolePredecessor: the peer offers its descriptors to this process.
 	RolePredecessor Role = 2
+	// RoleRequester: the peer asks this process to upgrade
+	// (RequestUpgrade).
+	RoleRequester Role = 3
 )
 
-var roleNames = [...]string{RoleSuccessor: "successor", RolePredecessor: "predecessor"}
+var roleNames = [...]string{RoleSuccessor: "successor", RolePredecessor: "predecessor", RoleRequester: "requester"}
 
 func (r Role) String() string {
 	if int(r) < len(roleNames) && roleNames[r] != "" {

@@ -3,7 +3,6 @@ package graceful
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -45,114 +44,40 @@ func (p *Process) prepare() (*unixmsg.Batch, error) {
 	return p.out, nil
 }
 
-// serve answers successors, one at a time, until one takes over or the
-// Process closes.
-func (p *Process) serve(done chan struct{}) {
-	defer close(done)
-	// Duplicate what the next successor will get before it asks, so that
-	// its handoff costs it little; it waits in the backlog meanwhile.
-	if _, err := p.prepare(); err != nil {
-		return
-	}
-	p.mu.Lock()
-	ln := p.ln
-	p.mu.Unlock()
-	if ln == nil {
-		return
-	}
-	for {
-		uc, err := ln.AcceptUnix()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			p.log.Warn("graceful: accept on handoff socket", slog.Any("error", err))
-			// EMFILE and the like: wait for descriptors to free up.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if p.handoff(uc) {
-			return
-		}
-	}
-}
-
-// handoff serves one successor and reports whether it took over. It takes
-// ownership of uc.
-func (p *Process) handoff(uc *net.UnixConn) bool {
+// handoff serves one successor that said HELLO, and reports whether it
+// took over. It takes ownership of cand.c. The handoff must end within
+// Options.Timeout of now, when the successor's turn came.
+func (p *Process) handoff(cand *candidate) bool {
+	c, log := cand.c, cand.log
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		uc.Close()
+		c.Close()
 		return false
 	}
-	p.cur = uc
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		p.cur = nil
-		p.mu.Unlock()
-	}()
 	start := time.Now()
-	uc.SetDeadline(start.Add(p.opts.Timeout))
-	peer, err := peerCredentials(uc)
-	if err == nil {
-		peer.Role = RoleSuccessor
-		err = p.authorize(peer)
-	}
-	log := p.log.With(slog.Int("pid", peer.PID), slog.Uint64("uid", uint64(peer.UID)))
-	if err != nil {
-		log.Warn("graceful: refused successor", slog.Any("error", err))
-		// Not in turn: a refused peer must not hold up the next one.
-		p.refusing.Go(func() { refuse(uc, handoffmsg.CodeUnauthorized, err.Error()) })
-		return false
-	}
+	c.SetDeadline(start.Add(p.opts.Timeout))
 	p.systemdHandoff()
-	defer func() {
-		if !p.HandedOff() {
-			p.systemdRollback()
-		}
-	}()
-	c, err := unixmsg.NewConn(uc, nil)
+	err := p.offer(c, cand.hello, log, cand.peer.PID)
 	if err != nil {
-		uc.Close()
-		log.Warn("graceful: handoff connection", slog.Any("error", err))
-		return false
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			c.Close()
-		}
-	}()
-	err = p.offer(c, log, peer.PID)
-	if err == errNoHello {
-		// A health check, most likely: nothing to roll back.
-		log.Debug("graceful: peer hung up before HELLO")
-		return false
-	}
-	if err != nil {
+		defer p.settle(cand.peer.PID, err)
+		p.systemdRollback()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// Tell a successor that is merely slow why it lost, out of
 			// turn: the next successor need not wait for it.
-			keep = true
 			reason := fmt.Sprintf("handoff not finished within %v", p.opts.Timeout)
-			p.refusing.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(refuseLinger))
-				handoffmsg.SendError(c, handoffmsg.CodeTimeout, reason)
-				linger(c)
-			})
+			p.peers.Go(func() { p.refuse(c, handoffmsg.CodeTimeout, reason) })
+		} else {
+			c.Close()
 		}
 		log.Warn("graceful: handoff rolled back; still serving", slog.Any("error", err), slog.Duration("after", time.Since(start)))
 		return false
 	}
+	c.Close()
 	p.mu.Lock()
 	p.handedOff = true
+	p.successor = cand.peer.PID
 	ln, out := p.ln, p.out
 	p.ln, p.out, p.regs = nil, nil, nil
 	p.mu.Unlock()
@@ -163,30 +88,13 @@ func (p *Process) handoff(uc *net.UnixConn) bool {
 	}
 	log.Info("graceful: successor took over", slog.Duration("took", time.Since(start)))
 	p.closeExit()
+	p.settle(cand.peer.PID, nil)
 	return true
 }
 
-// errNoHello: the peer hung up without a word.
-var errNoHello = errors.New("graceful: peer hung up before HELLO")
-
-// offer runs the predecessor's side of one handoff, from HELLO to DONE. It
-// changes nothing of the Process unless it returns nil.
-func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
-	hello, err := handoffmsg.Receive(c)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return errNoHello
-		}
-		if !isDisconnect(err) && !errors.Is(err, os.ErrDeadlineExceeded) {
-			handoffmsg.SendError(c, handoffmsg.CodeProtocol, err.Error())
-		}
-		return err
-	}
-	if hello.Type != handoffmsg.MsgHello {
-		err := handoffmsg.Errf(ErrMalformed, "%s where HELLO was due", hello.Type)
-		handoffmsg.SendError(c, handoffmsg.CodeProtocol, err.Error())
-		return err
-	}
+// offer runs the predecessor's side of one handoff, from the OFFER to
+// DONE. It changes nothing of the Process unless it returns nil.
+func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Logger, pid int) error {
 	if hello.MinVersion > handoffmsg.Version || hello.MaxVersion < handoffmsg.Version {
 		err := handoffmsg.Errf(ErrVersion, "successor speaks versions %d-%d, this process %d", hello.MinVersion, hello.MaxVersion, handoffmsg.Version)
 		handoffmsg.SendError(c, handoffmsg.CodeVersion, err.Error())
@@ -266,43 +174,3 @@ func (p *Process) offer(c *unixmsg.Conn, log *slog.Logger, pid int) error {
 	mig.Commit()
 	return nil
 }
-
-// refuse sends ERROR without waiting for an acknowledgement, waits a
-// little for the peer to hang up (so that its HELLO, sent meanwhile, does
-// not fail before it reads why), and closes uc.
-func refuse(uc *net.UnixConn, code handoffmsg.ErrorCode, reason string) {
-	c, err := unixmsg.NewConn(uc, &unixmsg.Options{NoAck: true})
-	if err != nil {
-		uc.Close()
-		return
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(refuseLinger))
-	handoffmsg.SendError(c, code, reason)
-	linger(c)
-}
-
-// linger reads and drops what the peer sends until it hangs up or the
-// deadline passes, so that a message it sends meanwhile does not fail
-// before it reads an ERROR.
-func linger(c *unixmsg.Conn) {
-	for {
-		b, err := c.Receive()
-		if err != nil {
-			break
-		}
-		b.Close()
-	}
-	// The Conn may be broken (the peer's READY crossed our ERROR): drain
-	// the socket itself. Descriptors in what is dropped are closed by the
-	// kernel, since no control buffer takes them.
-	buf := make([]byte, 512)
-	for {
-		if _, err := c.UnixConn().Read(buf); err != nil {
-			return
-		}
-	}
-}
-
-// refuseLinger bounds how long a refused peer may keep its connection.
-const refuseLinger = time.Second

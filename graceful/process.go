@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -40,6 +41,8 @@ type Options struct {
 	// successor acknowledges them; an error refuses them and fails the
 	// handoff. It must not read or write them.
 	Migrated func([]*Conn) error
+	// Successor, if set, makes the command Upgrade starts (see Upgrade).
+	Successor func() (*exec.Cmd, error)
 }
 
 const (
@@ -51,12 +54,14 @@ const (
 // Process is one generation of a restartable service. Its methods are safe
 // for concurrent use.
 type Process struct {
-	opts   Options
-	log    *slog.Logger
-	exit   chan struct{}
-	ns     string            // the network namespace New ran in
-	mig    migrate.Tracker   // live migration (migrate.go)
-	notify *systemd.Notifier // nil outside systemd
+	opts    Options
+	log     *slog.Logger
+	exit    chan struct{}
+	closing chan struct{}     // closed when Close begins
+	ns      string            // the network namespace New ran in
+	mig     migrate.Tracker   // live migration (migrate.go)
+	notify  *systemd.Notifier // nil outside systemd
+	stderr  int               // envStderr's descriptor, or -1 (upgrade.go)
 
 	mu          sync.Mutex
 	gen         uint64
@@ -66,17 +71,19 @@ type Process struct {
 	noMigration error // ErrNoMigration, when this side wanted it and the predecessor did not
 	closed      bool
 	handedOff   bool
+	successor   int  // the PID of the successor that took over
 	owner       bool // the socket path is this generation's to remove
 	exited      bool
-	in          *inheritance      // the predecessor's offer, until Ready (successor.go)
-	sd          *systemd.Set      // descriptors systemd passed, until Ready
-	ln          *net.UnixListener // the handoff listener
-	regs        []registration    // what goes to the successor (listen.go)
-	out         *unixmsg.Batch    // regs[:outN] as a batch, built lazily
-	outN        int               //
-	cur         *net.UnixConn     // the handoff in progress (predecessor.go)
-	serving     chan struct{}     // closed when the serve loop ends
-	refusing    sync.WaitGroup    // refusals in progress
+	in          *inheritance               // the predecessor's offer, until Ready (successor.go)
+	sd          *systemd.Set               // descriptors systemd passed, until Ready
+	ln          *net.UnixListener          // the handoff listener
+	regs        []registration             // what goes to the successor (listen.go)
+	out         *unixmsg.Batch             // regs[:outN] as a batch, built lazily
+	outN        int                        //
+	conns       map[*net.UnixConn]struct{} // peers being served (admit.go)
+	upgrade     *upgradeRun                // the Upgrade in progress (upgrade.go)
+	serving     chan struct{}              // closed when the serve loop ends
+	peers       sync.WaitGroup             // goroutines serving peers
 }
 
 // New starts this process's generation on the handoff socket at
@@ -96,7 +103,7 @@ func New(opts Options) (*Process, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
-	p := &Process{opts: opts, log: opts.Logger, exit: make(chan struct{})}
+	p := &Process{opts: opts, log: opts.Logger, exit: make(chan struct{}), closing: make(chan struct{}), stderr: takeStderr()}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -209,6 +216,9 @@ func (p *Process) Ready() error {
 	in := p.in
 	p.in = nil
 	p.mu.Unlock()
+	if in == nil {
+		p.restoreStderr()
+	}
 	if in != nil {
 		if unused := in.release(); unused > 0 {
 			p.log.Info("graceful: closed unused inherited descriptors", slog.Int("count", unused))
@@ -264,19 +274,20 @@ func (p *Process) Close() error {
 		return nil
 	}
 	p.closed = true
-	in, ln, cur, serving := p.in, p.ln, p.cur, p.serving
+	close(p.closing)
+	in, ln, serving := p.in, p.ln, p.serving
 	p.in, p.ln = nil, nil
+	for uc := range p.conns {
+		uc.Close()
+	}
 	p.mu.Unlock()
 	if ln != nil {
 		ln.Close()
 	}
-	if cur != nil {
-		cur.Close()
-	}
 	if serving != nil {
 		<-serving
 	}
-	p.refusing.Wait()
+	p.peers.Wait()
 	if in != nil {
 		in.release()
 		in.pred.Close()

@@ -5,6 +5,7 @@ package graceful
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"path/filepath"
@@ -164,3 +165,12 @@ func listenReplacing(network, addr string) (net.Listener, error) {
 	}
 	return net.Listen(network, addr)
 }
+
+func setCloexec(fd int) bool {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+	return err == nil
+}
+
+func dupOnto(from, to int) { unix.Dup3(from, to, 0) }
+
+func closeFD(fd int) { unix.Close(fd) }

@@ -28,3 +28,9 @@ func listenHandoff(string, os.FileMode, bool) (*net.UnixListener, error) {
 func removeSocketFile(string) {}
 
 func listenReplacing(network, addr string) (net.Listener, error) { return net.Listen(network, addr) }
+
+func setCloexec(int) bool { return false }
+
+func dupOnto(int, int) {}
+
+func closeFD(int) {}

@@ -120,6 +120,9 @@ func (p *Process) confirm(in *inheritance) error {
 			ask |= handoffmsg.FeatureStreamConns
 		}
 	}
+	// From READY on, what this process writes to standard error is its
+	// own (see Upgrade).
+	p.restoreStderr()
 	if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgReady, Features: ask}); err != nil {
 		return err
 	}

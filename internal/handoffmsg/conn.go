@@ -6,6 +6,13 @@ import (
 	"github.com/fdpass/fdpass/unixmsg"
 )
 
+// ControlLimits are the unixmsg limits of a connection that carries only
+// control messages: no descriptor, a few KiB. A peer that sends more is
+// refused without an allocation.
+func ControlLimits() unixmsg.Limits {
+	return unixmsg.Limits{}
+}
+
 // Send sends m as the payload of a batch without descriptors, and waits
 // for its acknowledgement unless c was made with unixmsg's NoAck.
 func Send(c *unixmsg.Conn, m Message) error {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Errors of the handoff exchange. Package graceful exports the first five
+// Errors of the handoff exchange. Package graceful exports the first seven
 // under the same names; the last two never leave it.
 var (
 	// ErrVersion: the peer speaks a version of the handoff protocol this
@@ -20,6 +20,10 @@ var (
 	ErrUnauthorized = errors.New("graceful: peer not authorized")
 	// ErrTimeout: the handoff did not finish within its time.
 	ErrTimeout = errors.New("graceful: handoff timed out")
+	// ErrUpgrading: an upgrade is already in progress.
+	ErrUpgrading = errors.New("graceful: an upgrade is already in progress")
+	// ErrUpgrade: an upgrade failed; the running process serves on.
+	ErrUpgrade = errors.New("graceful: upgrade failed")
 
 	// ErrBadMagic: a control message does not start with the handoff
 	// magic; the peer does not speak the handoff protocol.
@@ -47,6 +51,8 @@ var codeErrors = [...]error{
 	CodeVersion:      ErrVersion,
 	CodeProtocol:     ErrMalformed,
 	CodeTimeout:      ErrTimeout,
+	CodeFailed:       ErrUpgrade,
+	CodeBusy:         ErrUpgrading,
 }
 
 // Is reports whether target is ErrRefused or the sentinel for e.Code.

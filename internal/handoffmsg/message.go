@@ -41,6 +41,11 @@ import (
 //	  4 u32 connections in the whole migration (>= this batch's)
 //	ADOPTED (7), successor to predecessor, N = 4:
 //	  0 u32 connections the successor holds (the whole migration's)
+//	UPGRADE (16), a requester to the running process, asking it to start
+//	its successor and answer with the verdict, N = 4:
+//	  0 u32 reserved, 0
+//	UPGRADED (17), the running process to a requester, N = 4:
+//	  0 u32 PID of the successor that took over
 //
 // Types 8 to 15 are reserved for the connection-migration phase. A message
 // of any other type, a reserved field that is not zero, or a body of the
@@ -75,16 +80,22 @@ const (
 	// between READY and DONE, when both sides asked for FeatureMigrate.
 	MsgConns   MessageType = 6
 	MsgAdopted MessageType = 7
+	// MsgUpgrade asks the running process to upgrade; it answers
+	// MsgUpgraded, or ERROR with the reason it failed.
+	MsgUpgrade  MessageType = 16
+	MsgUpgraded MessageType = 17
 )
 
 var typeNames = [...]string{
-	MsgHello:   "HELLO",
-	MsgOffer:   "OFFER",
-	MsgReady:   "READY",
-	MsgDone:    "DONE",
-	MsgError:   "ERROR",
-	MsgConns:   "CONNS",
-	MsgAdopted: "ADOPTED",
+	MsgHello:    "HELLO",
+	MsgOffer:    "OFFER",
+	MsgReady:    "READY",
+	MsgDone:     "DONE",
+	MsgError:    "ERROR",
+	MsgConns:    "CONNS",
+	MsgAdopted:  "ADOPTED",
+	MsgUpgrade:  "UPGRADE",
+	MsgUpgraded: "UPGRADED",
 }
 
 func (t MessageType) String() string {
@@ -123,6 +134,8 @@ const (
 	CodeTimeout      ErrorCode = 4 // the handoff took longer than allowed
 	CodeAborted      ErrorCode = 5 // the sender gave up (closing, failed)
 	CodeInternal     ErrorCode = 6 // the sender failed on its side
+	CodeFailed       ErrorCode = 7 // the upgrade asked for failed
+	CodeBusy         ErrorCode = 8 // another upgrade is in progress
 )
 
 var codeNames = [...]string{
@@ -132,6 +145,8 @@ var codeNames = [...]string{
 	CodeTimeout:      "timeout",
 	CodeAborted:      "aborted",
 	CodeInternal:     "internal",
+	CodeFailed:       "failed",
+	CodeBusy:         "busy",
 }
 
 func (c ErrorCode) String() string {
@@ -162,6 +177,8 @@ type Message struct {
 	// CONNS: the number of connections in the whole migration, or
 	// ConnsMore (FeatureStreamConns).
 	Total uint32
+	// UPGRADED: the successor's PID.
+	PID uint32
 	// ERROR: why.
 	Code   ErrorCode
 	Reason string
@@ -175,7 +192,7 @@ func bodyLen(t MessageType) int {
 		return 8
 	case MsgOffer:
 		return 24
-	case MsgReady, MsgDone, MsgAdopted:
+	case MsgReady, MsgDone, MsgAdopted, MsgUpgrade, MsgUpgraded:
 		return 4
 	case MsgConns:
 		return 8
@@ -218,6 +235,10 @@ func Append(dst []byte, m Message) ([]byte, error) {
 		dst = le.AppendUint32(dst, m.Total)
 	case MsgAdopted:
 		dst = le.AppendUint32(dst, m.Items)
+	case MsgUpgrade:
+		dst = le.AppendUint32(dst, 0)
+	case MsgUpgraded:
+		dst = le.AppendUint32(dst, m.PID)
 	case MsgError:
 		dst = le.AppendUint16(dst, uint16(m.Code))
 		dst = le.AppendUint16(dst, uint16(len(m.Reason)))
@@ -236,7 +257,11 @@ func checkMessage(m *Message) error {
 		if m.Version == 0 {
 			return errf(ErrMalformed, "OFFER: version 0")
 		}
-	case MsgReady, MsgDone, MsgAdopted:
+	case MsgReady, MsgDone, MsgAdopted, MsgUpgrade:
+	case MsgUpgraded:
+		if m.PID == 0 {
+			return errf(ErrMalformed, "UPGRADED: pid 0")
+		}
 	case MsgConns:
 		if m.Items > m.Total {
 			return errf(ErrMalformed, "CONNS: %d connections in a batch of a migration of %d", m.Items, m.Total)
@@ -304,6 +329,12 @@ func Parse(b []byte) (Message, error) {
 		m.Total = le.Uint32(body[4:8])
 	case MsgAdopted:
 		m.Items = le.Uint32(body[0:4])
+	case MsgUpgrade:
+		if r := le.Uint32(body[0:4]); r != 0 {
+			return Message{}, errf(ErrMalformed, "UPGRADE: reserved field %#x", r)
+		}
+	case MsgUpgraded:
+		m.PID = le.Uint32(body[0:4])
 	case MsgError:
 		if n < 4 {
 			return Message{}, errf(ErrMalformed, "ERROR: body of %d bytes, at least 4", n)
