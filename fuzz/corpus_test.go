@@ -133,8 +133,8 @@ func pad(n int) string { return strings.Repeat("x", n) }
 // encode encodes a batch with the default limits, cut into frames of at
 // most maxFrame bytes and maxFDs descriptors (0: defaults). It panics on
 // error: seeds are fixed.
-func encode(items []unixmsg.Item, payload string, flags uint32, maxFrame, maxFDs int) []unixmsg.Frame {
-	_, frames, err := unixmsg.EncodeBatch(nil, items, []byte(payload), flags,
+func encode(items []unixmsg.Item, payload string, flags uint32, maxFrame, maxFDs int) []frame {
+	frames, err := encodeBatch(items, []byte(payload), flags,
 		unixmsg.Limits{MaxFrame: maxFrame, MaxFDsPerMessage: maxFDs})
 	if err != nil {
 		panic(err)
@@ -171,38 +171,38 @@ func records(items ...unixmsg.Item) []byte {
 
 // rawBatch builds a HEAD frame and one DATA frame for records rec with
 // payload, announcing items items and nfds descriptors.
-func rawBatch(items uint32, payload string, rec []byte, nfds uint32) []unixmsg.Frame {
+func rawBatch(items uint32, payload string, rec []byte, nfds uint32) []frame {
 	head := rawFrame(unixmsg.FrameHead, 0, unixmsg.AppendHead(nil, unixmsg.Head{
 		Items: items, Size: uint64(len(payload) + len(rec)), Payload: uint32(len(payload)),
 	}))
 	data := rawFrame(unixmsg.FrameData, nfds, append([]byte(payload), rec...))
-	return []unixmsg.Frame{{Data: head}, {Data: data, NFDs: int(nfds)}}
+	return []frame{{Data: head}, {Data: data, NFDs: int(nfds)}}
 }
 
-func ackFrame(s unixmsg.Status, reason string) unixmsg.Frame {
-	return unixmsg.Frame{Data: rawFrame(unixmsg.FrameAck, 0, unixmsg.AppendAck(nil, unixmsg.Ack{Status: s, Reason: reason}))}
+func ackFrame(s unixmsg.Status, reason string) frame {
+	return frame{Data: rawFrame(unixmsg.FrameAck, 0, unixmsg.AppendAck(nil, unixmsg.Ack{Status: s, Reason: reason}))}
 }
 
 // patch returns a copy of frame with b written at off.
-func patch(f unixmsg.Frame, off int, b ...byte) unixmsg.Frame {
+func patch(f frame, off int, b ...byte) frame {
 	d := bytes.Clone(f.Data)
 	copy(d[off:], b)
-	return unixmsg.Frame{Data: d, NFDs: f.NFDs}
+	return frame{Data: d, NFDs: f.NFDs}
 }
 
 func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 func le16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
 func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
 
-func cat(fs ...[]unixmsg.Frame) []unixmsg.Frame {
-	var all []unixmsg.Frame
+func cat(fs ...[]frame) []frame {
+	var all []frame
 	for _, f := range fs {
 		all = append(all, f...)
 	}
 	return all
 }
 
-func one(f unixmsg.Frame) []unixmsg.Frame { return []unixmsg.Frame{f} }
+func one(f frame) []frame { return []frame{f} }
 
 // Offsets into a batch's frames, for patches.
 const (
@@ -232,7 +232,7 @@ type frameSeed struct {
 
 // framesSeed makes a seed that delivers each frame as one read with its
 // descriptors; fdDelta[i], where given, is added to frame i's count.
-func framesSeed(name string, frames []unixmsg.Frame, fdDelta ...int) frameSeed {
+func framesSeed(name string, frames []frame, fdDelta ...int) frameSeed {
 	s := frameSeed{name: name}
 	for i, fr := range frames {
 		s.data = append(s.data, fr.Data...)
@@ -286,8 +286,8 @@ func frameSeeds() []frameSeed {
 		framesSeed("limit-batch-bytes-past", encode([]unixmsg.Item{fullItem, fullItem, midItem}, pad(11), 0, 64, 2)),
 		// A DATA frame outside a batch: at the limit it is malformed, past it
 		// over the limit.
-		framesSeed("limit-frame-at", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))})),
-		framesSeed("limit-frame-past", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))})),
+		framesSeed("limit-frame-at", one(frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))})),
+		framesSeed("limit-frame-past", one(frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))})),
 		framesSeed("limit-fds-per-frame-at", encode(at(2), "", 0, 0, 0)),
 		framesSeed("limit-fds-per-frame-past", encode(at(3), "", 0, 0, 0)),
 		framesSeed("limit-ack-reason-at", one(ackFrame(unixmsg.StatusFailed, pad(unixmsg.MaxReasonLen)))),
@@ -302,13 +302,13 @@ func frameSeeds() []frameSeed {
 		framesSeed("fds-more-than-announced", batch1, 0, 1),
 		framesSeed("fds-fewer-than-announced", batch2, 0, -1),
 		framesSeed("fds-none-of-announced", batch2, 0, -2),
-		framesSeed("fds-on-later-read", cat(batch2[:1], one(unixmsg.Frame{Data: batch2[1].Data}), one(ackFrame(unixmsg.StatusOK, ""))), 0, 0, 2),
+		framesSeed("fds-on-later-read", cat(batch2[:1], one(frame{Data: batch2[1].Data}), one(ackFrame(unixmsg.StatusOK, ""))), 0, 0, 2),
 		framesSeed("head-announces-fds", one(patch(batch1[0], hdrNFDs, 1)), 1),
 		framesSeed("ack-announces-fds", one(patch(ackFrame(unixmsg.StatusOK, ""), hdrNFDs, 1)), 1),
 		framesSeed("batch-fds-beyond-items", cat(batch2[:1], one(patch(batch2[1], hdrNFDs, 3))), 0, 1),
-		framesSeed("truncated-frame", cat(batch1[:1], one(unixmsg.Frame{Data: batch1[1].Data[:len(batch1[1].Data)-3], NFDs: 1}))),
-		framesSeed("truncated-header", one(unixmsg.Frame{Data: batch1[0].Data[:10]})),
-		framesSeed("truncated-head-body", one(unixmsg.Frame{Data: batch1[0].Data[:unixmsg.HeaderLen+10]})),
+		framesSeed("truncated-frame", cat(batch1[:1], one(frame{Data: batch1[1].Data[:len(batch1[1].Data)-3], NFDs: 1}))),
+		framesSeed("truncated-header", one(frame{Data: batch1[0].Data[:10]})),
+		framesSeed("truncated-head-body", one(frame{Data: batch1[0].Data[:unixmsg.HeaderLen+10]})),
 		framesSeed("oversized-frame-length", one(patch(batch1[1], hdrLength, 0xff, 0xff, 0xff, 0xff))),
 		framesSeed("oversized-frame-length-default", one(patch(batch1[1], hdrLength, le32(64<<10+1)...))),
 		framesSeed("oversized-nfds", one(patch(batch1[1], hdrNFDs, 0xff, 0xff, 0xff, 0xff))),
@@ -321,7 +321,7 @@ func frameSeeds() []frameSeed {
 		framesSeed("oversized-record-payload", cat(batch1[:1], one(patch(batch1[1], recPayLen, 0xff, 0xff, 0xff, 0xff)))),
 		framesSeed("head-size-too-small", cat(one(patch(batch1[0], headSize, le64(9)...)), batch1[1:])),
 		framesSeed("wrong-magic", cat(one(patch(batch1[0], 0, 'F', 'D', 'P', 'X')), batch1[1:])),
-		framesSeed("wrong-magic-http", one(unixmsg.Frame{Data: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")})),
+		framesSeed("wrong-magic-http", one(frame{Data: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")})),
 		framesSeed("wrong-version-0", cat(one(patch(batch1[0], 4, 0)), batch1[1:])),
 		framesSeed("wrong-version-2", cat(one(patch(batch1[0], 4, 2)), batch1[1:])),
 		framesSeed("unknown-type-0", one(patch(ackFrame(unixmsg.StatusOK, ""), hdrType, 0))),
@@ -340,10 +340,10 @@ func frameSeeds() []frameSeed {
 		framesSeed("data-outside-batch", batch1[1:]),
 		framesSeed("head-inside-batch", cat(batch2[:1], batch1)),
 		framesSeed("ack-inside-batch", cat(batch2[:1], one(ackFrame(unixmsg.StatusOK, "")), batch2[1:])),
-		framesSeed("empty-data-frame", cat(batch2[:1], one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, nil)}), batch2[1:])),
-		framesSeed("data-beyond-size", cat(batch1, one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, []byte("more"))}))),
-		framesSeed("ack-length-mismatch", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameAck, 0, []byte{0, 0, 0, 0, 5, 0, 'a'})})),
-		framesSeed("ack-body-short", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameAck, 0, []byte{0, 0, 0})})),
+		framesSeed("empty-data-frame", cat(batch2[:1], one(frame{Data: rawFrame(unixmsg.FrameData, 0, nil)}), batch2[1:])),
+		framesSeed("data-beyond-size", cat(batch1, one(frame{Data: rawFrame(unixmsg.FrameData, 0, []byte("more"))}))),
+		framesSeed("ack-length-mismatch", one(frame{Data: rawFrame(unixmsg.FrameAck, 0, []byte{0, 0, 0, 0, 5, 0, 'a'})})),
+		framesSeed("ack-body-short", one(frame{Data: rawFrame(unixmsg.FrameAck, 0, []byte{0, 0, 0})})),
 	}
 	seeds[0].add = true
 	seeds[2].add = true

@@ -144,7 +144,7 @@ func checkMessage(m unixmsg.Message, lim unixmsg.Limits) error {
 	}
 	// Parse, encode, parse: what was accepted must encode under the same
 	// limits and decode to the same batch.
-	_, frames, err := unixmsg.EncodeBatch(nil, m.Items, m.Payload, m.Flags, lim)
+	frames, err := encodeBatch(m.Items, m.Payload, m.Flags, lim)
 	if err != nil {
 		return fmt.Errorf("decoded batch does not encode back: %v", err)
 	}
@@ -157,7 +157,7 @@ func checkMessage(m unixmsg.Message, lim unixmsg.Limits) error {
 
 // decodeFrames decodes frames on a message decoder, each frame carrying its
 // share of fds, and returns the one message they must make.
-func decodeFrames(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int) (unixmsg.Message, error) {
+func decodeFrames(frames []frame, lim unixmsg.Limits, fds []int) (unixmsg.Message, error) {
 	d := unixmsg.NewDecoder(lim, true)
 	for i, fr := range frames {
 		if fr.NFDs > len(fds) {

@@ -133,6 +133,30 @@ func itemsEqual(a, b []unixmsg.Item) error {
 	return nil
 }
 
+// frame is one encoded frame as one message: what unixmsg.EncodeBatch makes
+// in two pieces, joined, or bytes built by hand.
+type frame struct {
+	Data []byte
+	NFDs int
+}
+
+// encodeBatch is unixmsg.EncodeBatch with each frame's pieces joined. It
+// checks that every header piece is a whole header and nothing more.
+func encodeBatch(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.Limits) ([]frame, error) {
+	_, frames, err := unixmsg.EncodeBatch(nil, items, payload, flags, lim)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]frame, len(frames))
+	for i, fr := range frames {
+		if len(fr.Header) != unixmsg.HeaderLen {
+			return nil, fmt.Errorf("frame %d: header piece of %d bytes, want %d", i, len(fr.Header), unixmsg.HeaderLen)
+		}
+		out[i] = frame{Data: append(bytes.Clone(fr.Header), fr.Body...), NFDs: fr.NFDs}
+	}
+	return out, nil
+}
+
 // fakeFDs hands out descriptor numbers that are never open: the Decoder
 // only counts and moves them, so any numbers will do, and unique ones let
 // the targets check that each comes back exactly once.

@@ -302,7 +302,7 @@ func fdChoice(n, start int) byte { return byte(n&7 | (start&3)<<3) }
 
 // recvSeed sends each frame as one message with the descriptors choice[i]
 // picks (none beyond choice).
-func recvSeed(name string, frames []unixmsg.Frame, cfg byte, choice ...byte) receiveSeed {
+func recvSeed(name string, frames []frame, cfg byte, choice ...byte) receiveSeed {
 	s := receiveSeed{name: name, cfg: []byte{cfg}, fds: choice}
 	for _, fr := range frames {
 		s.data = append(s.data, fr.Data...)
@@ -337,8 +337,8 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("wrong-kind-stream", wrongKind, recvStream, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-skip-verify", wrongKind, recvSkipVerify, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-then-batch", cat(wrongKind, b), 0, none, fdChoice(1, 0), none, fdChoice(4, 0)),
-		recvSeed("no-header-with-fds", one(unixmsg.Frame{Data: []byte("no header at all")}), 0, fdChoice(3, 1)),
-		recvSeed("no-header-with-fds-stream", one(unixmsg.Frame{Data: []byte("no header at all")}), recvStream, fdChoice(3, 1)),
+		recvSeed("no-header-with-fds", one(frame{Data: []byte("no header at all")}), 0, fdChoice(3, 1)),
+		recvSeed("no-header-with-fds-stream", one(frame{Data: []byte("no header at all")}), recvStream, fdChoice(3, 1)),
 		recvSeed("fds-with-head", b, 0, fdChoice(1, 0), fdChoice(4, 0)),
 		recvSeed("fds-more-than-announced", b, 0, none, fdChoice(5, 0)),
 		recvSeed("fds-more-than-announced-stream", b, recvStream, none, fdChoice(5, 0)),
@@ -346,8 +346,8 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("fds-fewer-than-announced-stream", b, recvStream, none, fdChoice(3, 0)),
 		recvSeed("fds-none", b, 0),
 		recvSeed("fds-none-stream", b, recvStream),
-		recvSeed("truncated-frame", cat(b[:1], one(unixmsg.Frame{Data: b[1].Data[:len(b[1].Data)-5]})), 0, none, fdChoice(4, 0)),
-		recvSeed("truncated-frame-stream", cat(b[:1], one(unixmsg.Frame{Data: b[1].Data[:len(b[1].Data)-5]})), recvStream, none, fdChoice(4, 0)),
+		recvSeed("truncated-frame", cat(b[:1], one(frame{Data: b[1].Data[:len(b[1].Data)-5]})), 0, none, fdChoice(4, 0)),
+		recvSeed("truncated-frame-stream", cat(b[:1], one(frame{Data: b[1].Data[:len(b[1].Data)-5]})), recvStream, none, fdChoice(4, 0)),
 		recvSeed("eof-inside-batch", b[:1], 0),
 		recvSeed("oversized-frame-length", cat(b[:1], one(patch(b[1], hdrLength, 0xff, 0xff, 0xff, 0x7f))), recvStream, none, fdChoice(4, 0)),
 		recvSeed("oversized-nfds", cat(b[:1], one(patch(b[1], hdrNFDs, 0, 1))), 0, none, fdChoice(4, 0)),
@@ -358,8 +358,8 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("unknown-type", cat(b[:1], one(patch(b[1], hdrType, 7))), 0, none, fdChoice(4, 0)),
 		recvSeed("reserved-bytes", cat(b[:1], one(patch(b[1], hdrReserved, 1))), 0, none, fdChoice(4, 0)),
 		recvSeed("ctrunc-small-limits", bSmall, recvSmall, none, 0x80|fdChoice(3, 0), fdChoice(1, 2)),
-		recvSeed("message-at-max-frame-small-limits", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))}), recvSmall),
-		recvSeed("truncated-message-small-limits", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
+		recvSeed("message-at-max-frame-small-limits", one(frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))}), recvSmall),
+		recvSeed("truncated-message-small-limits", one(frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
 		recvSeed("credentials", b, recvPassCred, none, fdChoice(4, 0)),
 		recvSeed("credentials-stream", b, recvPassCred|recvStream, none, fdChoice(4, 0)),
 		{name: "zero-length-message", data: nil, msgs: putLengths(0), fds: []byte{none}, cfg: []byte{0}},

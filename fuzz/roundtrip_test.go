@@ -55,7 +55,7 @@ func FuzzRoundTrip(f *testing.F) {
 
 func roundTrip(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.Limits, cuts []byte) error {
 	valid := checkItems(items, payload, lim)
-	_, frames, err := unixmsg.EncodeBatch(nil, items, payload, flags, lim)
+	frames, err := encodeBatch(items, payload, flags, lim)
 	if err != nil {
 		if !isAny(err, unixmsg.ErrLimit, unixmsg.ErrMalformed) {
 			return fmt.Errorf("EncodeBatch: error %q is neither ErrLimit nor ErrMalformed", err)
@@ -112,7 +112,7 @@ func roundTrip(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.L
 // checkFrames checks the frames EncodeBatch made against its contract:
 // one HEAD, then DATA frames within the limits whose descriptors add up to
 // the items.
-func checkFrames(frames []unixmsg.Frame, items int, lim unixmsg.Limits) error {
+func checkFrames(frames []frame, items int, lim unixmsg.Limits) error {
 	full := filled(lim)
 	total := 0
 	for i, fr := range frames {
@@ -150,7 +150,7 @@ func checkFrames(frames []unixmsg.Frame, items int, lim unixmsg.Limits) error {
 // the frame's first byte and ends that read no later than the frame's end
 // (recvmsg(2) stops after the data of a sendmsg(2) that carried
 // descriptors).
-func decodeStream(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int, cuts []byte) (unixmsg.Message, error) {
+func decodeStream(frames []frame, lim unixmsg.Limits, fds []int, cuts []byte) (unixmsg.Message, error) {
 	var stream []byte
 	starts := make([]int, len(frames))
 	for i, fr := range frames {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Conn. The zero value means defaults.
@@ -53,8 +54,7 @@ type Conn struct {
 	oob  []byte
 
 	wmu     sync.Mutex
-	hbuf    []byte
-	scratch []byte
+	scratch []byte // EncodeBatch's buffer, kept from batch to batch
 
 	emu    sync.Mutex
 	broken error
@@ -90,7 +90,10 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 	} else {
 		c.rbuf = make([]byte, 64<<10)
 	}
-	c.oob = make([]byte, ControlSpace(c.lim.MaxFDsPerMessage))
+	// Room for one SCM_RIGHTS message of MaxFDsPerMessage descriptors and
+	// no more: any room beyond it would let the kernel deliver more
+	// descriptors than that without setting MSG_CTRUNC.
+	c.oob = make([]byte, unix.CmsgSpace(4*c.lim.MaxFDsPerMessage))
 	return c, nil
 }
 
@@ -234,21 +237,21 @@ func (c *Conn) send(ctx context.Context, b *Batch, ack bool) error {
 	if ack {
 		flags = HeadFlagAck
 	}
-	var parts []part
-	c.hbuf, c.scratch, parts, err = encodeParts(c.hbuf, c.scratch, b.items, b.payload, flags, c.lim)
+	var frames []Frame
+	c.scratch, frames, err = EncodeBatch(c.scratch[:0], b.items, b.payload, flags, c.lim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}
 	if cap(c.scratch) > 64<<20 {
 		// Keep what a usual batch needs, not the largest one ever sent.
-		defer func() { c.hbuf, c.scratch = nil, nil }()
+		defer func() { c.scratch = nil }()
 	}
 	stop := c.watch(ctx)
-	for _, p := range parts {
-		if err = c.writeFrame(p.hdr, p.body, fds[:p.nfds]); err != nil {
+	for _, f := range frames {
+		if err = c.writeFrame(f.Header, f.Body, fds[:f.NFDs]); err != nil {
 			break
 		}
-		fds = fds[p.nfds:]
+		fds = fds[f.NFDs:]
 	}
 	if cerr := stop(); cerr != nil && err != nil {
 		err = cerr

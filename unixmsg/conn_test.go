@@ -175,7 +175,7 @@ func sendLying(t *testing.T, a *unixmsg.Conn, f *os.File, k kinds.Kind) <-chan e
 		}
 		var serr error
 		rc.Write(func(s uintptr) bool {
-			serr = syscall.Sendmsg(int(s), fr.Data, oob, nil, 0)
+			serr = syscall.Sendmsg(int(s), hsCat(fr.Header, fr.Body), oob, nil, 0)
 			return serr != syscall.EAGAIN
 		})
 		if serr != nil {

@@ -4,68 +4,51 @@ import (
 	"github.com/fdpass/fdpass/internal/prefault"
 )
 
-// Frame is one encoded frame and how many of the batch's descriptors, taken
-// in order, travel with it.
+// Frame is one encoded frame in two pieces, to be sent as one message (on
+// a stream socket, one sendmsg(2) call's data) of Header then Body, with
+// the batch's next NFDs descriptors attached.
 type Frame struct {
-	Data []byte
+	// Header is the frame header, HeaderLen bytes.
+	Header []byte
+	// Body is the frame's body: the head of a HEAD frame, a stretch of the
+	// payload and records for a DATA frame.
+	Body []byte
 	NFDs int
 }
 
 // EncodeBatch encodes a batch as its frames: a HEAD frame, then as many
 // DATA frames as the payload, records and descriptors need, at most
-// lim.MaxFrame body bytes and lim.MaxFDsPerMessage descriptors each. The
-// frames are appended to dst and returned as sub-slices of it. Item i
-// travels with the i-th descriptor; payload is the batch's own payload;
+// lim.MaxFrame body bytes and lim.MaxFDsPerMessage descriptors each. Item
+// i travels with the i-th descriptor; payload is the batch's own payload;
 // flags is HeadFlagAck or 0.
-func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
-	_, _, parts, err := encodeParts(nil, nil, items, payload, flags, lim)
-	if err != nil {
-		return dst, nil, err
-	}
-	size := 0
-	for _, p := range parts {
-		size += len(p.hdr) + len(p.body)
-	}
-	dst = grow(dst, size)
-	frames := make([]Frame, len(parts))
-	for i, p := range parts {
-		off := len(dst)
-		dst = append(append(dst, p.hdr...), p.body...)
-		frames[i] = Frame{Data: dst[off:len(dst):len(dst)], NFDs: p.nfds}
-	}
-	return dst, frames, nil
-}
-
-// part is one frame of an encoded batch in two pieces, which a Conn sends
-// as one message of two iovecs: hdr (the frame header, and for the HEAD
-// frame the head) and body (for a DATA frame, a stretch of the records).
-type part struct {
-	hdr, body []byte
-	nfds      int
-}
-
-// encodeParts encodes a batch as parts. The records go into scratch and
-// the headers into hdrs, buffers a Conn keeps from batch to batch (on the
-// virtual machines this project runs on, memory touched for the first
-// time costs far more than a copy); a DATA frame's body is a stretch of
-// the records, not a copy of it.
-func encodeParts(hdrs, scratch []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []byte, []part, error) {
+//
+// The payload and records, then the headers, are appended to buf, which
+// is returned; each frame's pieces are sub-slices of it, so that a DATA
+// frame's body is a stretch of the records rather than a copy (a sender
+// keeps buf from batch to batch: on the virtual machines this project runs
+// on, memory touched for the first time costs far more than a copy).
+func EncodeBatch(buf []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
 	lim = lim.withDefaults()
 	if len(payload) > lim.MaxPayload {
-		return hdrs, scratch, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
-	}
-	rec := grow(scratch[:0], len(payload)+RecordsLen(items))
-	rec, err := AppendRecords(append(rec, payload...), items, lim)
-	if err != nil {
-		return hdrs, rec, nil, err
-	}
-	if len(rec) > lim.MaxBatchBytes {
-		return hdrs, rec, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
+		return buf, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
 	}
 	n := len(items)
+	size := len(payload) + recordsLen(items)
 	nframes := (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
-	if byBytes := (len(rec) + lim.MaxFrame - 1) / lim.MaxFrame; byBytes > nframes {
+	if byBytes := (size + lim.MaxFrame - 1) / lim.MaxFrame; byBytes > nframes {
 		nframes = byBytes
+	}
+	// Sized once, so that the records stay where they are while the
+	// headers are appended.
+	start := len(buf)
+	buf = grow(buf, size+HeaderLen+HeadLen+nframes*HeaderLen)
+	buf, err := AppendRecords(append(buf, payload...), items, lim)
+	if err != nil {
+		return buf[:start], nil, err
+	}
+	rec := buf[start:len(buf):len(buf)]
+	if len(rec) > lim.MaxBatchBytes {
+		return buf[:start], nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
 	}
 	// Spread the bytes evenly, so that each frame carries records near
 	// the descriptors it carries.
@@ -73,21 +56,20 @@ func encodeParts(hdrs, scratch []byte, items []Item, payload []byte, flags uint3
 	if nframes > 0 {
 		chunk = (len(rec) + nframes - 1) / nframes
 	}
-	// Sized once, so that the parts' headers stay where they are.
-	hdrs = grow(hdrs[:0], HeaderLen+HeadLen+nframes*HeaderLen)
-	hdrs = AppendHeader(hdrs, Header{Type: FrameHead, Length: HeadLen})
-	hdrs = AppendHead(hdrs, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
-	parts := make([]part, 0, nframes+1)
-	parts = append(parts, part{hdr: hdrs[:len(hdrs):len(hdrs)]})
+	frames := make([]Frame, 0, nframes+1)
+	off := len(buf)
+	buf = AppendHeader(buf, Header{Type: FrameHead, Length: HeadLen})
+	buf = AppendHead(buf, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
+	frames = append(frames, Frame{Header: buf[off : off+HeaderLen : off+HeaderLen], Body: buf[off+HeaderLen : len(buf) : len(buf)]})
 	for j, b, f := 0, 0, 0; j < nframes; j++ {
 		be := min(b+chunk, len(rec))
 		fe := min(f+lim.MaxFDsPerMessage, n)
-		off := len(hdrs)
-		hdrs = AppendHeader(hdrs, Header{Type: FrameData, NFDs: uint32(fe - f), Length: uint32(be - b)})
-		parts = append(parts, part{hdr: hdrs[off:len(hdrs):len(hdrs)], body: rec[b:be:be], nfds: fe - f})
+		off := len(buf)
+		buf = AppendHeader(buf, Header{Type: FrameData, NFDs: uint32(fe - f), Length: uint32(be - b)})
+		frames = append(frames, Frame{Header: buf[off:len(buf):len(buf)], Body: rec[b:be:be], NFDs: fe - f})
 		b, f = be, fe
 	}
-	return hdrs, rec, parts, nil
+	return buf, frames, nil
 }
 
 // grow is slices.Grow for a buffer about to be filled: new memory is

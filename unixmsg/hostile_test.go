@@ -471,7 +471,7 @@ func hostileCases() []hostileCase {
 			}
 			fds := fx.null[:1]
 			for _, fr := range frames {
-				if err := p.send(fr.Data, fds[:fr.NFDs]); err != nil {
+				if err := p.send(hsCat(fr.Header, fr.Body), fds[:fr.NFDs]); err != nil {
 					return err
 				}
 				fds = fds[fr.NFDs:]
@@ -497,7 +497,7 @@ func hostileCases() []hostileCase {
 				return err
 			}
 			for i, fr := range frames {
-				if err := p.send(fr.Data, slices.Repeat([]int{fx.null[0]}, fdsFor(i, fr.NFDs))); err != nil {
+				if err := p.send(hsCat(fr.Header, fr.Body), slices.Repeat([]int{fx.null[0]}, fdsFor(i, fr.NFDs))); err != nil {
 					return err
 				}
 			}
@@ -1510,7 +1510,7 @@ func hsFrames(t testing.TB, n int) [][]byte {
 	}
 	out := make([][]byte, len(frames))
 	for i, fr := range frames {
-		out[i] = slices.Clone(fr.Data)
+		out[i] = hsCat(fr.Header, fr.Body)
 	}
 	return out
 }

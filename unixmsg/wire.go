@@ -377,8 +377,8 @@ func checkItem(it *Item, lim *Limits) error {
 	return nil
 }
 
-// RecordsLen returns the encoded length of the records of items.
-func RecordsLen(items []Item) int {
+// recordsLen returns the encoded length of the records of items.
+func recordsLen(items []Item) int {
 	n := 0
 	for i := range items {
 		it := &items[i]
@@ -398,7 +398,7 @@ func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
 		return dst, errf(ErrLimit, "batch of %d items, limit %d", len(items), lim.MaxItems)
 	}
 	start := len(dst)
-	dst = slices.Grow(dst, RecordsLen(items))
+	dst = slices.Grow(dst, recordsLen(items))
 	for i := range items {
 		it := &items[i]
 		if err := checkItem(it, &lim); err != nil {
