@@ -18,6 +18,7 @@ import (
 	"github.com/fdpass/fdpass/internal/rawsock"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -244,7 +245,7 @@ func receiveErrorOK(err error) bool {
 		io.EOF,
 		unixmsg.ErrControlTruncated,
 		unixmsg.ErrTruncated,
-		unixmsg.ErrUnexpectedControl,
+		wire.ErrUnexpectedControl,
 		unixmsg.ErrKindMismatch,
 		unixmsg.ErrUnexpectedEOF,
 		unixmsg.ErrBroken,
@@ -313,15 +314,15 @@ func recvSeed(name string, frames []frame, cfg byte, choice ...byte) receiveSeed
 
 func receiveSeeds() []receiveSeed {
 	// The pool from start 0: /dev/null, pipe read end, pipe write end, UDP.
-	good := []unixmsg.Item{
+	good := []wire.Item{
 		item(kinds.File, "null", ""), item(kinds.File, "pipe-r", "", "fd", "0"),
 		item(kinds.File, "pipe-w", "", "fd", "1"), item(kinds.UDP, "udp", "queued bytes"),
 	}
 	b := encode(good, "", 0, 0, 0)
-	bAck := encode(good, "state", unixmsg.HeadFlagAck, 0, 0)
+	bAck := encode(good, "state", wire.HeadFlagAck, 0, 0)
 	three := good[:3]
-	bSmall := encode(three, "", unixmsg.HeadFlagAck, 64, 2)
-	wrongKind := encode([]unixmsg.Item{item(kinds.UDP, "null", "")}, "", unixmsg.HeadFlagAck, 0, 0)
+	bSmall := encode(three, "", wire.HeadFlagAck, 64, 2)
+	wrongKind := encode([]wire.Item{item(kinds.UDP, "null", "")}, "", wire.HeadFlagAck, 0, 0)
 	none := byte(0)
 	seeds := []receiveSeed{
 		recvSeed("seqpacket-batch", b, 0, none, fdChoice(4, 0)),
@@ -331,8 +332,8 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("two-batches", cat(bAck, b), 0, none, fdChoice(4, 0), none, fdChoice(4, 0)),
 		recvSeed("small-limits-batch", bSmall, recvSmall, none, fdChoice(2, 0), fdChoice(1, 2)),
 		recvSeed("small-limits-batch-stream", bSmall, recvSmall|recvStream, none, fdChoice(2, 0), fdChoice(1, 2)),
-		recvSeed("empty-batch", encode(nil, "", unixmsg.HeadFlagAck, 0, 0), 0),
-		recvSeed("ack-where-batch-due", one(ackFrame(unixmsg.StatusOK, "")), 0),
+		recvSeed("empty-batch", encode(nil, "", wire.HeadFlagAck, 0, 0), 0),
+		recvSeed("ack-where-batch-due", one(ackFrame(wire.StatusOK, "")), 0),
 		recvSeed("wrong-kind", wrongKind, 0, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-stream", wrongKind, recvStream, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-skip-verify", wrongKind, recvSkipVerify, none, fdChoice(1, 0)),
@@ -358,8 +359,8 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("unknown-type", cat(b[:1], one(patch(b[1], hdrType, 7))), 0, none, fdChoice(4, 0)),
 		recvSeed("reserved-bytes", cat(b[:1], one(patch(b[1], hdrReserved, 1))), 0, none, fdChoice(4, 0)),
 		recvSeed("ctrunc-small-limits", bSmall, recvSmall, none, 0x80|fdChoice(3, 0), fdChoice(1, 2)),
-		recvSeed("message-at-max-frame-small-limits", one(frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))}), recvSmall),
-		recvSeed("truncated-message-small-limits", one(frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
+		recvSeed("message-at-max-frame-small-limits", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame))}), recvSmall),
+		recvSeed("truncated-message-small-limits", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
 		recvSeed("credentials", b, recvPassCred, none, fdChoice(4, 0)),
 		recvSeed("credentials-stream", b, recvPassCred|recvStream, none, fdChoice(4, 0)),
 		{name: "zero-length-message", data: nil, msgs: putLengths(0), fds: []byte{none}, cfg: []byte{0}},

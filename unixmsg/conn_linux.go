@@ -9,6 +9,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/internal/rawsock"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +77,7 @@ func (c *Conn) recvOnce() (n int, fds []int, eof bool, err error) {
 	if err != nil {
 		return 0, nil, false, err
 	}
-	fds, cerr := ParseControl(c.oob[:oobn])
+	fds, cerr := wire.ParseControl(c.oob[:oobn])
 	switch {
 	case flags&unix.MSG_CTRUNC != 0:
 		cerr = errf(ErrControlTruncated, "%d descriptors arrived, the rest were dropped by the kernel", len(fds))

@@ -42,9 +42,9 @@
 // SOCK_SEQPACKET is preferred: [Pair] and the graceful package use it.
 // SOCK_STREAM works too: the framing does not depend on reads lining up with
 // writes, and descriptors are matched to frames by position (see
-// [Decoder]). The wire format is specified in PROTOCOL.md beside this file;
-// its encoders and parsers are exported for fuzzing and for other
-// implementations.
+// wire.Decoder). The wire format is specified in PROTOCOL.md beside this
+// file; its encoders and parsers are in package wire (unixmsg/wire), for
+// fuzzing and for other implementations.
 //
 // I/O goes through the runtime's network poller, so deadlines
 // ([Conn.SetDeadline]) and context cancellation ([Conn.SendContext],

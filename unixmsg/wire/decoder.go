@@ -1,4 +1,4 @@
-package unixmsg
+package wire
 
 import (
 	"github.com/fdpass/fdpass/internal/prefault"
@@ -28,7 +28,7 @@ type Frame struct {
 // keeps buf from batch to batch: on the virtual machines this project runs
 // on, memory touched for the first time costs far more than a copy).
 func EncodeBatch(buf []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	if len(payload) > lim.MaxPayload {
 		return buf, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
 	}
@@ -144,7 +144,7 @@ const maxRecPrealloc = 4 << 20
 // keeps message boundaries (SOCK_SEQPACKET or SOCK_DGRAM): each read must
 // then hold exactly one frame.
 func NewDecoder(lim Limits, messages bool) *Decoder {
-	return &Decoder{lim: lim.withDefaults(), messages: messages}
+	return &Decoder{lim: lim.WithDefaults(), messages: messages}
 }
 
 // Feed hands the decoder one read: its bytes and the descriptors that came

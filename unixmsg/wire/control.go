@@ -1,4 +1,4 @@
-package unixmsg
+package wire
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package unixmsg
+package wire
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"github.com/fdpass/fdpass/kinds"
 )
 
-// Wire constants. PROTOCOL.md in this directory specifies the format.
+// Wire constants. unixmsg/PROTOCOL.md specifies the format.
 const (
 	// Magic opens every frame: "FDPS".
 	Magic = "FDPS"
@@ -137,8 +137,12 @@ const (
 	minFrame     = 2 << 10
 )
 
-// withDefaults fills zero fields and clamps what the wire cannot carry.
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero fields set to their defaults and
+// every field clamped to what the wire can carry: the limits as the
+// encoders, the parsers and the Decoder read them. A receiver sizes its
+// buffers from them: HeaderLen+MaxFrame bytes of data and room for
+// MaxFDsPerMessage descriptors of control data per read.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	fill := func(v *int, def, max int) {
 		if *v <= 0 {
@@ -179,7 +183,7 @@ func AppendHeader(dst []byte, h Header) []byte {
 // HeaderLen bytes, and checks it against lim: magic, version, known type,
 // zero flags, body length and descriptor count within bounds.
 func ParseHeader(b []byte, lim Limits) (Header, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	if len(b) < HeaderLen {
 		return Header{}, errf(ErrMalformed, "frame of %d bytes is shorter than a header", len(b))
 	}
@@ -232,7 +236,7 @@ func AppendHead(dst []byte, h Head) []byte {
 // ParseHead parses a HEAD frame's body and checks it against lim before
 // anything is allocated for the batch.
 func ParseHead(b []byte, lim Limits) (Head, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	if len(b) != HeadLen {
 		return Head{}, errf(ErrMalformed, "HEAD body of %d bytes, want %d", len(b), HeadLen)
 	}
@@ -314,20 +318,6 @@ type KV struct {
 // Meta is an ordered list of string key/value pairs with unique keys.
 type Meta []KV
 
-// MetaOf builds a Meta from alternating keys and values; a key without a
-// value gets "".
-func MetaOf(kv ...string) Meta {
-	m := make(Meta, 0, (len(kv)+1)/2)
-	for i := 0; i < len(kv); i += 2 {
-		e := KV{Key: kv[i]}
-		if i+1 < len(kv) {
-			e.Value = kv[i+1]
-		}
-		m = append(m, e)
-	}
-	return m
-}
-
 // Get returns the value for key and whether it is present.
 func (m Meta) Get(key string) (string, bool) {
 	for _, e := range m {
@@ -393,7 +383,7 @@ func recordsLen(items []Item) int {
 // AppendRecords appends the records of items to dst, checking each item
 // against lim.
 func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	if len(items) > lim.MaxItems {
 		return dst, errf(ErrLimit, "batch of %d items, limit %d", len(items), lim.MaxItems)
 	}
@@ -438,7 +428,7 @@ func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 // touched for the first time costs a page fault per 4 KiB, several
 // microseconds each on virtual machines.
 func parseRecords(src []byte, n int, lim Limits) ([]Item, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	if n < 0 || n > lim.MaxItems {
 		return nil, errf(ErrLimit, "batch of %d items, limit %d", n, lim.MaxItems)
 	}
