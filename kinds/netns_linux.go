@@ -28,7 +28,9 @@ func SocketNetNS(sock int) (fd.ID, error) {
 
 // SocketNetNSHandle returns a handle on the network namespace that the
 // socket fd was created in; the handle is the caller's to close. It wraps
-// the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace.
+// the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace. With
+// the handle, InNetNS creates sockets beside one that was received, or
+// passes the namespace on.
 func SocketNetNSHandle(sock int) (netns.NsHandle, error) {
 	nsfd, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
 	if err != nil {
@@ -88,7 +90,9 @@ func ListenInNetNS(h netns.NsHandle, network, addr string) (net.Listener, error)
 }
 
 // ListenPacketInNetNS is net.ListenPacket run inside the network namespace
-// h (see InNetNS). The conn is the caller's.
+// h (see InNetNS). The conn is the caller's. It is ListenInNetNS for
+// datagram services (DNS, say) that a privileged process opens in another
+// namespace and hands to a worker.
 func ListenPacketInNetNS(h netns.NsHandle, network, addr string) (net.PacketConn, error) {
 	var pc net.PacketConn
 	err := InNetNS(h, func() (err error) {

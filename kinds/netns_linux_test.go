@@ -3,12 +3,15 @@
 package kinds_test
 
 import (
+	"errors"
+	"io"
 	"net"
 	"os"
 	"testing"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -163,5 +166,76 @@ func TestSocketNetNSNewNamespace(t *testing.T) {
 	r := socket(t, unix.AF_INET, unix.SOCK_STREAM, 0)
 	if rid, err := kinds.SocketNetNS(r); err != nil || rid != cur {
 		t.Errorf("SocketNetNS(root socket) = %v, %v; want %v", rid, err, cur)
+	}
+}
+
+func TestListenInNetNS(t *testing.T) {
+	needRoot(t)
+	checkLeaks(t)
+	cur, err := kinds.CurrentNetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := inNewNetNS(func() error { return nil })
+	if err != nil {
+		t.Fatalf("new network namespace: %v", err)
+	}
+	defer ns.Close()
+	nsID, err := fd.Identify(int(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The loopback device of a fresh namespace is down: the wildcard
+	// address is the one to bind to.
+	ln, err := kinds.ListenInNetNS(ns, "tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := kinds.ListenPacketInNetNS(ns, "udp4", "0.0.0.0:0")
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	for _, s := range []struct {
+		name string
+		v    io.Closer
+	}{{"ListenInNetNS", ln}, {"ListenPacketInNetNS", pc}} {
+		id, err := kinds.SocketNetNS(dupOf(t, s.v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != nsID || id == cur {
+			t.Errorf("%s: socket in namespace %v, want %v (the current one is %v)", s.name, id, nsID, cur)
+		}
+	}
+	if now, err := kinds.CurrentNetNS(); err != nil || now != cur {
+		t.Errorf("CurrentNetNS after the calls = %v, %v; want %v: a thread was not restored", now, err, cur)
+	}
+
+	// InNetNS returns fn's error, and fn runs in the namespace.
+	errFn := errors.New("fn failed")
+	var inside fd.ID
+	err = kinds.InNetNS(ns, func() error {
+		var err error
+		if inside, err = kinds.CurrentNetNS(); err != nil {
+			return err
+		}
+		return errFn
+	})
+	if !errors.Is(err, errFn) {
+		t.Errorf("InNetNS error = %v, want fn's %v", err, errFn)
+	}
+	if inside != nsID {
+		t.Errorf("fn ran in namespace %v, want %v", inside, nsID)
+	}
+	// A handle that is no namespace: an error, fn never runs, and the
+	// thread stays where it was.
+	ran := false
+	if err := kinds.InNetNS(netns.None(), func() error { ran = true; return nil }); err == nil || ran {
+		t.Errorf("InNetNS(netns.None()) = %v, fn ran: %t; want an error and no call", err, ran)
+	}
+	if now, err := kinds.CurrentNetNS(); err != nil || now != cur {
+		t.Errorf("CurrentNetNS after a failed InNetNS = %v, %v; want %v", now, err, cur)
 	}
 }
