@@ -61,8 +61,9 @@ func (k Kind) IsSocket() bool { return k >= TCPListener && k <= UnixDatagram }
 
 // Errors.
 var (
-	// ErrUnsupported is returned where a feature is Linux-only.
-	ErrUnsupported = errors.New("kinds: not supported on this platform")
+	// ErrUnsupported is returned where a feature is Linux-only. It wraps
+	// errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("kinds: %w on this platform", errors.ErrUnsupported)
 	// ErrMismatch is returned when a descriptor is not of the expected kind.
 	ErrMismatch = errors.New("kinds: descriptor is not of the declared kind")
 	// ErrConvert is returned when a descriptor cannot become the requested

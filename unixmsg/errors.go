@@ -40,8 +40,9 @@ var (
 	ErrUnexpectedEOF = errors.New("unixmsg: connection closed in the middle of a batch")
 	// ErrBroken: an earlier error left the connection in an unknown state.
 	ErrBroken = errors.New("unixmsg: connection unusable after an earlier error")
-	// ErrUnsupported: the feature is Linux-only.
-	ErrUnsupported = errors.New("unixmsg: not supported on this platform")
+	// ErrUnsupported: the feature is Linux-only. It wraps
+	// errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("unixmsg: %w on this platform", errors.ErrUnsupported)
 	// ErrNotFound: no item has that name.
 	ErrNotFound = errors.New("unixmsg: no such item")
 	// ErrTaken: the item's descriptor was already taken or closed.
