@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"unsafe"
 
 	"github.com/fdpass/fdpass/internal/prefault"
@@ -41,16 +42,17 @@ const (
 	FrameAck  FrameType = 3 // the receiver's verdict on a batch
 )
 
+var frameTypeNames = [...]string{
+	FrameHead: "HEAD",
+	FrameData: "DATA",
+	FrameAck:  "ACK",
+}
+
 func (t FrameType) String() string {
-	switch t {
-	case FrameHead:
-		return "HEAD"
-	case FrameData:
-		return "DATA"
-	case FrameAck:
-		return "ACK"
+	if int(t) < len(frameTypeNames) && frameTypeNames[t] != "" {
+		return frameTypeNames[t]
 	}
-	return fmt.Sprintf("frame(%d)", uint8(t))
+	return "frame(" + strconv.Itoa(int(t)) + ")"
 }
 
 // HeadFlagAck in a HEAD frame asks the receiver to answer the batch with an
@@ -70,22 +72,20 @@ const (
 	StatusFailed     Status = 5 // anything else
 )
 
+var statusNames = [...]string{
+	StatusOK:         "ok",
+	StatusMalformed:  "malformed",
+	StatusLimit:      "limit",
+	StatusKind:       "kind",
+	StatusDescriptor: "descriptor",
+	StatusFailed:     "failed",
+}
+
 func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "ok"
-	case StatusMalformed:
-		return "malformed"
-	case StatusLimit:
-		return "limit"
-	case StatusKind:
-		return "kind"
-	case StatusDescriptor:
-		return "descriptor"
-	case StatusFailed:
-		return "failed"
+	if uint64(s) < uint64(len(statusNames)) {
+		return statusNames[s]
 	}
-	return fmt.Sprintf("status(%d)", uint32(s))
+	return "status(" + strconv.FormatUint(uint64(s), 10) + ")"
 }
 
 // Limits bound what a receiver accepts. A zero field means its default. A
