@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,7 +54,6 @@ func FuzzReceive(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data, msgs, fds, cfg []byte) {
-		warmUp.Do(warm)
 		before, err := fd.Count()
 		if err != nil {
 			t.Fatal(err)
@@ -75,21 +73,6 @@ func FuzzReceive(f *testing.F) {
 			t.Fatalf("cfg %#x: descriptor leak: %d open before, %d after", c, before, after)
 		}
 	})
-}
-
-var warmUp sync.Once
-
-// warm makes the runtime open what it opens once (the network poller), so
-// that the first run's count compares like with like.
-func warm() {
-	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	unix.Close(p[1])
-	if c, err := connOf(p[0], nil); err == nil {
-		c.Close()
-	}
 }
 
 // connOf turns the socket s into a unixmsg.Conn; s is consumed.

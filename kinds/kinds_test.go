@@ -15,18 +15,14 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) {
-	warmUp()
-	os.Exit(m.Run())
-}
-
-func warmUp() { fdtest.WarmUp() }
+func TestMain(m *testing.M) { childtest.Main(m) }
 
 func checkLeaks(t testing.TB) {
 	t.Helper()

@@ -54,7 +54,7 @@ func BenchmarkTransfer(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
-			_, wait := startChild(b, "bench-batch", nil, theirs)
+			wait := startChild(b, "bench-batch", nil, theirs)
 			theirs.Close()
 			rx := fileConn(b, mine, &unixmsg.Options{SkipVerify: !verify})
 			defer rx.Close()
@@ -93,7 +93,7 @@ func BenchmarkTransfer(b *testing.B) {
 func benchRaw(b *testing.B, rangeClose bool) {
 	mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
 	defer mine.Close()
-	_, wait := startChild(b, "bench-raw", nil, theirs)
+	wait := startChild(b, "bench-raw", nil, theirs)
 	theirs.Close()
 	rc, err := mine.SyscallConn()
 	if err != nil {

@@ -1385,7 +1385,7 @@ func TestHostileRlimitControlTruncated(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			checkLeaks(t)
 			mine, theirs := socketPairFiles(t, st.typ)
-			_, wait := startChild(t, "hostile-rlimit", nil, theirs)
+			wait := startChild(t, "hostile-rlimit", nil, theirs)
 			theirs.Close()
 			tx := fileConn(t, mine, nil)
 			defer tx.Close()

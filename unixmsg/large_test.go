@@ -140,7 +140,7 @@ func largeRun(t *testing.T, n, typ int) {
 	checkLeaks(t)
 	lim := unixmsg.Limits{MaxItems: n}
 	mine, theirs := socketPairFiles(t, typ)
-	_, wait := startChild(t, largeRole, []string{largeItemsEnv + "=" + strconv.Itoa(n), rtGORACE()}, theirs)
+	wait := startChild(t, largeRole, []string{largeItemsEnv + "=" + strconv.Itoa(n), rtGORACE()}, theirs)
 	theirs.Close()
 	rx := fileConn(t, mine, &unixmsg.Options{Limits: lim})
 	defer rx.Close()

@@ -256,7 +256,7 @@ func rtStart(t *testing.T, role string, typ int, lim unixmsg.Limits, rxLim *unix
 	if rxLim == nil {
 		rxLim = &lim
 	}
-	_, wait := startChild(t, role, []string{rtLimitsString(*rxLim), rtGORACE()}, theirs)
+	wait := startChild(t, role, []string{rtLimitsString(*rxLim), rtGORACE()}, theirs)
 	theirs.Close()
 	c := fileConn(t, mine, &unixmsg.Options{Limits: lim})
 	t.Cleanup(func() { c.Close() })
