@@ -14,16 +14,16 @@ type KV = wire.KV
 // and Value look a key up.
 type Meta = wire.Meta
 
-// MetaOf builds a Meta from alternating keys and values; a key without a
-// value gets "".
+// MetaOf builds a Meta from alternating keys and values. It panics if given
+// an odd number of arguments, as strings.NewReplacer does: a key without a
+// value is a mistake in the program.
 func MetaOf(kv ...string) Meta {
-	m := make(Meta, 0, (len(kv)+1)/2)
+	if len(kv)%2 == 1 {
+		panic("unixmsg.MetaOf: odd argument count")
+	}
+	m := make(Meta, 0, len(kv)/2)
 	for i := 0; i < len(kv); i += 2 {
-		e := KV{Key: kv[i]}
-		if i+1 < len(kv) {
-			e.Value = kv[i+1]
-		}
-		m = append(m, e)
+		m = append(m, KV{Key: kv[i], Value: kv[i+1]})
 	}
 	return m
 }
