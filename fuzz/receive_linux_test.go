@@ -218,6 +218,10 @@ func receiveRun(data []byte, lens []int, choice []byte, cfg byte) error {
 	}
 }
 
+// fileNameKey is the reserved meta key of a sender's file name
+// (unixmsg/PROTOCOL.md).
+const fileNameKey = "unixmsg.file-name"
+
 // receiveErrorOK reports whether err is one Receive may return for what a
 // peer sent or did.
 func receiveErrorOK(err error) bool {
@@ -247,6 +251,11 @@ func checkBatch(b *unixmsg.Batch, opts *unixmsg.Options) error {
 	for i := range b.Len() {
 		if b.Taken(i) {
 			return fmt.Errorf("item %d arrived taken", i)
+		}
+		// A file name that came as the first meta entry is the batch's,
+		// not the item's meta.
+		if m := b.Item(i).Meta; len(m) > 0 && m[0].Key == fileNameKey {
+			return fmt.Errorf("item %d kept its file name in its meta: %v", i, m)
 		}
 		if opts.SkipVerify {
 			continue
@@ -306,6 +315,10 @@ func receiveSeeds() []receiveSeed {
 	three := good[:3]
 	bSmall := encode(three, "", wire.HeadFlagAck, 64, 2)
 	wrongKind := encode([]wire.Item{item(kinds.UDP, "null", "")}, "", wire.HeadFlagAck, 0, 0)
+	named := encode([]wire.Item{
+		item(kinds.File, "null", "", fileNameKey, "/dev/null", "k", "v"),
+		item(kinds.File, "pipe-r", "", "k", "v", fileNameKey, "not first"),
+	}, "", wire.HeadFlagAck, 0, 0)
 	none := byte(0)
 	seeds := []receiveSeed{
 		recvSeed("seqpacket-batch", b, 0, none, fdChoice(4, 0)),
@@ -344,6 +357,7 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("ctrunc-small-limits", bSmall, recvSmall, none, 0x80|fdChoice(3, 0), fdChoice(1, 2)),
 		recvSeed("message-at-max-frame-small-limits", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame))}), recvSmall),
 		recvSeed("truncated-message-small-limits", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
+		recvSeed("file-name-meta", named, 0, none, fdChoice(2, 0)),
 		recvSeed("credentials", b, recvPassCred, none, fdChoice(4, 0)),
 		recvSeed("credentials-stream", b, recvPassCred|recvStream, none, fdChoice(4, 0)),
 		{name: "zero-length-message", data: nil, msgs: putLengths(0), fds: []byte{none}, cfg: []byte{0}},

@@ -246,7 +246,7 @@ func (c *Conn) send(ctx context.Context, b *Batch, ack bool) error {
 		flags = wire.HeadFlagAck
 	}
 	var frames []wire.Frame
-	c.scratch, frames, err = wire.EncodeBatch(c.scratch[:0], b.items, b.payload, flags, c.lim)
+	c.scratch, frames, err = wire.EncodeBatch(c.scratch[:0], b.wireItems(&c.lim), b.payload, flags, c.lim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}
@@ -317,6 +317,7 @@ func (c *Conn) ReceiveContext(ctx context.Context) (*Batch, error) {
 		return nil, err
 	}
 	b := &Batch{items: m.Items, fds: m.FDs, payload: m.Payload}
+	b.takeFileNames()
 	if c.opts.SkipVerify {
 		// Nothing to check.
 	} else if err := b.verify(); err != nil {
