@@ -105,26 +105,6 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 	return c, nil
 }
 
-// Dial connects to the unix socket at addr ("unixpacket", "unix" or
-// "unixgram" network; an address starting with @ is abstract) and returns a
-// Conn on it. opts may be nil.
-func Dial(network, addr string, opts *Options) (*Conn, error) {
-	raddr, err := net.ResolveUnixAddr(network, addr)
-	if err != nil {
-		return nil, err
-	}
-	uc, err := net.DialUnix(network, nil, raddr)
-	if err != nil {
-		return nil, err
-	}
-	c, err := NewConn(uc, opts)
-	if err != nil {
-		uc.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
 // Pair returns two Conns connected to each other by a SOCK_SEQPACKET
 // socketpair. opts may be nil.
 func Pair(opts *Options) (*Conn, *Conn, error) {
