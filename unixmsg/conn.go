@@ -106,7 +106,9 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 }
 
 // Pair returns two Conns connected to each other by a SOCK_SEQPACKET
-// socketpair. opts may be nil.
+// socketpair. opts may be nil. It is the channel between a parent and the
+// child it starts: the child gets one end's UnixConn().File() (exec.Cmd's
+// ExtraFiles) and wraps it with NewConn; or between two goroutines.
 func Pair(opts *Options) (*Conn, *Conn, error) {
 	a, b, err := socketPair()
 	if err != nil {

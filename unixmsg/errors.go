@@ -68,7 +68,8 @@ func (e *kindError) Error() string {
 func (e *kindError) Unwrap() []error { return []error{ErrKindMismatch, e.err} }
 
 // RejectedError is returned to a sender whose batch the receiver refused. It
-// matches ErrRejected.
+// matches ErrRejected; errors.As gives the receiver's verdict (a
+// wire.Status) and its reason.
 type RejectedError struct {
 	Status wire.Status
 	Reason string

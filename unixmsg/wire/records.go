@@ -127,7 +127,9 @@ func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
 
 // ParseRecords parses exactly n records that fill src, checking each against
 // lim. Nothing returned refers to src: the items' names, keys, values and
-// payloads all point into one copy of it.
+// payloads all point into one copy of it. (The Decoder parses the records
+// of a batch in place; ParseRecords is AppendRecords' other half, for
+// other implementations and the fuzz targets.)
 func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 	return parseRecords(bytes.Clone(src), n, lim)
 }
