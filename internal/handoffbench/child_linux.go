@@ -71,9 +71,20 @@ type Gen struct {
 	stop  func()
 }
 
+// mark is the end of a step: when, and the process's counters then.
 type mark struct {
-	name string
-	at   int64
+	name   string
+	at     int64
+	cpu    int64 // user and system, ns
+	minflt int64
+	nvcsw  int64
+}
+
+func newMark(name string) mark {
+	at := now()
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return mark{name, at, ru.Utime.Nano() + ru.Stime.Nano(), ru.Minflt, ru.Nvcsw}
 }
 
 // Main plays a generation, if this process was started as one, and exits;
@@ -84,8 +95,7 @@ func Main(roles ...Role) {
 	if name == "" {
 		return
 	}
-	start := now()
-	g := &Gen{role: name, marks: []mark{{"main", start}}, stop: func() {}}
+	g := &Gen{role: name, marks: []mark{newMark("main")}, stop: func() {}}
 	err := g.run(append([]Role{FDPass, Floor}, roles...))
 	if err != nil {
 		g.say("error pid=%d msg=%s", os.Getpid(), strconv.Quote(err.Error()))
@@ -155,16 +165,15 @@ func (g *Gen) profile() {
 	}
 }
 
-// Mark records that the step name ended now.
-func (g *Gen) Mark(name string) { g.marks = append(g.marks, mark{name, now()}) }
+// Mark records that the step name ended now, with the CPU time, page
+// faults and waits of the process so far.
+func (g *Gen) Mark(name string) { g.marks = append(g.marks, newMark(name)) }
 
 // Ready reports the generation ready with its listeners, which must be on
 // g.Addrs in order; inherited says whether it took them over. The last
 // mark before it is the moment it was ready.
 func (g *Gen) Ready(inherited bool, lns []net.Listener) error {
 	g.stop()
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	if len(lns) != g.N {
 		return fmt.Errorf("%d listeners, want %d", len(lns), g.N)
 	}
@@ -178,14 +187,13 @@ func (g *Gen) Ready(inherited bool, lns []net.Listener) error {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "%s:%d", m.name, m.at)
+		fmt.Fprintf(&b, "%s:%d:%d:%d:%d", m.name, m.at, m.cpu, m.minflt, m.nvcsw)
 	}
 	inh := 0
 	if inherited {
 		inh = 1
 	}
-	g.say("ready pid=%d inherited=%d marks=%s cpu=%d minflt=%d nvcsw=%d nivcsw=%d",
-		os.Getpid(), inh, b.String(), ru.Utime.Nano()+ru.Stime.Nano(), ru.Minflt, ru.Nvcsw, ru.Nivcsw)
+	g.say("ready pid=%d inherited=%d marks=%s", os.Getpid(), inh, b.String())
 	// Every generation reads the benchmark's pipe on standard input: when
 	// the benchmark ends, however it ends, the generations do too.
 	go func() {

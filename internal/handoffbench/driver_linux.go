@@ -33,9 +33,7 @@ type Sample struct {
 	// it, then "exit", from the successor's readiness until the
 	// predecessor was reaped (zero if that came first).
 	Phases []Phase
-	// CPU is the time the successor spent on a CPU, user and system,
-	// until ready; MinFlt its minor page faults; Switches its voluntary
-	// context switches (waits).
+	// The successor's counters until ready, as in Phase.
 	CPU      time.Duration
 	MinFlt   int64
 	Switches int64
@@ -45,6 +43,13 @@ type Sample struct {
 type Phase struct {
 	Name string
 	D    time.Duration
+	// The successor's CPU time (user and system, all threads), minor
+	// page faults and voluntary context switches (waits) in the phase;
+	// zero for "exit", which is the predecessor's. For "exec", what the
+	// successor's process used from its fork to its main.
+	CPU      time.Duration
+	MinFlt   int64
+	Switches int64
 }
 
 // Phase returns the duration of the named phase, or zero.
@@ -353,25 +358,31 @@ func (c *Chain) Handoff() (Sample, error) {
 // successor's ready line and the time its predecessor was reaped.
 func sample(start int64, ready event, reaped int64) (Sample, error) {
 	var s Sample
-	prev := start
+	var prev [4]int64 // at, cpu, minflt, nvcsw
+	prev[0] = start
 	for i, m := range strings.Split(ready.kv["marks"], ",") {
-		name, v, _ := strings.Cut(m, ":")
-		at, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || at < prev {
-			return s, fmt.Errorf("bad marks: %s", ready.line)
+		f := strings.Split(m, ":")
+		var v [4]int64
+		var err error
+		if len(f) != 5 {
+			err = errors.New("want name:at:cpu:minflt:nvcsw")
 		}
+		for j := 0; err == nil && j < 4; j++ {
+			v[j], err = strconv.ParseInt(f[j+1], 10, 64)
+		}
+		if err != nil || v[0] < prev[0] {
+			return s, fmt.Errorf("bad marks (%v): %s", err, ready.line)
+		}
+		name := f[0]
 		if i == 0 {
 			name = "exec"
 		}
-		s.Phases = append(s.Phases, Phase{name, time.Duration(at - prev)})
-		prev = at
+		s.Phases = append(s.Phases, Phase{name, time.Duration(v[0] - prev[0]), time.Duration(v[1] - prev[1]), v[2] - prev[2], v[3] - prev[3]})
+		prev = v
 	}
-	s.Phases = append(s.Phases, Phase{"exit", time.Duration(max(0, reaped-prev))})
-	s.Total = time.Duration(max(prev, reaped) - start)
-	cpu, _ := strconv.ParseInt(ready.kv["cpu"], 10, 64)
-	s.CPU = time.Duration(cpu)
-	s.MinFlt, _ = strconv.ParseInt(ready.kv["minflt"], 10, 64)
-	s.Switches, _ = strconv.ParseInt(ready.kv["nvcsw"], 10, 64)
+	s.Phases = append(s.Phases, Phase{Name: "exit", D: time.Duration(max(0, reaped-prev[0]))})
+	s.Total = time.Duration(max(prev[0], reaped) - start)
+	s.CPU, s.MinFlt, s.Switches = time.Duration(prev[1]), prev[2], prev[3]
 	return s, nil
 }
 
