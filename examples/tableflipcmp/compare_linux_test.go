@@ -122,4 +122,26 @@ func compare(b *testing.B, n int) {
 		b.ReportMetric(median(0, func(s handoffbench.Sample) time.Duration { return s.Phase(p.Name) }), "fdpass-"+p.Name+"-ms")
 	}
 	b.ReportMetric(0, "ns/op")
+	if b.N == 1 {
+		return
+	}
+	// Every variant's phases, in one line each (the output of a
+	// benchmark is cut after ten).
+	for k, r := range roles {
+		var t strings.Builder
+		fmt.Fprintf(&t, "%s, %d listeners, medians of %d: total %.2f ms;", r.Name, n, len(samples[k]), med[k])
+		for i, p := range samples[k][0].Phases {
+			fmt.Fprintf(&t, " %s %.2f", p.Name, median(k, func(s handoffbench.Sample) time.Duration { return s.Phases[i].D }))
+		}
+		fmt.Fprintf(&t, "; successor CPU %.2f ms, %d minor faults", median(k, func(s handoffbench.Sample) time.Duration { return s.CPU }), medianInt(samples[k], func(s handoffbench.Sample) int64 { return s.MinFlt }))
+		b.Log(t.String())
+	}
+}
+
+func medianInt(samples []handoffbench.Sample, f func(handoffbench.Sample) int64) int64 {
+	ds := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		ds[i] = time.Duration(f(s))
+	}
+	return int64(handoffbench.Median(ds))
 }
