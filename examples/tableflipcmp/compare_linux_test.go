@@ -129,7 +129,8 @@ func compare(b *testing.B, n int) {
 	// benchmark is cut after ten).
 	for k, r := range roles {
 		var t strings.Builder
-		fmt.Fprintf(&t, "%s, %d listeners, medians of %d: total %.2f ms;", r.Name, n, len(samples[k]), med[k])
+		fmt.Fprintf(&t, "%s, %d listeners, medians of %d: total %.2f ms, from main %.2f;", r.Name, n, len(samples[k]), med[k],
+			median(k, func(s handoffbench.Sample) time.Duration { return s.Total - s.Phase("exec") }))
 		for i, p := range samples[k][0].Phases {
 			fmt.Fprintf(&t, " %s %.2f", p.Name, median(k, func(s handoffbench.Sample) time.Duration { return s.Phases[i].D }))
 		}
