@@ -84,7 +84,7 @@ func newMark(name string) mark {
 	at := now()
 	var ru unix.Rusage
 	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return mark{name, at, ru.Utime.Nano() + ru.Stime.Nano(), ru.Minflt, ru.Nvcsw}
+	return mark{name, at, ru.Utime.Nano() + ru.Stime.Nano(), int64(ru.Minflt), int64(ru.Nvcsw)}
 }
 
 // Main plays a generation, if this process was started as one, and exits;

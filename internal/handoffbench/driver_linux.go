@@ -402,7 +402,11 @@ func (c *Chain) dialAll() error {
 // close kills every generation of the chain, reaps them and closes the
 // pipes.
 func (c *Chain) close() {
-	if c.pgid != 0 {
+	// The group's id is the chain's as long as one of its members lives
+	// (or is a zombie): while a child of this process is in it, which is
+	// the case whenever any member is, since the others descend from one.
+	var info unix.Siginfo
+	if c.pgid != 0 && unix.Waitid(unix.P_PGID, c.pgid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil) == nil {
 		unix.Kill(-c.pgid, unix.SIGKILL)
 		// Reap the whole group, successors reparented here included;
 		// the trackers of the others see ECHILD, which is fine now.
