@@ -5,7 +5,7 @@
 // tableflip is not a dependency of fdpass:
 //
 //	cd examples/tableflipcmp
-//	go test -run '^$' -bench . -benchtime 5x
+//	go test -run '^$' -bench . -benchtime 11x
 //
 // Each op of BenchmarkCompare/n=N hands N TCP listeners to a freshly
 // started successor once with each of the three, in a rotating order, each
@@ -30,5 +30,7 @@
 // (fdpass/tableflip, fdpass/floor, tableflip/floor) and the medians of the
 // fdpass successor's phases (fdpass-exec-ms until its main, fdpass-new-ms,
 // fdpass-listen-ms, fdpass-ready-ms, fdpass-exit-ms until the predecessor
-// was reaped). Run at least 5 ops (-benchtime 5x).
+// was reaped); it logs every variant's median phases, its median from the
+// successor's main on, and the successor's CPU time and page faults. Run
+// at least 5 ops (-benchtime 5x), more on a busy machine.
 package tableflipcmp
