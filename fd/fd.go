@@ -9,7 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNotSyscallConn is returned when a value has no descriptor to duplicate.
+// ErrNotSyscallConn is returned by Dup, DupFile and IdentifyConn for a
+// value that has no descriptor (it does not implement syscall.Conn), so that
+// a caller handed arbitrary values can tell that apart from a failed system
+// call.
 var ErrNotSyscallConn = errors.New("fd: value does not implement syscall.Conn")
 
 // Dup duplicates the descriptor behind v, which must implement syscall.Conn
@@ -26,15 +29,9 @@ func Dup(v any) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return DupRaw(rc)
-}
-
-// DupRaw duplicates the descriptor behind rc inside rc.Control. The duplicate
-// is close-on-exec and belongs to the caller.
-func DupRaw(rc syscall.RawConn) (int, error) {
 	nfd := -1
 	var derr error
-	err := rc.Control(func(fd uintptr) {
+	err = rc.Control(func(fd uintptr) {
 		nfd, derr = DupFD(int(fd))
 	})
 	if err != nil {
@@ -133,7 +130,9 @@ func Identify(fd int) (ID, error) {
 }
 
 // IdentifyConn returns the ID of the descriptor behind v, which must
-// implement syscall.Conn. v is not affected.
+// implement syscall.Conn. v is not affected. It is Identify for a Go value
+// without the duplicate that Dup would make: the way to check that a
+// listener or conn received or inherited is the very socket that was sent.
 func IdentifyConn(v any) (ID, error) {
 	sc, ok := v.(syscall.Conn)
 	if !ok {
@@ -152,7 +151,9 @@ func IdentifyConn(v any) (ID, error) {
 }
 
 // Same reports whether the raw descriptors a and b refer to the same open
-// file (same device and inode). Neither is affected.
+// file (same device and inode). Neither is affected. A passed descriptor
+// arrives under a new number; Same is how a receiver (or a test) tells that
+// it is the file the sender had.
 func Same(a, b int) (bool, error) {
 	ia, err := Identify(a)
 	if err != nil {

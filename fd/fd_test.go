@@ -12,16 +12,12 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/internal/fdtest"
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) {
-	warmUp()
-	os.Exit(m.Run())
-}
-
-func warmUp() { fdtest.WarmUp() }
+func TestMain(m *testing.M) { childtest.Main(m) }
 
 func checkLeaks(t testing.TB) {
 	t.Helper()

@@ -5,11 +5,11 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
-// FuzzParseControl hands unixmsg.ParseControl arbitrary control buffers.
+// FuzzParseControl hands wire.ParseControl arbitrary control buffers.
 //
 // Invariants: no panic; the descriptors returned are exactly the ints of
 // the SCM_RIGHTS messages before the first malformed header (so that a
@@ -24,11 +24,11 @@ func FuzzParseControl(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		want, malformed, other := refParseControl(oob)
-		fds, err := unixmsg.ParseControl(oob)
+		fds, err := wire.ParseControl(oob)
 		switch {
-		case malformed && !isAny(err, unixmsg.ErrMalformed):
+		case malformed && !isAny(err, wire.ErrMalformed):
 			t.Fatalf("error %v, want ErrMalformed", err)
-		case !malformed && other && !isAny(err, unixmsg.ErrUnexpectedControl):
+		case !malformed && other && !isAny(err, wire.ErrUnexpectedControl):
 			t.Fatalf("error %v, want ErrUnexpectedControl", err)
 		case !malformed && !other && err != nil:
 			t.Fatalf("error %v, want nil", err)

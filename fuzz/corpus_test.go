@@ -13,6 +13,7 @@ import (
 
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 )
 
 // The named seed files under testdata/fuzz/<Target>/ are generated from the
@@ -109,8 +110,8 @@ func corpusFile(args ...[]byte) []byte {
 
 // ---- items and frames for seeds ----
 
-func item(k kinds.Kind, name string, payload string, kv ...string) unixmsg.Item {
-	it := unixmsg.Item{Kind: k, Name: name}
+func item(k kinds.Kind, name string, payload string, kv ...string) wire.Item {
+	it := wire.Item{Kind: k, Name: name}
 	if len(kv) > 0 {
 		it.Meta = unixmsg.MetaOf(kv...)
 	}
@@ -133,9 +134,9 @@ func pad(n int) string { return strings.Repeat("x", n) }
 // encode encodes a batch with the default limits, cut into frames of at
 // most maxFrame bytes and maxFDs descriptors (0: defaults). It panics on
 // error: seeds are fixed.
-func encode(items []unixmsg.Item, payload string, flags uint32, maxFrame, maxFDs int) []unixmsg.Frame {
-	_, frames, err := unixmsg.EncodeBatch(nil, items, []byte(payload), flags,
-		unixmsg.Limits{MaxFrame: maxFrame, MaxFDsPerMessage: maxFDs})
+func encode(items []wire.Item, payload string, flags uint32, maxFrame, maxFDs int) []frame {
+	frames, err := encodeBatch(items, []byte(payload), flags,
+		wire.Limits{MaxFrame: maxFrame, MaxFDsPerMessage: maxFDs})
 	if err != nil {
 		panic(err)
 	}
@@ -143,14 +144,14 @@ func encode(items []unixmsg.Item, payload string, flags uint32, maxFrame, maxFDs
 }
 
 // rawFrame builds one frame with any header values.
-func rawFrame(typ unixmsg.FrameType, nfds uint32, body []byte) []byte {
-	b := unixmsg.AppendHeader(nil, unixmsg.Header{Type: typ, NFDs: nfds, Length: uint32(len(body))})
+func rawFrame(typ wire.FrameType, nfds uint32, body []byte) []byte {
+	b := wire.AppendHeader(nil, wire.Header{Type: typ, NFDs: nfds, Length: uint32(len(body))})
 	return append(b, body...)
 }
 
 // records encodes items' records as the wire format lays them out, with no
 // check at all.
-func records(items ...unixmsg.Item) []byte {
+func records(items ...wire.Item) []byte {
 	var b []byte
 	for _, it := range items {
 		b = append(b, byte(it.Kind), 0)
@@ -171,38 +172,38 @@ func records(items ...unixmsg.Item) []byte {
 
 // rawBatch builds a HEAD frame and one DATA frame for records rec with
 // payload, announcing items items and nfds descriptors.
-func rawBatch(items uint32, payload string, rec []byte, nfds uint32) []unixmsg.Frame {
-	head := rawFrame(unixmsg.FrameHead, 0, unixmsg.AppendHead(nil, unixmsg.Head{
+func rawBatch(items uint32, payload string, rec []byte, nfds uint32) []frame {
+	head := rawFrame(wire.FrameHead, 0, wire.AppendHead(nil, wire.Head{
 		Items: items, Size: uint64(len(payload) + len(rec)), Payload: uint32(len(payload)),
 	}))
-	data := rawFrame(unixmsg.FrameData, nfds, append([]byte(payload), rec...))
-	return []unixmsg.Frame{{Data: head}, {Data: data, NFDs: int(nfds)}}
+	data := rawFrame(wire.FrameData, nfds, append([]byte(payload), rec...))
+	return []frame{{Data: head}, {Data: data, NFDs: int(nfds)}}
 }
 
-func ackFrame(s unixmsg.Status, reason string) unixmsg.Frame {
-	return unixmsg.Frame{Data: rawFrame(unixmsg.FrameAck, 0, unixmsg.AppendAck(nil, unixmsg.Ack{Status: s, Reason: reason}))}
+func ackFrame(s wire.Status, reason string) frame {
+	return frame{Data: rawFrame(wire.FrameAck, 0, wire.AppendAck(nil, wire.Ack{Status: s, Reason: reason}))}
 }
 
 // patch returns a copy of frame with b written at off.
-func patch(f unixmsg.Frame, off int, b ...byte) unixmsg.Frame {
+func patch(f frame, off int, b ...byte) frame {
 	d := bytes.Clone(f.Data)
 	copy(d[off:], b)
-	return unixmsg.Frame{Data: d, NFDs: f.NFDs}
+	return frame{Data: d, NFDs: f.NFDs}
 }
 
 func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 func le16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
 func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
 
-func cat(fs ...[]unixmsg.Frame) []unixmsg.Frame {
-	var all []unixmsg.Frame
+func cat(fs ...[]frame) []frame {
+	var all []frame
 	for _, f := range fs {
 		all = append(all, f...)
 	}
 	return all
 }
 
-func one(f unixmsg.Frame) []unixmsg.Frame { return []unixmsg.Frame{f} }
+func one(f frame) []frame { return []frame{f} }
 
 // Offsets into a batch's frames, for patches.
 const (
@@ -210,16 +211,16 @@ const (
 	hdrReserved = 6
 	hdrNFDs     = 8
 	hdrLength   = 12
-	headItems   = unixmsg.HeaderLen + 0
-	headFlags   = unixmsg.HeaderLen + 4
-	headSize    = unixmsg.HeaderLen + 8
-	headPayload = unixmsg.HeaderLen + 16
-	headReserve = unixmsg.HeaderLen + 20
-	recKind     = unixmsg.HeaderLen + 0 // in a DATA frame without batch payload
-	recReserved = unixmsg.HeaderLen + 1
-	recNameLen  = unixmsg.HeaderLen + 2
-	recMetaN    = unixmsg.HeaderLen + 4
-	recPayLen   = unixmsg.HeaderLen + 6
+	headItems   = wire.HeaderLen + 0
+	headFlags   = wire.HeaderLen + 4
+	headSize    = wire.HeaderLen + 8
+	headPayload = wire.HeaderLen + 16
+	headReserve = wire.HeaderLen + 20
+	recKind     = wire.HeaderLen + 0 // in a DATA frame without batch payload
+	recReserved = wire.HeaderLen + 1
+	recNameLen  = wire.HeaderLen + 2
+	recMetaN    = wire.HeaderLen + 4
+	recPayLen   = wire.HeaderLen + 6
 )
 
 // ---- FuzzParseFrames ----
@@ -232,7 +233,7 @@ type frameSeed struct {
 
 // framesSeed makes a seed that delivers each frame as one read with its
 // descriptors; fdDelta[i], where given, is added to frame i's count.
-func framesSeed(name string, frames []unixmsg.Frame, fdDelta ...int) frameSeed {
+func framesSeed(name string, frames []frame, fdDelta ...int) frameSeed {
 	s := frameSeed{name: name}
 	for i, fr := range frames {
 		s.data = append(s.data, fr.Data...)
@@ -247,13 +248,13 @@ func framesSeed(name string, frames []unixmsg.Frame, fdDelta ...int) frameSeed {
 }
 
 func frameSeeds() []frameSeed {
-	one1 := []unixmsg.Item{item(kinds.File, "a", "p", "k", "v")}
-	two := []unixmsg.Item{item(kinds.TCPListener, "http", "", "addr", ":80"), item(kinds.UDP, "dns", "")}
-	batch1 := encode(one1, "", unixmsg.HeadFlagAck, 0, 0)
+	one1 := []wire.Item{item(kinds.File, "a", "p", "k", "v")}
+	two := []wire.Item{item(kinds.TCPListener, "http", "", "addr", ":80"), item(kinds.UDP, "dns", "")}
+	batch1 := encode(one1, "", wire.HeadFlagAck, 0, 0)
 	batch2 := encode(two, "", 0, 0, 0)
-	split := encode([]unixmsg.Item{fullItem, fullItem, midItem}, "", 0, 64, 2)
-	at := func(n int) []unixmsg.Item {
-		its := make([]unixmsg.Item, n)
+	split := encode([]wire.Item{fullItem, fullItem, midItem}, "", 0, 64, 2)
+	at := func(n int) []wire.Item {
+		its := make([]wire.Item, n)
 		for i := range its {
 			its[i] = item(kinds.Other, fmt.Sprint(i), "")
 		}
@@ -263,52 +264,52 @@ func frameSeeds() []frameSeed {
 		// Each frame type, whole.
 		framesSeed("head-data", batch1),
 		framesSeed("head-only-empty-batch", encode(nil, "", 0, 0, 0)),
-		framesSeed("ack-ok", one(ackFrame(unixmsg.StatusOK, ""))),
-		framesSeed("ack-reason", one(ackFrame(unixmsg.StatusKind, "item 0 (\"a\"): kinds: descriptor is udp, declared file"))),
+		framesSeed("ack-ok", one(ackFrame(wire.StatusOK, ""))),
+		framesSeed("ack-reason", one(ackFrame(wire.StatusKind, "item 0 (\"a\"): kinds: descriptor is udp, declared file"))),
 		framesSeed("batch-payload", encode(two, "state", 0, 0, 0)),
 		framesSeed("many-data-frames", split),
-		framesSeed("batches-and-acks", cat(batch1, one(ackFrame(unixmsg.StatusOK, "")), batch2, encode(nil, "", 0, 0, 0))),
+		framesSeed("batches-and-acks", cat(batch1, one(ackFrame(wire.StatusOK, "")), batch2, encode(nil, "", 0, 0, 0))),
 
 		// Small limits: exactly at each, and one past.
 		framesSeed("limit-items-at", encode(at(3), "", 0, 0, 2)),
 		framesSeed("limit-items-past", encode(at(4), "", 0, 0, 2)),
-		framesSeed("limit-name-at", encode([]unixmsg.Item{item(kinds.File, pad(8), "")}, "", 0, 0, 0)),
-		framesSeed("limit-name-past", encode([]unixmsg.Item{item(kinds.File, pad(9), "")}, "", 0, 0, 0)),
-		framesSeed("limit-meta-entries-at", encode([]unixmsg.Item{item(kinds.File, "", "", "a", "", "b", "")}, "", 0, 0, 0)),
-		framesSeed("limit-meta-entries-past", encode([]unixmsg.Item{item(kinds.File, "", "", "a", "", "b", "", "c", "")}, "", 0, 0, 0)),
-		framesSeed("limit-meta-bytes-at", encode([]unixmsg.Item{item(kinds.File, "", "", "key", pad(13))}, "", 0, 0, 0)),
-		framesSeed("limit-meta-bytes-past", encode([]unixmsg.Item{item(kinds.File, "", "", "key", pad(14))}, "", 0, 0, 0)),
-		framesSeed("limit-payload-at", encode([]unixmsg.Item{item(kinds.File, "", pad(16))}, "", 0, 0, 0)),
-		framesSeed("limit-payload-past", encode([]unixmsg.Item{item(kinds.File, "", pad(17))}, "", 0, 0, 0)),
+		framesSeed("limit-name-at", encode([]wire.Item{item(kinds.File, pad(8), "")}, "", 0, 0, 0)),
+		framesSeed("limit-name-past", encode([]wire.Item{item(kinds.File, pad(9), "")}, "", 0, 0, 0)),
+		framesSeed("limit-meta-entries-at", encode([]wire.Item{item(kinds.File, "", "", "a", "", "b", "")}, "", 0, 0, 0)),
+		framesSeed("limit-meta-entries-past", encode([]wire.Item{item(kinds.File, "", "", "a", "", "b", "", "c", "")}, "", 0, 0, 0)),
+		framesSeed("limit-meta-bytes-at", encode([]wire.Item{item(kinds.File, "", "", "key", pad(13))}, "", 0, 0, 0)),
+		framesSeed("limit-meta-bytes-past", encode([]wire.Item{item(kinds.File, "", "", "key", pad(14))}, "", 0, 0, 0)),
+		framesSeed("limit-payload-at", encode([]wire.Item{item(kinds.File, "", pad(16))}, "", 0, 0, 0)),
+		framesSeed("limit-payload-past", encode([]wire.Item{item(kinds.File, "", pad(17))}, "", 0, 0, 0)),
 		framesSeed("limit-batch-payload-at", encode(nil, pad(16), 0, 0, 0)),
 		framesSeed("limit-batch-payload-past", encode(nil, pad(17), 0, 0, 0)),
-		framesSeed("limit-batch-bytes-at", encode([]unixmsg.Item{fullItem, fullItem, midItem}, pad(10), 0, 64, 2)),
-		framesSeed("limit-batch-bytes-past", encode([]unixmsg.Item{fullItem, fullItem, midItem}, pad(11), 0, 64, 2)),
+		framesSeed("limit-batch-bytes-at", encode([]wire.Item{fullItem, fullItem, midItem}, pad(10), 0, 64, 2)),
+		framesSeed("limit-batch-bytes-past", encode([]wire.Item{fullItem, fullItem, midItem}, pad(11), 0, 64, 2)),
 		// A DATA frame outside a batch: at the limit it is malformed, past it
 		// over the limit.
-		framesSeed("limit-frame-at", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))})),
-		framesSeed("limit-frame-past", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))})),
+		framesSeed("limit-frame-at", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame))})),
+		framesSeed("limit-frame-past", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame+1))})),
 		framesSeed("limit-fds-per-frame-at", encode(at(2), "", 0, 0, 0)),
 		framesSeed("limit-fds-per-frame-past", encode(at(3), "", 0, 0, 0)),
-		framesSeed("limit-ack-reason-at", one(ackFrame(unixmsg.StatusFailed, pad(unixmsg.MaxReasonLen)))),
-		framesSeed("limit-ack-reason-past", one(patch(ackFrame(unixmsg.StatusFailed, pad(unixmsg.MaxReasonLen)), unixmsg.HeaderLen+4, le16(unixmsg.MaxReasonLen+1)...))),
-		framesSeed("limit-nfds-header-at", one(patch(batch1[1], hdrNFDs, le32(unixmsg.MaxFDsPerMessage)...))),
-		framesSeed("limit-nfds-header-past", one(patch(batch1[1], hdrNFDs, le32(unixmsg.MaxFDsPerMessage+1)...))),
+		framesSeed("limit-ack-reason-at", one(ackFrame(wire.StatusFailed, pad(wire.MaxReasonLen)))),
+		framesSeed("limit-ack-reason-past", one(patch(ackFrame(wire.StatusFailed, pad(wire.MaxReasonLen)), wire.HeaderLen+4, le16(wire.MaxReasonLen+1)...))),
+		framesSeed("limit-nfds-header-at", one(patch(batch1[1], hdrNFDs, le32(wire.MaxFDsPerMessage)...))),
+		framesSeed("limit-nfds-header-past", one(patch(batch1[1], hdrNFDs, le32(wire.MaxFDsPerMessage+1)...))),
 
 		// The hostile peer of issue 2.
 		{name: "no-header-with-fds", data: []byte("descriptors without a header"), nfds: []byte{2}},
-		framesSeed("fds-with-ack", one(ackFrame(unixmsg.StatusOK, "")), 1),
+		framesSeed("fds-with-ack", one(ackFrame(wire.StatusOK, "")), 1),
 		framesSeed("fds-with-head", batch1, 1, 0),
 		framesSeed("fds-more-than-announced", batch1, 0, 1),
 		framesSeed("fds-fewer-than-announced", batch2, 0, -1),
 		framesSeed("fds-none-of-announced", batch2, 0, -2),
-		framesSeed("fds-on-later-read", cat(batch2[:1], one(unixmsg.Frame{Data: batch2[1].Data}), one(ackFrame(unixmsg.StatusOK, ""))), 0, 0, 2),
+		framesSeed("fds-on-later-read", cat(batch2[:1], one(frame{Data: batch2[1].Data}), one(ackFrame(wire.StatusOK, ""))), 0, 0, 2),
 		framesSeed("head-announces-fds", one(patch(batch1[0], hdrNFDs, 1)), 1),
-		framesSeed("ack-announces-fds", one(patch(ackFrame(unixmsg.StatusOK, ""), hdrNFDs, 1)), 1),
+		framesSeed("ack-announces-fds", one(patch(ackFrame(wire.StatusOK, ""), hdrNFDs, 1)), 1),
 		framesSeed("batch-fds-beyond-items", cat(batch2[:1], one(patch(batch2[1], hdrNFDs, 3))), 0, 1),
-		framesSeed("truncated-frame", cat(batch1[:1], one(unixmsg.Frame{Data: batch1[1].Data[:len(batch1[1].Data)-3], NFDs: 1}))),
-		framesSeed("truncated-header", one(unixmsg.Frame{Data: batch1[0].Data[:10]})),
-		framesSeed("truncated-head-body", one(unixmsg.Frame{Data: batch1[0].Data[:unixmsg.HeaderLen+10]})),
+		framesSeed("truncated-frame", cat(batch1[:1], one(frame{Data: batch1[1].Data[:len(batch1[1].Data)-3], NFDs: 1}))),
+		framesSeed("truncated-header", one(frame{Data: batch1[0].Data[:10]})),
+		framesSeed("truncated-head-body", one(frame{Data: batch1[0].Data[:wire.HeaderLen+10]})),
 		framesSeed("oversized-frame-length", one(patch(batch1[1], hdrLength, 0xff, 0xff, 0xff, 0xff))),
 		framesSeed("oversized-frame-length-default", one(patch(batch1[1], hdrLength, le32(64<<10+1)...))),
 		framesSeed("oversized-nfds", one(patch(batch1[1], hdrNFDs, 0xff, 0xff, 0xff, 0xff))),
@@ -321,12 +322,12 @@ func frameSeeds() []frameSeed {
 		framesSeed("oversized-record-payload", cat(batch1[:1], one(patch(batch1[1], recPayLen, 0xff, 0xff, 0xff, 0xff)))),
 		framesSeed("head-size-too-small", cat(one(patch(batch1[0], headSize, le64(9)...)), batch1[1:])),
 		framesSeed("wrong-magic", cat(one(patch(batch1[0], 0, 'F', 'D', 'P', 'X')), batch1[1:])),
-		framesSeed("wrong-magic-http", one(unixmsg.Frame{Data: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")})),
+		framesSeed("wrong-magic-http", one(frame{Data: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")})),
 		framesSeed("wrong-version-0", cat(one(patch(batch1[0], 4, 0)), batch1[1:])),
 		framesSeed("wrong-version-2", cat(one(patch(batch1[0], 4, 2)), batch1[1:])),
-		framesSeed("unknown-type-0", one(patch(ackFrame(unixmsg.StatusOK, ""), hdrType, 0))),
-		framesSeed("unknown-type-4", one(patch(ackFrame(unixmsg.StatusOK, ""), hdrType, 4))),
-		framesSeed("unknown-type-255", one(patch(ackFrame(unixmsg.StatusOK, ""), hdrType, 255))),
+		framesSeed("unknown-type-0", one(patch(ackFrame(wire.StatusOK, ""), hdrType, 0))),
+		framesSeed("unknown-type-4", one(patch(ackFrame(wire.StatusOK, ""), hdrType, 4))),
+		framesSeed("unknown-type-255", one(patch(ackFrame(wire.StatusOK, ""), hdrType, 255))),
 		framesSeed("reserved-header-byte-6", cat(one(patch(batch1[0], hdrReserved, 1)), batch1[1:])),
 		framesSeed("reserved-header-byte-7", cat(one(patch(batch1[0], hdrReserved+1, 0x80)), batch1[1:])),
 		framesSeed("reserved-head-field", cat(one(patch(batch1[0], headReserve, 1)), batch1[1:])),
@@ -339,11 +340,11 @@ func frameSeeds() []frameSeed {
 		framesSeed("record-cut-short", rawBatch(2, "", append(records(item(kinds.File, "f", "")), make([]byte, 10)...)[:19], 2)),
 		framesSeed("data-outside-batch", batch1[1:]),
 		framesSeed("head-inside-batch", cat(batch2[:1], batch1)),
-		framesSeed("ack-inside-batch", cat(batch2[:1], one(ackFrame(unixmsg.StatusOK, "")), batch2[1:])),
-		framesSeed("empty-data-frame", cat(batch2[:1], one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, nil)}), batch2[1:])),
-		framesSeed("data-beyond-size", cat(batch1, one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, []byte("more"))}))),
-		framesSeed("ack-length-mismatch", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameAck, 0, []byte{0, 0, 0, 0, 5, 0, 'a'})})),
-		framesSeed("ack-body-short", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameAck, 0, []byte{0, 0, 0})})),
+		framesSeed("ack-inside-batch", cat(batch2[:1], one(ackFrame(wire.StatusOK, "")), batch2[1:])),
+		framesSeed("empty-data-frame", cat(batch2[:1], one(frame{Data: rawFrame(wire.FrameData, 0, nil)}), batch2[1:])),
+		framesSeed("data-beyond-size", cat(batch1, one(frame{Data: rawFrame(wire.FrameData, 0, []byte("more"))}))),
+		framesSeed("ack-length-mismatch", one(frame{Data: rawFrame(wire.FrameAck, 0, []byte{0, 0, 0, 0, 5, 0, 'a'})})),
+		framesSeed("ack-body-short", one(frame{Data: rawFrame(wire.FrameAck, 0, []byte{0, 0, 0})})),
 	}
 	seeds[0].add = true
 	seeds[2].add = true
@@ -354,7 +355,7 @@ func frameSeeds() []frameSeed {
 	big := rawBatch(1, "", records(item(kinds.File, "f", pad(100))), 1)
 	hoard := frameSeed{name: "fds-inside-unfinished-frame",
 		data:  append(bytes.Clone(big[0].Data), big[1].Data...),
-		reads: putLengths(len(big[0].Data), unixmsg.HeaderLen+1, 1, 1, 1, 1, 1),
+		reads: putLengths(len(big[0].Data), wire.HeaderLen+1, 1, 1, 1, 1, 1),
 		nfds:  []byte{0, 1, 200, 200, 200, 200, 200},
 	}
 
@@ -381,37 +382,37 @@ type roundTripSeed struct {
 
 func roundTripSeeds() []roundTripSeed {
 	const ack, small = 1, 2
-	s := func(name string, items []unixmsg.Item, payload string, cfg ...byte) roundTripSeed {
+	s := func(name string, items []wire.Item, payload string, cfg ...byte) roundTripSeed {
 		return roundTripSeed{name: name, spec: specOf(items), payload: []byte(payload), cfg: cfg}
 	}
-	var allKinds []unixmsg.Item
+	var allKinds []wire.Item
 	for k := kinds.TCPListener; k <= kinds.File; k++ {
 		allKinds = append(allKinds, item(k, k.String(), "", "k", "v"))
 	}
 	seeds := []roundTripSeed{
-		s("one-item", []unixmsg.Item{item(kinds.File, "a", "p", "k", "v")}, "", ack),
+		s("one-item", []wire.Item{item(kinds.File, "a", "p", "k", "v")}, "", ack),
 		s("empty-batch", nil, ""),
 		s("empty-batch-payload", nil, "batch state"),
 		s("kinds-1-to-7", allKinds, "", ack),
-		s("kinds-8-9", []unixmsg.Item{item(kinds.NetNS, "ns", ""), item(kinds.Other, "", "x")}, ""),
-		s("invalid-kind-0", []unixmsg.Item{item(0, "a", "")}, ""),
-		s("invalid-kind-10", []unixmsg.Item{item(10, "a", "")}, ""),
-		s("duplicate-meta-key", []unixmsg.Item{item(kinds.File, "a", "", "k", "1", "k", "2")}, ""),
-		s("empty-meta-key", []unixmsg.Item{item(kinds.File, "a", "", "", "v")}, ""),
-		s("small-at-every-limit", []unixmsg.Item{fullItem, fullItem, midItem}, pad(10), ack|small),
-		s("small-past-items", []unixmsg.Item{midItem, midItem, midItem, midItem}, "", small),
-		s("small-past-name", []unixmsg.Item{item(kinds.File, pad(9), "")}, "", small),
-		s("small-past-meta-entries", []unixmsg.Item{item(kinds.File, "", "", "a", "", "b", "", "c", "")}, "", small),
-		s("small-past-meta-bytes", []unixmsg.Item{item(kinds.File, "", "", "key", pad(14))}, "", small),
-		s("small-past-payload", []unixmsg.Item{item(kinds.File, "", pad(17))}, "", small),
+		s("kinds-8-9", []wire.Item{item(kinds.NetNS, "ns", ""), item(kinds.Other, "", "x")}, ""),
+		s("invalid-kind-0", []wire.Item{item(0, "a", "")}, ""),
+		s("invalid-kind-10", []wire.Item{item(10, "a", "")}, ""),
+		s("duplicate-meta-key", []wire.Item{item(kinds.File, "a", "", "k", "1", "k", "2")}, ""),
+		s("empty-meta-key", []wire.Item{item(kinds.File, "a", "", "", "v")}, ""),
+		s("small-at-every-limit", []wire.Item{fullItem, fullItem, midItem}, pad(10), ack|small),
+		s("small-past-items", []wire.Item{midItem, midItem, midItem, midItem}, "", small),
+		s("small-past-name", []wire.Item{item(kinds.File, pad(9), "")}, "", small),
+		s("small-past-meta-entries", []wire.Item{item(kinds.File, "", "", "a", "", "b", "", "c", "")}, "", small),
+		s("small-past-meta-bytes", []wire.Item{item(kinds.File, "", "", "key", pad(14))}, "", small),
+		s("small-past-payload", []wire.Item{item(kinds.File, "", pad(17))}, "", small),
 		s("small-past-batch-payload", nil, pad(17), small),
-		s("small-past-batch-bytes", []unixmsg.Item{fullItem, fullItem, midItem}, pad(11), small),
+		s("small-past-batch-bytes", []wire.Item{fullItem, fullItem, midItem}, pad(11), small),
 		s("frames-of-one-fd", allKinds, "state", 0, 0, 1),
 		s("frames-below-min-frame", allKinds, "state", 0, 1, 3),
 		s("frames-of-min-frame", nil, pad(5000), 0, minFrame/16),
 		s("frames-of-min-frame-stream", allKinds, pad(5000), ack, minFrame/16, 2, 0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233),
 		s("stream-cuts", allKinds, "state", ack, 0, 2, 0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89),
-		s("stream-byte-reads", []unixmsg.Item{fullItem, midItem}, "s", small, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+		s("stream-byte-reads", []wire.Item{fullItem, midItem}, "s", small, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
 	}
 	seeds[0].add = true
 	seeds[len(seeds)-3].add = true

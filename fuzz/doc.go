@@ -5,11 +5,11 @@
 // # Targets
 //
 //   - FuzzParseFrames: raw bytes, cut into reads that each carry a fuzzed
-//     number of fake descriptors, through unixmsg.Decoder on a stream and on
+//     number of fake descriptors, through wire.Decoder (package unixmsg/wire) on a stream and on
 //     a message socket, with the default limits and with small ones. Every
 //     descriptor fed comes back exactly once, every error wraps a sentinel,
 //     every decoded batch respects the limits and encodes back.
-//   - FuzzRoundTrip: items built from the input; whatever unixmsg.EncodeBatch
+//   - FuzzRoundTrip: items built from the input; whatever wire.EncodeBatch
 //     accepts decodes back equal, frame by frame and as a stream cut at
 //     fuzzed points; records round-trip through AppendRecords and
 //     ParseRecords.
@@ -17,7 +17,7 @@
 //     kinds and counts sent with raw sendmsg(2) over a socketpair, received
 //     with unixmsg.Conn; every Receive yields an error or a valid batch, and
 //     the process's open-descriptor count comes back to where it started.
-//   - FuzzParseControl: unixmsg.ParseControl on arbitrary control buffers.
+//   - FuzzParseControl: wire.ParseControl on arbitrary control buffers.
 //   - FuzzHandoffMessage: the graceful handoff-message parser, with a
 //     parse, append, parse round trip.
 //

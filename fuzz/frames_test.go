@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 )
 
-// FuzzParseFrames feeds raw bytes to a unixmsg.Decoder as a peer could
+// FuzzParseFrames feeds raw bytes to a wire.Decoder as a peer could
 // deliver them: data is cut into reads at the uint16 lengths in reads, and
 // read i carries nfds[i] descriptors. Each input runs on a stream decoder
 // and a message decoder, with the default limits and with smallLimits.
@@ -27,9 +27,9 @@ func FuzzParseFrames(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data, reads, nfds []byte) {
-		for _, lim := range []unixmsg.Limits{{}, smallLimits} {
+		for _, lim := range []wire.Limits{{}, smallLimits} {
 			for _, messages := range []bool{false, true} {
-				name := fmt.Sprintf("messages=%v small=%v", messages, lim != unixmsg.Limits{})
+				name := fmt.Sprintf("messages=%v small=%v", messages, lim != wire.Limits{})
 				if err := decodeAll(data, lengths(reads), nfds, lim, messages); err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -39,11 +39,11 @@ func FuzzParseFrames(f *testing.F) {
 }
 
 // decodeAll runs one Decoder over the input and checks the invariants.
-func decodeAll(input []byte, lens []int, nfds []byte, lim unixmsg.Limits, messages bool) error {
+func decodeAll(input []byte, lens []int, nfds []byte, lim wire.Limits, messages bool) error {
 	// A private copy, scribbled over at the end to prove that no message
 	// refers to what was fed.
 	data := append([]byte(nil), input...)
-	d := unixmsg.NewDecoder(lim, messages)
+	d := wire.NewDecoder(lim, messages)
 	var g fakeFDs
 	seen := map[int]bool{}
 	back := func(where string, fds []int) error {
@@ -58,7 +58,7 @@ func decodeAll(input []byte, lens []int, nfds []byte, lim unixmsg.Limits, messag
 		}
 		return nil
 	}
-	var got, want []unixmsg.Message
+	var got, want []wire.Message
 	var stop error
 	delivered, maxRead := 0, 0
 	for i, p := range cut(data, lens) {
@@ -123,12 +123,12 @@ func decodeAll(input []byte, lens []int, nfds []byte, lim unixmsg.Limits, messag
 
 // checkMessage checks one decoded message against the limits, and encodes
 // a batch back and decodes it again.
-func checkMessage(m unixmsg.Message, lim unixmsg.Limits) error {
+func checkMessage(m wire.Message, lim wire.Limits) error {
 	if m.Ack != nil {
 		if m.Items != nil || m.FDs != nil || m.Payload != nil {
 			return fmt.Errorf("ACK message with a batch: %+v", m)
 		}
-		if len(m.Ack.Reason) > unixmsg.MaxReasonLen {
+		if len(m.Ack.Reason) > wire.MaxReasonLen {
 			return fmt.Errorf("ACK reason of %d bytes", len(m.Ack.Reason))
 		}
 		return nil
@@ -136,7 +136,7 @@ func checkMessage(m unixmsg.Message, lim unixmsg.Limits) error {
 	if len(m.FDs) != len(m.Items) {
 		return fmt.Errorf("batch of %d items with %d descriptors", len(m.Items), len(m.FDs))
 	}
-	if m.Flags&^unixmsg.HeadFlagAck != 0 {
+	if m.Flags&^wire.HeadFlagAck != 0 {
 		return fmt.Errorf("batch with flags %#x", m.Flags)
 	}
 	if err := checkItems(m.Items, m.Payload, lim); err != nil {
@@ -144,7 +144,7 @@ func checkMessage(m unixmsg.Message, lim unixmsg.Limits) error {
 	}
 	// Parse, encode, parse: what was accepted must encode under the same
 	// limits and decode to the same batch.
-	_, frames, err := unixmsg.EncodeBatch(nil, m.Items, m.Payload, m.Flags, lim)
+	frames, err := encodeBatch(m.Items, m.Payload, m.Flags, lim)
 	if err != nil {
 		return fmt.Errorf("decoded batch does not encode back: %v", err)
 	}
@@ -157,11 +157,11 @@ func checkMessage(m unixmsg.Message, lim unixmsg.Limits) error {
 
 // decodeFrames decodes frames on a message decoder, each frame carrying its
 // share of fds, and returns the one message they must make.
-func decodeFrames(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int) (unixmsg.Message, error) {
-	d := unixmsg.NewDecoder(lim, true)
+func decodeFrames(frames []frame, lim wire.Limits, fds []int) (wire.Message, error) {
+	d := wire.NewDecoder(lim, true)
 	for i, fr := range frames {
 		if fr.NFDs > len(fds) {
-			return unixmsg.Message{}, fmt.Errorf("frame %d of %d wants %d descriptors, %d left", i, len(frames), fr.NFDs, len(fds))
+			return wire.Message{}, fmt.Errorf("frame %d of %d wants %d descriptors, %d left", i, len(frames), fr.NFDs, len(fds))
 		}
 		var mine []int
 		if fr.NFDs > 0 {
@@ -169,32 +169,32 @@ func decodeFrames(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int) (unixms
 		}
 		fds = fds[fr.NFDs:]
 		if err := d.Feed(fr.Data, mine); err != nil {
-			return unixmsg.Message{}, fmt.Errorf("frame %d of %d: %w", i, len(frames), err)
+			return wire.Message{}, fmt.Errorf("frame %d of %d: %w", i, len(frames), err)
 		}
 		if i < len(frames)-1 {
 			if _, ok := d.Next(); ok {
-				return unixmsg.Message{}, fmt.Errorf("a message after frame %d of %d", i, len(frames))
+				return wire.Message{}, fmt.Errorf("a message after frame %d of %d", i, len(frames))
 			}
 		}
 	}
 	if len(fds) != 0 {
-		return unixmsg.Message{}, fmt.Errorf("%d descriptors left over", len(fds))
+		return wire.Message{}, fmt.Errorf("%d descriptors left over", len(fds))
 	}
 	m, ok := d.Next()
 	if !ok {
-		return unixmsg.Message{}, fmt.Errorf("no message from %d frames", len(frames))
+		return wire.Message{}, fmt.Errorf("no message from %d frames", len(frames))
 	}
 	if _, ok := d.Next(); ok {
-		return unixmsg.Message{}, fmt.Errorf("more than one message from %d frames", len(frames))
+		return wire.Message{}, fmt.Errorf("more than one message from %d frames", len(frames))
 	}
 	if !d.Idle() {
-		return unixmsg.Message{}, fmt.Errorf("decoder not idle after the batch")
+		return wire.Message{}, fmt.Errorf("decoder not idle after the batch")
 	}
 	return m, nil
 }
 
 // messageEqual compares two messages; nil and empty slices are equal.
-func messageEqual(want, got unixmsg.Message) error {
+func messageEqual(want, got wire.Message) error {
 	if (want.Ack == nil) != (got.Ack == nil) || want.Ack != nil && *want.Ack != *got.Ack {
 		return fmt.Errorf("ack %+v, want %+v", got.Ack, want.Ack)
 	}
@@ -216,7 +216,7 @@ func messageEqual(want, got unixmsg.Message) error {
 }
 
 // copyMessage returns a deep copy of m.
-func copyMessage(m unixmsg.Message) unixmsg.Message {
+func copyMessage(m wire.Message) wire.Message {
 	c := m
 	c.Payload = bytes.Clone(m.Payload)
 	c.FDs = append([]int(nil), m.FDs...)
@@ -224,10 +224,10 @@ func copyMessage(m unixmsg.Message) unixmsg.Message {
 		a := *m.Ack
 		c.Ack = &a
 	}
-	c.Items = make([]unixmsg.Item, len(m.Items))
+	c.Items = make([]wire.Item, len(m.Items))
 	for i, it := range m.Items {
 		it.Payload = bytes.Clone(it.Payload)
-		it.Meta = append(unixmsg.Meta(nil), it.Meta...)
+		it.Meta = append(wire.Meta(nil), it.Meta...)
 		c.Items[i] = it
 	}
 	return c

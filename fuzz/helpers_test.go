@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 )
 
 // smallLimits are low enough for fuzzed inputs to reach and cross every
 // limit; the seed corpora hold inputs exactly at each one and one past it.
-var smallLimits = unixmsg.Limits{
+var smallLimits = wire.Limits{
 	MaxItems:         3,
 	MaxNameLen:       8,
 	MaxMetaEntries:   2,
@@ -29,8 +29,8 @@ const minFrame = 2 << 10
 
 // filled returns lim with its zero fields set to their defaults and
 // MaxFrame and MaxFDsPerMessage clamped, the way the package reads it.
-func filled(lim unixmsg.Limits) unixmsg.Limits {
-	d := unixmsg.DefaultLimits()
+func filled(lim wire.Limits) wire.Limits {
+	d := wire.DefaultLimits()
 	set := func(v *int, def int) {
 		if *v <= 0 {
 			*v = def
@@ -44,19 +44,19 @@ func filled(lim unixmsg.Limits) unixmsg.Limits {
 	set(&lim.MaxBatchBytes, d.MaxBatchBytes)
 	set(&lim.MaxFrame, d.MaxFrame)
 	set(&lim.MaxFDsPerMessage, d.MaxFDsPerMessage)
-	lim.MaxFDsPerMessage = min(lim.MaxFDsPerMessage, unixmsg.MaxFDsPerMessage)
+	lim.MaxFDsPerMessage = min(lim.MaxFDsPerMessage, wire.MaxFDsPerMessage)
 	lim.MaxFrame = min(max(lim.MaxFrame, minFrame), 16<<20)
 	return lim
 }
 
 // peerSentinels are the errors a Decoder may return for what a peer sent.
 var peerSentinels = []error{
-	unixmsg.ErrBadMagic,
-	unixmsg.ErrVersion,
-	unixmsg.ErrMalformed,
-	unixmsg.ErrLimit,
-	unixmsg.ErrMissingFDs,
-	unixmsg.ErrUnexpectedFDs,
+	wire.ErrBadMagic,
+	wire.ErrVersion,
+	wire.ErrMalformed,
+	wire.ErrLimit,
+	wire.ErrMissingFDs,
+	wire.ErrUnexpectedFDs,
 }
 
 // isAny reports whether err matches one of targets.
@@ -71,7 +71,7 @@ func isAny(err error, targets ...error) bool {
 
 // checkItems returns an error unless items, with the batch payload, form a
 // batch that lim allows: the invariant every decoded batch must keep.
-func checkItems(items []unixmsg.Item, payload []byte, lim unixmsg.Limits) error {
+func checkItems(items []wire.Item, payload []byte, lim wire.Limits) error {
 	lim = filled(lim)
 	if len(items) > lim.MaxItems {
 		return fmt.Errorf("%d items, limit %d", len(items), lim.MaxItems)
@@ -105,7 +105,7 @@ func checkItems(items []unixmsg.Item, payload []byte, lim unixmsg.Limits) error 
 		if mb > lim.MaxMetaBytes {
 			return fmt.Errorf("item %d: meta of %d bytes, limit %d", i, mb, lim.MaxMetaBytes)
 		}
-		size += unixmsg.RecordLen + len(it.Name) + 4*len(it.Meta) + mb + len(it.Payload)
+		size += wire.RecordLen + len(it.Name) + 4*len(it.Meta) + mb + len(it.Payload)
 	}
 	if size > lim.MaxBatchBytes {
 		return fmt.Errorf("batch of %d bytes, limit %d", size, lim.MaxBatchBytes)
@@ -115,7 +115,7 @@ func checkItems(items []unixmsg.Item, payload []byte, lim unixmsg.Limits) error 
 
 // itemsEqual compares items field by field; nil and empty slices are
 // equal.
-func itemsEqual(a, b []unixmsg.Item) error {
+func itemsEqual(a, b []wire.Item) error {
 	if len(a) != len(b) {
 		return fmt.Errorf("%d items, want %d", len(b), len(a))
 	}
@@ -131,6 +131,30 @@ func itemsEqual(a, b []unixmsg.Item) error {
 		}
 	}
 	return nil
+}
+
+// frame is one encoded frame as one message: what wire.EncodeBatch makes
+// in two pieces, joined, or bytes built by hand.
+type frame struct {
+	Data []byte
+	NFDs int
+}
+
+// encodeBatch is wire.EncodeBatch with each frame's pieces joined. It
+// checks that every header piece is a whole header and nothing more.
+func encodeBatch(items []wire.Item, payload []byte, flags uint32, lim wire.Limits) ([]frame, error) {
+	_, frames, err := wire.EncodeBatch(nil, items, payload, flags, lim)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]frame, len(frames))
+	for i, fr := range frames {
+		if len(fr.Header) != wire.HeaderLen {
+			return nil, fmt.Errorf("frame %d: header piece of %d bytes, want %d", i, len(fr.Header), wire.HeaderLen)
+		}
+		out[i] = frame{Data: append(bytes.Clone(fr.Header), fr.Body...), NFDs: fr.NFDs}
+	}
+	return out, nil
 }
 
 // fakeFDs hands out descriptor numbers that are never open: the Decoder

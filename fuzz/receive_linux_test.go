@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/fdpass/fdpass/internal/rawsock"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +54,6 @@ func FuzzReceive(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data, msgs, fds, cfg []byte) {
-		warmUp.Do(warm)
 		before, err := fd.Count()
 		if err != nil {
 			t.Fatal(err)
@@ -74,21 +73,6 @@ func FuzzReceive(f *testing.F) {
 			t.Fatalf("cfg %#x: descriptor leak: %d open before, %d after", c, before, after)
 		}
 	})
-}
-
-var warmUp sync.Once
-
-// warm makes the runtime open what it opens once (the network poller), so
-// that the first run's count compares like with like.
-func warm() {
-	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	unix.Close(p[1])
-	if c, err := connOf(p[0], nil); err == nil {
-		c.Close()
-	}
 }
 
 // connOf turns the socket s into a unixmsg.Conn; s is consumed.
@@ -234,6 +218,10 @@ func receiveRun(data []byte, lens []int, choice []byte, cfg byte) error {
 	}
 }
 
+// fileNameKey is the reserved meta key of a sender's file name
+// (unixmsg/PROTOCOL.md).
+const fileNameKey = "unixmsg.file-name"
+
 // receiveErrorOK reports whether err is one Receive may return for what a
 // peer sent or did.
 func receiveErrorOK(err error) bool {
@@ -244,7 +232,7 @@ func receiveErrorOK(err error) bool {
 		io.EOF,
 		unixmsg.ErrControlTruncated,
 		unixmsg.ErrTruncated,
-		unixmsg.ErrUnexpectedControl,
+		wire.ErrUnexpectedControl,
 		unixmsg.ErrKindMismatch,
 		unixmsg.ErrUnexpectedEOF,
 		unixmsg.ErrBroken,
@@ -263,6 +251,11 @@ func checkBatch(b *unixmsg.Batch, opts *unixmsg.Options) error {
 	for i := range b.Len() {
 		if b.Taken(i) {
 			return fmt.Errorf("item %d arrived taken", i)
+		}
+		// A file name that came as the first meta entry is the batch's,
+		// not the item's meta.
+		if m := b.Item(i).Meta; len(m) > 0 && m[0].Key == fileNameKey {
+			return fmt.Errorf("item %d kept its file name in its meta: %v", i, m)
 		}
 		if opts.SkipVerify {
 			continue
@@ -302,7 +295,7 @@ func fdChoice(n, start int) byte { return byte(n&7 | (start&3)<<3) }
 
 // recvSeed sends each frame as one message with the descriptors choice[i]
 // picks (none beyond choice).
-func recvSeed(name string, frames []unixmsg.Frame, cfg byte, choice ...byte) receiveSeed {
+func recvSeed(name string, frames []frame, cfg byte, choice ...byte) receiveSeed {
 	s := receiveSeed{name: name, cfg: []byte{cfg}, fds: choice}
 	for _, fr := range frames {
 		s.data = append(s.data, fr.Data...)
@@ -313,15 +306,19 @@ func recvSeed(name string, frames []unixmsg.Frame, cfg byte, choice ...byte) rec
 
 func receiveSeeds() []receiveSeed {
 	// The pool from start 0: /dev/null, pipe read end, pipe write end, UDP.
-	good := []unixmsg.Item{
+	good := []wire.Item{
 		item(kinds.File, "null", ""), item(kinds.File, "pipe-r", "", "fd", "0"),
 		item(kinds.File, "pipe-w", "", "fd", "1"), item(kinds.UDP, "udp", "queued bytes"),
 	}
 	b := encode(good, "", 0, 0, 0)
-	bAck := encode(good, "state", unixmsg.HeadFlagAck, 0, 0)
+	bAck := encode(good, "state", wire.HeadFlagAck, 0, 0)
 	three := good[:3]
-	bSmall := encode(three, "", unixmsg.HeadFlagAck, 64, 2)
-	wrongKind := encode([]unixmsg.Item{item(kinds.UDP, "null", "")}, "", unixmsg.HeadFlagAck, 0, 0)
+	bSmall := encode(three, "", wire.HeadFlagAck, 64, 2)
+	wrongKind := encode([]wire.Item{item(kinds.UDP, "null", "")}, "", wire.HeadFlagAck, 0, 0)
+	named := encode([]wire.Item{
+		item(kinds.File, "null", "", fileNameKey, "/dev/null", "k", "v"),
+		item(kinds.File, "pipe-r", "", "k", "v", fileNameKey, "not first"),
+	}, "", wire.HeadFlagAck, 0, 0)
 	none := byte(0)
 	seeds := []receiveSeed{
 		recvSeed("seqpacket-batch", b, 0, none, fdChoice(4, 0)),
@@ -331,14 +328,14 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("two-batches", cat(bAck, b), 0, none, fdChoice(4, 0), none, fdChoice(4, 0)),
 		recvSeed("small-limits-batch", bSmall, recvSmall, none, fdChoice(2, 0), fdChoice(1, 2)),
 		recvSeed("small-limits-batch-stream", bSmall, recvSmall|recvStream, none, fdChoice(2, 0), fdChoice(1, 2)),
-		recvSeed("empty-batch", encode(nil, "", unixmsg.HeadFlagAck, 0, 0), 0),
-		recvSeed("ack-where-batch-due", one(ackFrame(unixmsg.StatusOK, "")), 0),
+		recvSeed("empty-batch", encode(nil, "", wire.HeadFlagAck, 0, 0), 0),
+		recvSeed("ack-where-batch-due", one(ackFrame(wire.StatusOK, "")), 0),
 		recvSeed("wrong-kind", wrongKind, 0, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-stream", wrongKind, recvStream, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-skip-verify", wrongKind, recvSkipVerify, none, fdChoice(1, 0)),
 		recvSeed("wrong-kind-then-batch", cat(wrongKind, b), 0, none, fdChoice(1, 0), none, fdChoice(4, 0)),
-		recvSeed("no-header-with-fds", one(unixmsg.Frame{Data: []byte("no header at all")}), 0, fdChoice(3, 1)),
-		recvSeed("no-header-with-fds-stream", one(unixmsg.Frame{Data: []byte("no header at all")}), recvStream, fdChoice(3, 1)),
+		recvSeed("no-header-with-fds", one(frame{Data: []byte("no header at all")}), 0, fdChoice(3, 1)),
+		recvSeed("no-header-with-fds-stream", one(frame{Data: []byte("no header at all")}), recvStream, fdChoice(3, 1)),
 		recvSeed("fds-with-head", b, 0, fdChoice(1, 0), fdChoice(4, 0)),
 		recvSeed("fds-more-than-announced", b, 0, none, fdChoice(5, 0)),
 		recvSeed("fds-more-than-announced-stream", b, recvStream, none, fdChoice(5, 0)),
@@ -346,8 +343,8 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("fds-fewer-than-announced-stream", b, recvStream, none, fdChoice(3, 0)),
 		recvSeed("fds-none", b, 0),
 		recvSeed("fds-none-stream", b, recvStream),
-		recvSeed("truncated-frame", cat(b[:1], one(unixmsg.Frame{Data: b[1].Data[:len(b[1].Data)-5]})), 0, none, fdChoice(4, 0)),
-		recvSeed("truncated-frame-stream", cat(b[:1], one(unixmsg.Frame{Data: b[1].Data[:len(b[1].Data)-5]})), recvStream, none, fdChoice(4, 0)),
+		recvSeed("truncated-frame", cat(b[:1], one(frame{Data: b[1].Data[:len(b[1].Data)-5]})), 0, none, fdChoice(4, 0)),
+		recvSeed("truncated-frame-stream", cat(b[:1], one(frame{Data: b[1].Data[:len(b[1].Data)-5]})), recvStream, none, fdChoice(4, 0)),
 		recvSeed("eof-inside-batch", b[:1], 0),
 		recvSeed("oversized-frame-length", cat(b[:1], one(patch(b[1], hdrLength, 0xff, 0xff, 0xff, 0x7f))), recvStream, none, fdChoice(4, 0)),
 		recvSeed("oversized-nfds", cat(b[:1], one(patch(b[1], hdrNFDs, 0, 1))), 0, none, fdChoice(4, 0)),
@@ -358,8 +355,9 @@ func receiveSeeds() []receiveSeed {
 		recvSeed("unknown-type", cat(b[:1], one(patch(b[1], hdrType, 7))), 0, none, fdChoice(4, 0)),
 		recvSeed("reserved-bytes", cat(b[:1], one(patch(b[1], hdrReserved, 1))), 0, none, fdChoice(4, 0)),
 		recvSeed("ctrunc-small-limits", bSmall, recvSmall, none, 0x80|fdChoice(3, 0), fdChoice(1, 2)),
-		recvSeed("message-at-max-frame-small-limits", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame))}), recvSmall),
-		recvSeed("truncated-message-small-limits", one(unixmsg.Frame{Data: rawFrame(unixmsg.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
+		recvSeed("message-at-max-frame-small-limits", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame))}), recvSmall),
+		recvSeed("truncated-message-small-limits", one(frame{Data: rawFrame(wire.FrameData, 0, make([]byte, minFrame+1))}), recvSmall),
+		recvSeed("file-name-meta", named, 0, none, fdChoice(2, 0)),
 		recvSeed("credentials", b, recvPassCred, none, fdChoice(4, 0)),
 		recvSeed("credentials-stream", b, recvPassCred|recvStream, none, fdChoice(4, 0)),
 		{name: "zero-length-message", data: nil, msgs: putLengths(0), fds: []byte{none}, cfg: []byte{0}},

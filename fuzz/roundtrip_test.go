@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/fdpass/fdpass/kinds"
-	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 )
 
 // FuzzRoundTrip builds a batch from spec (see buildItems) and payload and
@@ -33,7 +33,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, spec, payload, cfg []byte) {
 		c := reader{cfg}
 		mode := c.byte()
-		var lim unixmsg.Limits
+		var lim wire.Limits
 		if mode&2 != 0 {
 			lim = smallLimits
 		}
@@ -53,17 +53,17 @@ func FuzzRoundTrip(f *testing.F) {
 	})
 }
 
-func roundTrip(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.Limits, cuts []byte) error {
+func roundTrip(items []wire.Item, payload []byte, flags uint32, lim wire.Limits, cuts []byte) error {
 	valid := checkItems(items, payload, lim)
-	_, frames, err := unixmsg.EncodeBatch(nil, items, payload, flags, lim)
+	frames, err := encodeBatch(items, payload, flags, lim)
 	if err != nil {
-		if !isAny(err, unixmsg.ErrLimit, unixmsg.ErrMalformed) {
+		if !isAny(err, wire.ErrLimit, wire.ErrMalformed) {
 			return fmt.Errorf("EncodeBatch: error %q is neither ErrLimit nor ErrMalformed", err)
 		}
 		if valid == nil {
 			return fmt.Errorf("EncodeBatch refused a batch within the limits: %v", err)
 		}
-		if _, err := unixmsg.AppendRecords(nil, items, lim); err != nil && !isAny(err, unixmsg.ErrLimit, unixmsg.ErrMalformed) {
+		if _, err := wire.AppendRecords(nil, items, lim); err != nil && !isAny(err, wire.ErrLimit, wire.ErrMalformed) {
 			return fmt.Errorf("AppendRecords: error %q is neither ErrLimit nor ErrMalformed", err)
 		}
 		return nil
@@ -78,7 +78,7 @@ func roundTrip(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.L
 	for i := range fds {
 		fds[i] = 1000 + i
 	}
-	want := unixmsg.Message{Items: items, FDs: fds, Payload: payload, Flags: flags}
+	want := wire.Message{Items: items, FDs: fds, Payload: payload, Flags: flags}
 
 	m, err := decodeFrames(frames, lim, fds)
 	if err != nil {
@@ -95,11 +95,11 @@ func roundTrip(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.L
 		return fmt.Errorf("stream decoder: %v", err)
 	}
 
-	rec, err := unixmsg.AppendRecords(nil, items, lim)
+	rec, err := wire.AppendRecords(nil, items, lim)
 	if err != nil {
 		return fmt.Errorf("AppendRecords failed where EncodeBatch did not: %v", err)
 	}
-	back, err := unixmsg.ParseRecords(rec, len(items), lim)
+	back, err := wire.ParseRecords(rec, len(items), lim)
 	if err != nil {
 		return fmt.Errorf("ParseRecords(AppendRecords(items)): %v", err)
 	}
@@ -112,22 +112,22 @@ func roundTrip(items []unixmsg.Item, payload []byte, flags uint32, lim unixmsg.L
 // checkFrames checks the frames EncodeBatch made against its contract:
 // one HEAD, then DATA frames within the limits whose descriptors add up to
 // the items.
-func checkFrames(frames []unixmsg.Frame, items int, lim unixmsg.Limits) error {
+func checkFrames(frames []frame, items int, lim wire.Limits) error {
 	full := filled(lim)
 	total := 0
 	for i, fr := range frames {
-		h, err := unixmsg.ParseHeader(fr.Data, unixmsg.Limits{MaxFrame: 1 << 24})
+		h, err := wire.ParseHeader(fr.Data, wire.Limits{MaxFrame: 1 << 24})
 		if err != nil {
 			return fmt.Errorf("frame %d: %v", i, err)
 		}
-		want := unixmsg.FrameData
+		want := wire.FrameData
 		if i == 0 {
-			want = unixmsg.FrameHead
+			want = wire.FrameHead
 		}
 		switch {
 		case h.Type != want:
 			return fmt.Errorf("frame %d is %s, want %s", i, h.Type, want)
-		case int(h.Length)+unixmsg.HeaderLen != len(fr.Data):
+		case int(h.Length)+wire.HeaderLen != len(fr.Data):
 			return fmt.Errorf("frame %d of %d bytes says %d", i, len(fr.Data), h.Length)
 		case int(h.NFDs) != fr.NFDs:
 			return fmt.Errorf("frame %d announces %d descriptors, Frame.NFDs is %d", i, h.NFDs, fr.NFDs)
@@ -150,15 +150,15 @@ func checkFrames(frames []unixmsg.Frame, items int, lim unixmsg.Limits) error {
 // the frame's first byte and ends that read no later than the frame's end
 // (recvmsg(2) stops after the data of a sendmsg(2) that carried
 // descriptors).
-func decodeStream(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int, cuts []byte) (unixmsg.Message, error) {
+func decodeStream(frames []frame, lim wire.Limits, fds []int, cuts []byte) (wire.Message, error) {
 	var stream []byte
 	starts := make([]int, len(frames))
 	for i, fr := range frames {
 		starts[i] = len(stream)
 		stream = append(stream, fr.Data...)
 	}
-	d := unixmsg.NewDecoder(lim, false)
-	var msgs []unixmsg.Message
+	d := wire.NewDecoder(lim, false)
+	var msgs []wire.Message
 	for pos, fi, ci := 0, 0, 0; pos < len(stream); {
 		end := len(stream)
 		if ci < len(cuts) {
@@ -174,7 +174,7 @@ func decodeStream(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int, cuts []
 			}
 		}
 		if err := d.Feed(stream[pos:end], mine); err != nil {
-			return unixmsg.Message{}, fmt.Errorf("read [%d,%d) of %d: %w", pos, end, len(stream), err)
+			return wire.Message{}, fmt.Errorf("read [%d,%d) of %d: %w", pos, end, len(stream), err)
 		}
 		for {
 			m, ok := d.Next()
@@ -186,10 +186,10 @@ func decodeStream(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int, cuts []
 		pos = end
 	}
 	if len(msgs) != 1 {
-		return unixmsg.Message{}, fmt.Errorf("%d messages, want 1", len(msgs))
+		return wire.Message{}, fmt.Errorf("%d messages, want 1", len(msgs))
 	}
 	if !d.Idle() {
-		return unixmsg.Message{}, fmt.Errorf("decoder not idle after the batch")
+		return wire.Message{}, fmt.Errorf("decoder not idle after the batch")
 	}
 	return msgs[0], nil
 }
@@ -199,19 +199,19 @@ func decodeStream(frames []unixmsg.Frame, lim unixmsg.Limits, fds []int, cuts []
 // a meta count byte (mod 4), per entry a key and a value (length byte,
 // bytes each), and a payload (length byte, bytes). Past the end of spec
 // everything is zero or empty.
-func buildItems(spec []byte) []unixmsg.Item {
+func buildItems(spec []byte) []wire.Item {
 	r := reader{spec}
 	n := int(r.byte() % 8)
 	if n == 0 {
 		return nil
 	}
-	items := make([]unixmsg.Item, n)
+	items := make([]wire.Item, n)
 	for i := range items {
 		it := &items[i]
 		it.Kind = kinds.Kind(r.byte() % 11)
 		it.Name = string(r.bytes(int(r.byte())))
 		if m := int(r.byte() % 4); m > 0 {
-			it.Meta = make(unixmsg.Meta, m)
+			it.Meta = make(wire.Meta, m)
 			for j := range it.Meta {
 				it.Meta[j].Key = string(r.bytes(int(r.byte())))
 				it.Meta[j].Value = string(r.bytes(int(r.byte())))
@@ -226,7 +226,7 @@ func buildItems(spec []byte) []unixmsg.Item {
 
 // specOf is the inverse of buildItems, for seeds; lengths must fit a byte
 // and counts their modulus.
-func specOf(items []unixmsg.Item) []byte {
+func specOf(items []wire.Item) []byte {
 	b := []byte{byte(len(items))}
 	str := func(s string) {
 		b = append(b, byte(len(s)))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/internal/fdtest"
+	"github.com/fdpass/fdpass/internal/handoffbench"
 )
 
 // The restart API's tests re-run the test binary as child processes, each
@@ -32,6 +33,9 @@ func registerRestartRole(name string, f func() error) bool {
 }
 
 func TestMain(m *testing.M) {
+	// A generation of BenchmarkHandoff's fresh successors: first, so
+	// that nothing runs before it that a real successor would not run.
+	handoffbench.Main()
 	if role := os.Getenv(restartChildEnv); role != "" {
 		f, ok := restartRoles[role]
 		if !ok {

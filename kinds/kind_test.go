@@ -109,3 +109,15 @@ func TestMismatchError(t *testing.T) {
 		t.Errorf("errors.As gave %+v", me)
 	}
 }
+
+func TestErrUnsupported(t *testing.T) {
+	t.Parallel() // no descriptors: nothing for a leak check to count
+	if !errors.Is(kinds.ErrUnsupported, errors.ErrUnsupported) {
+		t.Errorf("ErrUnsupported (%v) does not match errors.ErrUnsupported", kinds.ErrUnsupported)
+	}
+	for _, err := range []error{kinds.ErrMismatch, kinds.ErrConvert} {
+		if errors.Is(err, errors.ErrUnsupported) {
+			t.Errorf("%v matches errors.ErrUnsupported", err)
+		}
+	}
+}

@@ -61,8 +61,9 @@ func (k Kind) IsSocket() bool { return k >= TCPListener && k <= UnixDatagram }
 
 // Errors.
 var (
-	// ErrUnsupported is returned where a feature is Linux-only.
-	ErrUnsupported = errors.New("kinds: not supported on this platform")
+	// ErrUnsupported is returned where a feature is Linux-only. It wraps
+	// errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("kinds: %w on this platform", errors.ErrUnsupported)
 	// ErrMismatch is returned when a descriptor is not of the expected kind.
 	ErrMismatch = errors.New("kinds: descriptor is not of the declared kind")
 	// ErrConvert is returned when a descriptor cannot become the requested
@@ -111,7 +112,9 @@ func ipSuffix(family int) string {
 }
 
 // MismatchError reports a descriptor whose real kind differs from the
-// expected one. It matches ErrMismatch with errors.Is.
+// expected one. It matches ErrMismatch with errors.Is; errors.As gives a
+// caller that wants to say or act on what the descriptor really is its
+// Want and Got.
 type MismatchError struct {
 	Want, Got Kind
 }
@@ -126,7 +129,9 @@ func (e *MismatchError) Is(target error) bool { return target == ErrMismatch }
 // Verify checks that the raw descriptor fd is of kind want, and returns a
 // *MismatchError (matching ErrMismatch) when it is not. It asks the kernel
 // only what it must to tell want apart from every other kind, so it is
-// cheaper than Detect. fd is not affected.
+// cheaper than Detect. fd is not affected. It checks one descriptor that
+// arrived by other means than a unixmsg batch (which VerifyAll checks), such
+// as one inherited from a parent.
 func Verify(fd int, want Kind) error {
 	if !want.Valid() {
 		return &MismatchError{Want: want, Got: Invalid}
@@ -314,7 +319,8 @@ func closeFD(n int) { _ = fd.Close(n) }
 // that suits its kind: net.Listener for listeners, net.Conn for connected
 // stream sockets, net.PacketConn for UDP and unix datagram sockets,
 // netns.NsHandle for namespaces and *os.File for everything else. On error
-// fd is closed.
+// fd is closed. It is ToValues for one descriptor, for a caller that gets
+// them one at a time.
 func ToValue(fd int, k Kind, name string) (any, error) {
 	switch k {
 	case TCPListener, UnixListener:

@@ -4,11 +4,8 @@ package kinds
 
 import (
 	"errors"
-	"fmt"
 	"os"
 
-	"github.com/fdpass/fdpass/fd"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -202,39 +199,3 @@ func verify(fd int, want Kind) error {
 
 // tcpListen is TCP_LISTEN from include/net/tcp_states.h.
 const tcpListen = 10
-
-// SocketNetNS returns the identity of the network namespace that the socket
-// fd was created in, which stays the same wherever its descriptor goes. It
-// wraps the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace.
-// fd is not affected.
-func SocketNetNS(sock int) (fd.ID, error) {
-	h, err := SocketNetNSHandle(sock)
-	if err != nil {
-		return fd.ID{}, err
-	}
-	defer h.Close()
-	return fd.Identify(int(h))
-}
-
-// SocketNetNSHandle returns a handle on the network namespace that the
-// socket fd was created in; the handle is the caller's to close. It wraps
-// the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace.
-func SocketNetNSHandle(sock int) (netns.NsHandle, error) {
-	nsfd, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
-	if err != nil {
-		return netns.None(), os.NewSyscallError("ioctl SIOCGSKNS", err)
-	}
-	return netns.NsHandle(nsfd), nil
-}
-
-// CurrentNetNS returns the identity of the calling thread's network
-// namespace. In a process that never moves a thread to another namespace
-// every thread shares it.
-func CurrentNetNS() (fd.ID, error) {
-	h, err := netns.Get()
-	if err != nil {
-		return fd.ID{}, fmt.Errorf("kinds: current network namespace: %w", err)
-	}
-	defer h.Close()
-	return fd.Identify(int(h))
-}

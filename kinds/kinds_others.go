@@ -2,13 +2,7 @@
 
 package kinds
 
-import (
-	"net"
-	"syscall"
-
-	"github.com/fdpass/fdpass/fd"
-	"github.com/vishvananda/netns"
-)
+import "syscall"
 
 const (
 	afInet        = syscall.AF_INET
@@ -21,27 +15,6 @@ const (
 	sockSeqpacket = syscall.SOCK_SEQPACKET
 )
 
-func detect(int) (Info, error) { return Info{}, ErrUnsupported }
-func verify(int, Kind) error   { return ErrUnsupported }
-
-// SocketNetNS is Linux-only; elsewhere it returns ErrUnsupported.
-func SocketNetNS(int) (fd.ID, error) { return fd.ID{}, ErrUnsupported }
-
-// SocketNetNSHandle is Linux-only; elsewhere it returns ErrUnsupported.
-func SocketNetNSHandle(int) (netns.NsHandle, error) { return netns.None(), ErrUnsupported }
-
-// CurrentNetNS is Linux-only; elsewhere it returns ErrUnsupported.
-func CurrentNetNS() (fd.ID, error) { return fd.ID{}, ErrUnsupported }
-
+func detect(int) (Info, error)             { return Info{}, ErrUnsupported }
+func verify(int, Kind) error               { return ErrUnsupported }
 func verifyAll([]int, []Kind) (int, error) { return 0, ErrUnsupported }
-
-// InNetNS is Linux-only; elsewhere it returns ErrUnsupported.
-func InNetNS(netns.NsHandle, func() error) error { return ErrUnsupported }
-
-// ListenInNetNS is Linux-only; elsewhere it returns ErrUnsupported.
-func ListenInNetNS(netns.NsHandle, string, string) (net.Listener, error) { return nil, ErrUnsupported }
-
-// ListenPacketInNetNS is Linux-only; elsewhere it returns ErrUnsupported.
-func ListenPacketInNetNS(netns.NsHandle, string, string) (net.PacketConn, error) {
-	return nil, ErrUnsupported
-}

@@ -5,10 +5,51 @@ package kinds
 import (
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 
+	"github.com/fdpass/fdpass/fd"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
+
+// SocketNetNS returns the identity of the network namespace that the socket
+// fd was created in, which stays the same wherever its descriptor goes. It
+// wraps the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace.
+// fd is not affected.
+func SocketNetNS(sock int) (fd.ID, error) {
+	h, err := SocketNetNSHandle(sock)
+	if err != nil {
+		return fd.ID{}, err
+	}
+	defer h.Close()
+	return fd.Identify(int(h))
+}
+
+// SocketNetNSHandle returns a handle on the network namespace that the
+// socket fd was created in; the handle is the caller's to close. It wraps
+// the SIOCGSKNS ioctl, which needs CAP_NET_ADMIN over that namespace. With
+// the handle, InNetNS creates sockets beside one that was received, or
+// passes the namespace on.
+func SocketNetNSHandle(sock int) (netns.NsHandle, error) {
+	nsfd, err := unix.IoctlRetInt(sock, unix.SIOCGSKNS)
+	if err != nil {
+		return netns.None(), os.NewSyscallError("ioctl SIOCGSKNS", err)
+	}
+	return netns.NsHandle(nsfd), nil
+}
+
+// CurrentNetNS returns the identity of the calling thread's network
+// namespace. In a process that never moves a thread to another namespace
+// every thread shares it.
+func CurrentNetNS() (fd.ID, error) {
+	h, err := netns.Get()
+	if err != nil {
+		return fd.ID{}, fmt.Errorf("kinds: current network namespace: %w", err)
+	}
+	defer h.Close()
+	return fd.Identify(int(h))
+}
 
 // InNetNS runs fn on an OS thread switched into the network namespace h,
 // then switches the thread back. Sockets fn creates belong to h for good,
@@ -49,7 +90,9 @@ func ListenInNetNS(h netns.NsHandle, network, addr string) (net.Listener, error)
 }
 
 // ListenPacketInNetNS is net.ListenPacket run inside the network namespace
-// h (see InNetNS). The conn is the caller's.
+// h (see InNetNS). The conn is the caller's. It is ListenInNetNS for
+// datagram services (DNS, say) that a privileged process opens in another
+// namespace and hands to a worker.
 func ListenPacketInNetNS(h netns.NsHandle, network, addr string) (net.PacketConn, error) {
 	var pc net.PacketConn
 	err := InNetNS(h, func() (err error) {

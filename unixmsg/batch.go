@@ -3,6 +3,7 @@ package unixmsg
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -25,6 +26,7 @@ type Batch struct {
 	items   []Item
 	fds     []int          // -1 once taken or closed
 	lent    []bool         // fds[i] is borrowed (AddBorrowed); nil if none is
+	files   []string       // the name of the *os.File item i came from, or ""; nil if none did
 	index   map[string]int // name to index, or dupName; built on first use
 }
 
@@ -35,7 +37,9 @@ const dupName = -1
 // behind v, which may be a net.Listener, net.Conn, net.PacketConn, *os.File,
 // netns.NsHandle or any syscall.Conn. Its kind is detected from the
 // descriptor. The batch keeps meta and payload as they are (it does not copy
-// them) until it is sent.
+// them) until it is sent. The name of an *os.File travels with it, so that
+// the receiver's file has the same Name() (see Batch.File); meta keys that
+// start with "unixmsg." are reserved for that.
 //
 // The duplicate belongs to the batch: closing v does not affect the batch,
 // and closing the batch does not affect v. Names need not be set, but a name
@@ -49,6 +53,7 @@ func (b *Batch) Add(name string, v any, meta Meta, payload []byte) error {
 		return fmt.Errorf("unixmsg: add %q: %w", name, err)
 	}
 	b.append(Item{Kind: info.Kind, Name: name, Meta: meta, Payload: payload}, nfd)
+	b.noteFile(v)
 	return nil
 }
 
@@ -83,6 +88,7 @@ func (b *Batch) AddBorrowed(name string, v syscall.Conn, meta Meta, payload []by
 	}
 	b.append(Item{Kind: k, Name: name, Meta: meta, Payload: payload}, nfd)
 	b.lent[len(b.lent)-1] = true
+	b.noteFile(v)
 	return nil
 }
 
@@ -117,6 +123,9 @@ func (b *Batch) Grow(n int) {
 	if b.lent != nil {
 		b.lent = slices.Grow(b.lent, n)
 	}
+	if b.files != nil {
+		b.files = slices.Grow(b.files, n)
+	}
 	if b.index == nil && len(b.items) == 0 {
 		b.index = make(map[string]int, n)
 	}
@@ -138,6 +147,9 @@ func (b *Batch) append(it Item, nfd int) {
 	b.fds = append(b.fds, nfd)
 	if b.lent != nil {
 		b.lent = append(b.lent, false)
+	}
+	if b.files != nil {
+		b.files = append(b.files, "")
 	}
 	if it.Name != "" && b.index != nil {
 		b.index[it.Name] = len(b.items) - 1
@@ -277,13 +289,26 @@ func (b *Batch) PacketConn(name string) (net.PacketConn, error) {
 }
 
 // File takes the item named name, of any kind, as an *os.File that owns its
-// descriptor.
+// descriptor. The file's Name() is the name of the *os.File the sender
+// added (the path it opened, say), or else the item's name.
 func (b *Batch) File(name string) (*os.File, error) {
-	f, err := b.take(name, "file")
+	i, err := b.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	return kinds.ToFile(f, name), nil
+	f, err := b.TakeFDAt(i)
+	if err != nil {
+		return nil, err
+	}
+	return kinds.ToFile(f, b.fileName(i)), nil
+}
+
+// fileName is the name for a file made from item i.
+func (b *Batch) fileName(i int) string {
+	if b.files != nil && b.files[i] != "" {
+		return b.files[i]
+	}
+	return b.items[i].Name
 }
 
 // NsHandle takes the item named name, a network-namespace handle, as a
@@ -338,4 +363,66 @@ func (b *Batch) verify() error {
 		}
 	}
 	return nil
+}
+
+// fileNameKey is the meta key under which the name of the *os.File an
+// item came from travels, as the item's first meta entry (PROTOCOL.md,
+// "Reserved meta keys").
+const fileNameKey = "unixmsg.file-name"
+
+// noteFile records the name of v, the value of the item just added, if v
+// is an *os.File that has one.
+func (b *Batch) noteFile(v any) {
+	f, ok := v.(*os.File)
+	if !ok || f.Name() == "" {
+		return
+	}
+	if b.files == nil {
+		b.files = make([]string, len(b.items), cap(b.items))
+	}
+	b.files[len(b.items)-1] = f.Name()
+}
+
+// wireItems returns the items as they travel: those that came from an
+// *os.File with its name as their first meta entry, unless their meta has
+// that key already or the entry would break lim (which has its defaults).
+// The batch's own items stay as they are.
+func (b *Batch) wireItems(lim *Limits) []Item {
+	if b.files == nil {
+		return b.items
+	}
+	items := slices.Clone(b.items)
+	for i, name := range b.files {
+		it := &items[i]
+		if name == "" || len(name) > math.MaxUint16 || len(it.Meta) >= lim.MaxMetaEntries {
+			continue
+		}
+		size := len(fileNameKey) + len(name)
+		for _, e := range it.Meta {
+			size += len(e.Key) + len(e.Value)
+		}
+		if _, dup := it.Meta.Get(fileNameKey); dup || size > lim.MaxMetaBytes {
+			continue
+		}
+		it.Meta = append(append(make(Meta, 0, len(it.Meta)+1), KV{Key: fileNameKey, Value: name}), it.Meta...)
+	}
+	return items
+}
+
+// takeFileNames takes the file names that arrived as the items' first
+// meta entries out of their meta.
+func (b *Batch) takeFileNames() {
+	for i := range b.items {
+		it := &b.items[i]
+		if len(it.Meta) == 0 || it.Meta[0].Key != fileNameKey {
+			continue
+		}
+		if b.files == nil {
+			b.files = make([]string, len(b.items))
+		}
+		b.files[i] = it.Meta[0].Value
+		if it.Meta = it.Meta[1:]; len(it.Meta) == 0 {
+			it.Meta = nil
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/internal/rawsock"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +54,7 @@ func BenchmarkTransfer(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
-			_, wait := startChild(b, "bench-batch", nil, theirs)
+			wait := startChild(b, "bench-batch", nil, theirs)
 			theirs.Close()
 			rx := fileConn(b, mine, &unixmsg.Options{SkipVerify: !verify})
 			defer rx.Close()
@@ -92,14 +93,14 @@ func BenchmarkTransfer(b *testing.B) {
 func benchRaw(b *testing.B, rangeClose bool) {
 	mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
 	defer mine.Close()
-	_, wait := startChild(b, "bench-raw", nil, theirs)
+	wait := startChild(b, "bench-raw", nil, theirs)
 	theirs.Close()
 	rc, err := mine.SyscallConn()
 	if err != nil {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 16)
-	oob := make([]byte, unix.CmsgSpace(4*unixmsg.MaxFDsPerMessage))
+	oob := make([]byte, unix.CmsgSpace(4*wire.MaxFDsPerMessage))
 	recvAll := func(n int) {
 		for got := 0; got < n; {
 			var oobn int
@@ -110,7 +111,7 @@ func benchRaw(b *testing.B, rangeClose bool) {
 			if rerr != nil {
 				b.Fatal(rerr)
 			}
-			rfds, err := unixmsg.ParseControl(oob[:oobn])
+			rfds, err := wire.ParseControl(oob[:oobn])
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -166,8 +167,8 @@ func benchSources() (net.Listener, []int) {
 func benchSendRaw() {
 	_, fds := benchSources()
 	var oobs [][]byte
-	for i := 0; i < len(fds); i += unixmsg.MaxFDsPerMessage {
-		oobs = append(oobs, unix.UnixRights(fds[i:min(i+unixmsg.MaxFDsPerMessage, len(fds))]...))
+	for i := 0; i < len(fds); i += wire.MaxFDsPerMessage {
+		oobs = append(oobs, unix.UnixRights(fds[i:min(i+wire.MaxFDsPerMessage, len(fds))]...))
 	}
 	for {
 		for _, o := range oobs {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/unixmsg/wire"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Conn. The zero value means defaults.
@@ -27,6 +29,13 @@ type Options struct {
 	// verdict, so that a nil error means the batch was received whole.
 	NoAck bool
 }
+
+// Limits bound what a Conn accepts and sends (see wire.Limits for the
+// fields). A zero field means its default.
+type Limits = wire.Limits
+
+// DefaultLimits returns the limits used for zero fields.
+func DefaultLimits() Limits { return wire.DefaultLimits() }
 
 // Conn sends and receives batches over one connected unix socket of type
 // SOCK_SEQPACKET (preferred), SOCK_STREAM or SOCK_DGRAM.
@@ -48,13 +57,12 @@ type Conn struct {
 	messages bool
 
 	rmu  sync.Mutex
-	dec  *Decoder
+	dec  *wire.Decoder
 	rbuf []byte
 	oob  []byte
 
 	wmu     sync.Mutex
-	hbuf    []byte
-	scratch []byte
+	scratch []byte // EncodeBatch's buffer, kept from batch to batch
 
 	emu    sync.Mutex
 	broken error
@@ -73,7 +81,7 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 	if opts != nil {
 		c.opts = *opts
 	}
-	c.lim = c.opts.Limits.withDefaults()
+	c.lim = c.opts.Limits.WithDefaults()
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -84,38 +92,23 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 		return nil, err
 	}
 	c.messages = typ != syscall.SOCK_STREAM
-	c.dec = NewDecoder(c.lim, c.messages)
+	c.dec = wire.NewDecoder(c.lim, c.messages)
 	if c.messages {
-		c.rbuf = make([]byte, HeaderLen+c.lim.MaxFrame)
+		c.rbuf = make([]byte, wire.HeaderLen+c.lim.MaxFrame)
 	} else {
 		c.rbuf = make([]byte, 64<<10)
 	}
-	c.oob = make([]byte, ControlSpace(c.lim.MaxFDsPerMessage))
-	return c, nil
-}
-
-// Dial connects to the unix socket at addr ("unixpacket", "unix" or
-// "unixgram" network; an address starting with @ is abstract) and returns a
-// Conn on it. opts may be nil.
-func Dial(network, addr string, opts *Options) (*Conn, error) {
-	raddr, err := net.ResolveUnixAddr(network, addr)
-	if err != nil {
-		return nil, err
-	}
-	uc, err := net.DialUnix(network, nil, raddr)
-	if err != nil {
-		return nil, err
-	}
-	c, err := NewConn(uc, opts)
-	if err != nil {
-		uc.Close()
-		return nil, err
-	}
+	// Room for one SCM_RIGHTS message of MaxFDsPerMessage descriptors and
+	// no more: any room beyond it would let the kernel deliver more
+	// descriptors than that without setting MSG_CTRUNC.
+	c.oob = make([]byte, unix.CmsgSpace(4*c.lim.MaxFDsPerMessage))
 	return c, nil
 }
 
 // Pair returns two Conns connected to each other by a SOCK_SEQPACKET
-// socketpair. opts may be nil.
+// socketpair. opts may be nil. It is the channel between a parent and the
+// child it starts: the child gets one end's UnixConn().File() (exec.Cmd's
+// ExtraFiles) and wraps it with NewConn; or between two goroutines.
 func Pair(opts *Options) (*Conn, *Conn, error) {
 	a, b, err := socketPair()
 	if err != nil {
@@ -232,23 +225,23 @@ func (c *Conn) send(ctx context.Context, b *Batch, ack bool) error {
 	}
 	var flags uint32
 	if ack {
-		flags = HeadFlagAck
+		flags = wire.HeadFlagAck
 	}
-	var parts []part
-	c.hbuf, c.scratch, parts, err = encodeParts(c.hbuf, c.scratch, b.items, b.payload, flags, c.lim)
+	var frames []wire.Frame
+	c.scratch, frames, err = wire.EncodeBatch(c.scratch[:0], b.wireItems(&c.lim), b.payload, flags, c.lim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}
 	if cap(c.scratch) > 64<<20 {
 		// Keep what a usual batch needs, not the largest one ever sent.
-		defer func() { c.hbuf, c.scratch = nil, nil }()
+		defer func() { c.scratch = nil }()
 	}
 	stop := c.watch(ctx)
-	for _, p := range parts {
-		if err = c.writeFrame(p.hdr, p.body, fds[:p.nfds]); err != nil {
+	for _, f := range frames {
+		if err = c.writeFrame(f.Header, f.Body, fds[:f.NFDs]); err != nil {
 			break
 		}
-		fds = fds[p.nfds:]
+		fds = fds[f.NFDs:]
 	}
 	if cerr := stop(); cerr != nil && err != nil {
 		err = cerr
@@ -276,7 +269,7 @@ func (c *Conn) awaitAck(ctx context.Context) error {
 		c.setBroken(err)
 		return err
 	}
-	if m.Ack.Status != StatusOK {
+	if m.Ack.Status != wire.StatusOK {
 		return &RejectedError{Status: m.Ack.Status, Reason: m.Ack.Reason}
 	}
 	return nil
@@ -306,17 +299,18 @@ func (c *Conn) ReceiveContext(ctx context.Context) (*Batch, error) {
 		return nil, err
 	}
 	b := &Batch{items: m.Items, fds: m.FDs, payload: m.Payload}
+	b.takeFileNames()
 	if c.opts.SkipVerify {
 		// Nothing to check.
 	} else if err := b.verify(); err != nil {
 		b.Close()
-		if m.Flags&HeadFlagAck != 0 {
+		if m.Flags&wire.HeadFlagAck != 0 {
 			c.reject(err)
 		}
 		return nil, err
 	}
-	if m.Flags&HeadFlagAck != 0 {
-		if err := c.sendAck(ctx, Ack{Status: StatusOK}); err != nil {
+	if m.Flags&wire.HeadFlagAck != 0 {
+		if err := c.sendAck(ctx, wire.Ack{Status: wire.StatusOK}); err != nil {
 			b.Close()
 			c.setBroken(err)
 			return nil, &net.OpError{Op: "ack", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
@@ -326,9 +320,9 @@ func (c *Conn) ReceiveContext(ctx context.Context) (*Batch, error) {
 }
 
 // next reads until the decoder yields a message. Called with rmu held.
-func (c *Conn) next(ctx context.Context) (Message, error) {
+func (c *Conn) next(ctx context.Context) (wire.Message, error) {
 	if err := c.brokenErr(); err != nil {
-		return Message{}, err
+		return wire.Message{}, err
 	}
 	if m, ok := c.dec.Next(); ok {
 		return m, nil
@@ -352,7 +346,7 @@ func (c *Conn) next(ctx context.Context) (Message, error) {
 			c.setBroken(err)
 			c.reject(err)
 			stop()
-			return Message{}, err
+			return wire.Message{}, err
 		}
 		cerr := stop()
 		if cerr != nil {
@@ -360,12 +354,12 @@ func (c *Conn) next(ctx context.Context) (Message, error) {
 		}
 		if err != nil && c.dec.Idle() && isTimeout(err) {
 			// Nothing of a batch has arrived: the Conn stays usable.
-			return Message{}, &net.OpError{Op: "receive", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
+			return wire.Message{}, &net.OpError{Op: "receive", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
 		}
 		if err == nil && eof {
 			if c.dec.Idle() {
 				c.setBroken(io.EOF)
-				return Message{}, io.EOF
+				return wire.Message{}, io.EOF
 			}
 			err = ErrUnexpectedEOF
 		}
@@ -373,12 +367,12 @@ func (c *Conn) next(ctx context.Context) (Message, error) {
 		c.setBroken(err)
 		if errors.Is(err, ErrControlTruncated) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrUnexpectedControl) || errors.Is(err, ErrMalformed) {
 			c.reject(err)
-			return Message{}, err
+			return wire.Message{}, err
 		}
 		if errors.Is(err, ErrUnexpectedEOF) {
-			return Message{}, err
+			return wire.Message{}, err
 		}
-		return Message{}, &net.OpError{Op: "receive", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
+		return wire.Message{}, &net.OpError{Op: "receive", Net: "unix", Addr: c.uc.RemoteAddr(), Err: err}
 	}
 }
 
@@ -389,24 +383,24 @@ func isTimeout(err error) bool {
 // reject tells the peer, as far as it is listening, why its batch failed.
 // It never blocks.
 func (c *Conn) reject(err error) {
-	c.tryWrite(ackFrame(Ack{Status: statusOf(err), Reason: err.Error()}))
+	c.tryWrite(ackFrame(wire.Ack{Status: statusOf(err), Reason: err.Error()}))
 }
 
-func statusOf(err error) Status {
+func statusOf(err error) wire.Status {
 	switch {
 	case errors.Is(err, ErrKindMismatch):
-		return StatusKind
+		return wire.StatusKind
 	case errors.Is(err, ErrLimit):
-		return StatusLimit
+		return wire.StatusLimit
 	case errors.Is(err, ErrMissingFDs), errors.Is(err, ErrUnexpectedFDs), errors.Is(err, ErrControlTruncated):
-		return StatusDescriptor
+		return wire.StatusDescriptor
 	case errors.Is(err, ErrMalformed), errors.Is(err, ErrBadMagic), errors.Is(err, ErrVersion), errors.Is(err, ErrTruncated), errors.Is(err, ErrUnexpectedControl), errors.Is(err, ErrDuplicateName):
-		return StatusMalformed
+		return wire.StatusMalformed
 	}
-	return StatusFailed
+	return wire.StatusFailed
 }
 
-func (c *Conn) sendAck(ctx context.Context, a Ack) error {
+func (c *Conn) sendAck(ctx context.Context, a wire.Ack) error {
 	frame := ackFrame(a)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -418,9 +412,9 @@ func (c *Conn) sendAck(ctx context.Context, a Ack) error {
 	return err
 }
 
-func ackFrame(a Ack) []byte {
-	body := AppendAck(nil, a)
-	frame := AppendHeader(make([]byte, 0, HeaderLen+len(body)), Header{Type: FrameAck, Length: uint32(len(body))})
+func ackFrame(a wire.Ack) []byte {
+	body := wire.AppendAck(nil, a)
+	frame := wire.AppendHeader(make([]byte, 0, wire.HeaderLen+len(body)), wire.Header{Type: wire.FrameAck, Length: uint32(len(body))})
 	return append(frame, body...)
 }
 

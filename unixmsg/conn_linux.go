@@ -5,10 +5,13 @@ package unixmsg
 import (
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/internal/rawsock"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +79,7 @@ func (c *Conn) recvOnce() (n int, fds []int, eof bool, err error) {
 	if err != nil {
 		return 0, nil, false, err
 	}
-	fds, cerr := ParseControl(c.oob[:oobn])
+	fds, cerr := wire.ParseControl(c.oob[:oobn])
 	switch {
 	case flags&unix.MSG_CTRUNC != 0:
 		cerr = errf(ErrControlTruncated, "%d descriptors arrived, the rest were dropped by the kernel", len(fds))
@@ -156,4 +159,37 @@ func (c *Conn) tryWrite(p []byte) {
 		rawsock.Sendmsg(int(s), p, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 		return true
 	})
+}
+
+// soAcceptCon is __SO_ACCEPTCON in include/linux/net.h: the flag of a
+// listening socket in /proc/net/unix.
+const soAcceptCon = 1 << 16
+
+// socketTypeAt returns the type of the unix socket listening at addr (a
+// path, or an abstract name starting with @), as /proc/net/unix lists the
+// sockets of the caller's network namespace. ok is false when it lists
+// none there: a socket of another namespace, or a path given otherwise
+// than it was bound.
+func socketTypeAt(addr string) (typ int, ok bool) {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return 0, false
+	}
+	// Num RefCount Protocol Flags Type St Inode Path
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 8 || strings.Join(f[7:], " ") != addr {
+			continue
+		}
+		flags, ferr := strconv.ParseUint(f[3], 16, 32)
+		t, terr := strconv.ParseUint(f[4], 16, 16)
+		if ferr != nil || terr != nil {
+			continue
+		}
+		typ, ok = int(t), true
+		if flags&soAcceptCon != 0 {
+			break // the listening socket itself
+		}
+	}
+	return typ, ok
 }

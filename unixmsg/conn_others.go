@@ -12,3 +12,5 @@ func socketPair() (*net.UnixConn, *net.UnixConn, error) { return nil, nil, ErrUn
 func (c *Conn) recvOnce() (int, []int, bool, error)     { return 0, nil, false, ErrUnsupported }
 func (c *Conn) writeFrame([]byte, []byte, []int) error  { return ErrUnsupported }
 func (c *Conn) tryWrite([]byte)                         {}
+
+func socketTypeAt(string) (int, bool) { return 0, false }

@@ -15,6 +15,7 @@ import (
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 )
 
 // pair returns a connected pair of Conns closed at the end of the test.
@@ -136,7 +137,7 @@ func TestKindMismatchRejectedOnBothSides(t *testing.T) {
 	}
 	ack := recvErr(t, errc)
 	var rej *unixmsg.RejectedError
-	if !errors.As(ack, &rej) || rej.Status != unixmsg.StatusKind {
+	if !errors.As(ack, &rej) || rej.Status != wire.StatusKind {
 		t.Fatalf("sender got %v, want a RejectedError with status kind", ack)
 	}
 	// The batch was refused whole; the Conn goes on.
@@ -160,7 +161,7 @@ func TestKindMismatchRejectedOnBothSides(t *testing.T) {
 // that carries f's descriptor, and waits for the receiver's ACK frame.
 func sendLying(t *testing.T, a *unixmsg.Conn, f *os.File, k kinds.Kind) <-chan error {
 	t.Helper()
-	_, frames, err := unixmsg.EncodeBatch(nil, []unixmsg.Item{{Kind: k, Name: "ln"}}, nil, unixmsg.HeadFlagAck, unixmsg.Limits{})
+	_, frames, err := wire.EncodeBatch(nil, []unixmsg.Item{{Kind: k, Name: "ln"}}, nil, wire.HeadFlagAck, unixmsg.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func sendLying(t *testing.T, a *unixmsg.Conn, f *os.File, k kinds.Kind) <-chan e
 		}
 		var serr error
 		rc.Write(func(s uintptr) bool {
-			serr = syscall.Sendmsg(int(s), fr.Data, oob, nil, 0)
+			serr = syscall.Sendmsg(int(s), hsCat(fr.Header, fr.Body), oob, nil, 0)
 			return serr != syscall.EAGAIN
 		})
 		if serr != nil {
@@ -195,7 +196,7 @@ func sendLying(t *testing.T, a *unixmsg.Conn, f *os.File, k kinds.Kind) <-chan e
 			errc <- rerr
 			return
 		}
-		d := unixmsg.NewDecoder(unixmsg.Limits{}, true)
+		d := wire.NewDecoder(unixmsg.Limits{}, true)
 		if err := d.Feed(buf[:n], nil); err != nil {
 			errc <- err
 			return
@@ -205,7 +206,7 @@ func sendLying(t *testing.T, a *unixmsg.Conn, f *os.File, k kinds.Kind) <-chan e
 			errc <- errors.New("no ACK frame")
 			return
 		}
-		if m.Ack.Status != unixmsg.StatusOK {
+		if m.Ack.Status != wire.StatusOK {
 			errc <- &unixmsg.RejectedError{Status: m.Ack.Status, Reason: m.Ack.Reason}
 			return
 		}
@@ -562,7 +563,7 @@ func TestStreamDescriptorFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer null.Close()
-	rights := make([]int, unixmsg.MaxFDsPerMessage)
+	rights := make([]int, wire.MaxFDsPerMessage)
 	for i := range rights {
 		rights[i] = int(null.Fd())
 	}
@@ -570,9 +571,9 @@ func TestStreamDescriptorFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := unixmsg.AppendHeader(nil, unixmsg.Header{Type: unixmsg.FrameHead, Length: unixmsg.HeadLen})
-	frame = unixmsg.AppendHead(frame, unixmsg.Head{Items: 1, Size: 200})
-	frame = unixmsg.AppendHeader(frame, unixmsg.Header{Type: unixmsg.FrameData, NFDs: 1, Length: 200})
+	frame := wire.AppendHeader(nil, wire.Header{Type: wire.FrameHead, Length: wire.HeadLen})
+	frame = wire.AppendHead(frame, wire.Head{Items: 1, Size: 200})
+	frame = wire.AppendHeader(frame, wire.Header{Type: wire.FrameData, NFDs: 1, Length: 200})
 	if err := syscall.Sendmsg(int(theirs.Fd()), frame, syscall.UnixRights(int(null.Fd())), nil, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -595,7 +596,7 @@ func TestStreamDescriptorFlood(t *testing.T) {
 	if !errors.Is(err, unixmsg.ErrUnexpectedFDs) {
 		t.Fatalf("Receive = %v, want ErrUnexpectedFDs", err)
 	}
-	if peak > 4*unixmsg.MaxFDsPerMessage {
+	if peak > 4*wire.MaxFDsPerMessage {
 		t.Errorf("the receiver held up to %d descriptors from the flood", peak)
 	}
 }

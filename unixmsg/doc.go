@@ -39,12 +39,15 @@
 //
 // # Sockets
 //
-// SOCK_SEQPACKET is preferred: [Pair] and the graceful package use it.
-// SOCK_STREAM works too: the framing does not depend on reads lining up with
+// SOCK_SEQPACKET is preferred: [Pair], [Listen] and the graceful package
+// use it. Two processes start a session with [Listen] and [Listener.Accept]
+// on one side and Dial("unixpacket", addr, opts) on the other; a socket of
+// another type at addr is named in Dial's error. [NewConn] takes a
+// connection made otherwise. SOCK_STREAM works too: the framing does not depend on reads lining up with
 // writes, and descriptors are matched to frames by position (see
-// [Decoder]). The wire format is specified in PROTOCOL.md beside this file;
-// its encoders and parsers are exported for fuzzing and for other
-// implementations.
+// wire.Decoder). The wire format is specified in PROTOCOL.md beside this
+// file; its encoders and parsers are in package wire (unixmsg/wire), for
+// fuzzing and for other implementations.
 //
 // I/O goes through the runtime's network poller, so deadlines
 // ([Conn.SetDeadline]) and context cancellation ([Conn.SendContext],

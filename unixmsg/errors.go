@@ -3,31 +3,34 @@ package unixmsg
 import (
 	"errors"
 	"fmt"
+
+	"github.com/fdpass/fdpass/unixmsg/wire"
 )
 
 // Errors. Every error returned by this package that concerns the peer's
-// input wraps one of these; match them with errors.Is.
+// input wraps one of these; match them with errors.Is. Those the wire
+// format defines are package wire's, under the same names.
 var (
 	// ErrBadMagic: the peer does not speak this protocol.
-	ErrBadMagic = errors.New("unixmsg: bad magic: peer does not speak the fdpass protocol")
+	ErrBadMagic = wire.ErrBadMagic
 	// ErrVersion: the peer speaks a version of the protocol this one does not.
-	ErrVersion = errors.New("unixmsg: unsupported protocol version")
+	ErrVersion = wire.ErrVersion
 	// ErrMalformed: a frame or record does not follow the wire format.
-	ErrMalformed = errors.New("unixmsg: malformed message")
+	ErrMalformed = wire.ErrMalformed
 	// ErrLimit: the peer announced or sent more than a limit allows.
-	ErrLimit = errors.New("unixmsg: limit exceeded")
+	ErrLimit = wire.ErrLimit
 	// ErrMissingFDs: fewer descriptors arrived than a frame announced.
-	ErrMissingFDs = errors.New("unixmsg: fewer descriptors than announced")
+	ErrMissingFDs = wire.ErrMissingFDs
 	// ErrUnexpectedFDs: descriptors arrived that no frame announced, or more
 	// than announced.
-	ErrUnexpectedFDs = errors.New("unixmsg: descriptors that were not announced")
+	ErrUnexpectedFDs = wire.ErrUnexpectedFDs
 	// ErrControlTruncated: the kernel set MSG_CTRUNC; descriptors were lost
 	// (control buffer too small, or the receiver ran out of descriptors).
 	ErrControlTruncated = errors.New("unixmsg: control message truncated (MSG_CTRUNC)")
 	// ErrTruncated: a message was longer than the receive buffer (MSG_TRUNC).
 	ErrTruncated = errors.New("unixmsg: message truncated (MSG_TRUNC)")
 	// ErrUnexpectedControl: a control message other than SCM_RIGHTS arrived.
-	ErrUnexpectedControl = errors.New("unixmsg: unexpected control message")
+	ErrUnexpectedControl = wire.ErrUnexpectedControl
 	// ErrKindMismatch: a descriptor is not of the kind its sender declared.
 	// Errors that wrap it also match kinds.ErrMismatch.
 	ErrKindMismatch = errors.New("unixmsg: descriptor kind does not match the declared kind")
@@ -37,8 +40,9 @@ var (
 	ErrUnexpectedEOF = errors.New("unixmsg: connection closed in the middle of a batch")
 	// ErrBroken: an earlier error left the connection in an unknown state.
 	ErrBroken = errors.New("unixmsg: connection unusable after an earlier error")
-	// ErrUnsupported: the feature is Linux-only.
-	ErrUnsupported = errors.New("unixmsg: not supported on this platform")
+	// ErrUnsupported: the feature is Linux-only. It wraps
+	// errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("unixmsg: %w on this platform", errors.ErrUnsupported)
 	// ErrNotFound: no item has that name.
 	ErrNotFound = errors.New("unixmsg: no such item")
 	// ErrTaken: the item's descriptor was already taken or closed.
@@ -64,9 +68,10 @@ func (e *kindError) Error() string {
 func (e *kindError) Unwrap() []error { return []error{ErrKindMismatch, e.err} }
 
 // RejectedError is returned to a sender whose batch the receiver refused. It
-// matches ErrRejected.
+// matches ErrRejected; errors.As gives the receiver's verdict (a
+// wire.Status) and its reason.
 type RejectedError struct {
-	Status Status
+	Status wire.Status
 	Reason string
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/fdpass/fdpass/internal/rawsock"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +38,7 @@ var _ = registerChild("hostile-rlimit", hostileRlimitChild)
 const hostileTimeout = 10 * time.Second
 
 // hsNoAck marks a case whose peer cannot expect an ACK (it hung up).
-const hsNoAck unixmsg.Status = 1<<32 - 1
+const hsNoAck wire.Status = 1<<32 - 1
 
 var hostileSocketTypes = []struct {
 	name string
@@ -153,7 +153,7 @@ func (p *hostilePeer) send(data []byte, fds []int) error {
 // sendBatch sends a HEAD frame (asking for an ACK) for items records rec,
 // then one DATA frame announcing announce descriptors, with fds attached.
 func (p *hostilePeer) sendBatch(rec []byte, items, announce int, fds []int) error {
-	if err := p.send(hsHead(items, unixmsg.HeadFlagAck, len(rec)), nil); err != nil {
+	if err := p.send(hsHead(items, wire.HeadFlagAck, len(rec)), nil); err != nil {
 		return err
 	}
 	return p.send(hsData(announce, rec), fds)
@@ -206,35 +206,35 @@ func (p *hostilePeer) recv(buf, oob []byte) (n, nfds int, err error) {
 
 // readAck reads one ACK frame, which must come alone and without
 // descriptors.
-func (p *hostilePeer) readAck() (unixmsg.Ack, error) {
+func (p *hostilePeer) readAck() (wire.Ack, error) {
 	var got []byte
 	buf := make([]byte, 4096)
 	oob := make([]byte, 512)
 	for {
-		if len(got) >= unixmsg.HeaderLen {
-			h, err := unixmsg.ParseHeader(got, unixmsg.Limits{})
+		if len(got) >= wire.HeaderLen {
+			h, err := wire.ParseHeader(got, unixmsg.Limits{})
 			if err != nil {
-				return unixmsg.Ack{}, err
+				return wire.Ack{}, err
 			}
-			if h.Type != unixmsg.FrameAck {
-				return unixmsg.Ack{}, fmt.Errorf("got a %s frame, want an ACK", h.Type)
+			if h.Type != wire.FrameAck {
+				return wire.Ack{}, fmt.Errorf("got a %s frame, want an ACK", h.Type)
 			}
-			if end := unixmsg.HeaderLen + int(h.Length); len(got) >= end {
+			if end := wire.HeaderLen + int(h.Length); len(got) >= end {
 				if len(got) > end {
-					return unixmsg.Ack{}, fmt.Errorf("%d bytes after the ACK", len(got)-end)
+					return wire.Ack{}, fmt.Errorf("%d bytes after the ACK", len(got)-end)
 				}
-				return unixmsg.ParseAck(got[unixmsg.HeaderLen:end])
+				return wire.ParseAck(got[wire.HeaderLen:end])
 			}
 		}
 		n, nfds, err := p.recv(buf, oob)
 		if err != nil {
-			return unixmsg.Ack{}, err
+			return wire.Ack{}, err
 		}
 		if nfds > 0 {
-			return unixmsg.Ack{}, fmt.Errorf("%d descriptors came with the ACK", nfds)
+			return wire.Ack{}, fmt.Errorf("%d descriptors came with the ACK", nfds)
 		}
 		if n == 0 {
-			return unixmsg.Ack{}, fmt.Errorf("end of connection after %d bytes, before a whole ACK", len(got))
+			return wire.Ack{}, fmt.Errorf("end of connection after %d bytes, before a whole ACK", len(got))
 		}
 		got = append(got, buf[:n]...)
 	}
@@ -242,8 +242,8 @@ func (p *hostilePeer) readAck() (unixmsg.Ack, error) {
 
 // drain reads total bytes, closing whatever descriptors come with them.
 func (p *hostilePeer) drain(total int) error {
-	buf := make([]byte, unixmsg.HeaderLen+64<<10)
-	oob := make([]byte, unix.CmsgSpace(4*unixmsg.MaxFDsPerMessage)+64)
+	buf := make([]byte, wire.HeaderLen+64<<10)
+	oob := make([]byte, unix.CmsgSpace(4*wire.MaxFDsPerMessage)+64)
 	for got := 0; got < total; {
 		n, _, err := p.recv(buf, oob)
 		if err != nil {
@@ -332,25 +332,25 @@ func newHostileFDs(t *testing.T) *hostileFDs {
 
 // Frame builders. Each returns fresh bytes.
 
-func hsHdr(typ unixmsg.FrameType, nfds, length int) []byte {
-	return unixmsg.AppendHeader(nil, unixmsg.Header{Type: typ, NFDs: uint32(nfds), Length: uint32(length)})
+func hsHdr(typ wire.FrameType, nfds, length int) []byte {
+	return wire.AppendHeader(nil, wire.Header{Type: typ, NFDs: uint32(nfds), Length: uint32(length)})
 }
 
 func hsHead(items int, flags uint32, size int) []byte {
-	return unixmsg.AppendHead(hsHdr(unixmsg.FrameHead, 0, unixmsg.HeadLen), unixmsg.Head{Items: uint32(items), Flags: flags, Size: uint64(size)})
+	return wire.AppendHead(hsHdr(wire.FrameHead, 0, wire.HeadLen), wire.Head{Items: uint32(items), Flags: flags, Size: uint64(size)})
 }
 
-func hsHeadOf(h unixmsg.Head) []byte {
-	return unixmsg.AppendHead(hsHdr(unixmsg.FrameHead, 0, unixmsg.HeadLen), h)
+func hsHeadOf(h wire.Head) []byte {
+	return wire.AppendHead(hsHdr(wire.FrameHead, 0, wire.HeadLen), h)
 }
 
 func hsData(nfds int, rec []byte) []byte {
-	return append(hsHdr(unixmsg.FrameData, nfds, len(rec)), rec...)
+	return append(hsHdr(wire.FrameData, nfds, len(rec)), rec...)
 }
 
-func hsAck(a unixmsg.Ack) []byte {
-	body := unixmsg.AppendAck(nil, a)
-	return append(hsHdr(unixmsg.FrameAck, 0, len(body)), body...)
+func hsAck(a wire.Ack) []byte {
+	body := wire.AppendAck(nil, a)
+	return append(hsHdr(wire.FrameAck, 0, len(body)), body...)
 }
 
 // hsItems returns n items of kind File named item-0, item-1, ...
@@ -365,7 +365,7 @@ func hsItems(n int) []unixmsg.Item {
 // hsRecords encodes items under lim, which may be looser than the
 // receiver's; a failure is a bug in the test.
 func hsRecords(items []unixmsg.Item, lim unixmsg.Limits) []byte {
-	rec, err := unixmsg.AppendRecords(nil, items, lim)
+	rec, err := wire.AppendRecords(nil, items, lim)
 	if err != nil {
 		panic(err)
 	}
@@ -398,17 +398,17 @@ func hsCount(t testing.TB) int {
 
 // hostileWant is what one case must produce on one socket type.
 type hostileWant struct {
-	err    error          // the sentinel Receive's error must match; nil: a batch arrives
-	also   error          // a second sentinel it must match too
-	items  int            // with err nil: the batch's length
-	ack    unixmsg.Status // the status of the ACK the peer must get, or hsNoAck
-	usable bool           // with err set: the Conn must still take a valid batch
+	err    error       // the sentinel Receive's error must match; nil: a batch arrives
+	also   error       // a second sentinel it must match too
+	items  int         // with err nil: the batch's length
+	ack    wire.Status // the status of the ACK the peer must get, or hsNoAck
+	usable bool        // with err set: the Conn must still take a valid batch
 }
 
-func hsFail(err error, ack unixmsg.Status) hostileWant { return hostileWant{err: err, ack: ack} }
+func hsFail(err error, ack wire.Status) hostileWant { return hostileWant{err: err, ack: ack} }
 
 func hsOK(items int) hostileWant {
-	return hostileWant{items: items, ack: unixmsg.StatusOK, usable: true}
+	return hostileWant{items: items, ack: wire.StatusOK, usable: true}
 }
 
 func hsBoth(w hostileWant) map[int]hostileWant {
@@ -433,10 +433,10 @@ type hostileCase struct {
 }
 
 const (
-	stMalformed  = unixmsg.StatusMalformed
-	stLimit      = unixmsg.StatusLimit
-	stKind       = unixmsg.StatusKind
-	stDescriptor = unixmsg.StatusDescriptor
+	stMalformed  = wire.StatusMalformed
+	stLimit      = wire.StatusLimit
+	stKind       = wire.StatusKind
+	stDescriptor = wire.StatusDescriptor
 )
 
 func hostileCases() []hostileCase {
@@ -454,7 +454,7 @@ func hostileCases() []hostileCase {
 	wrongHeader := func(i int, v byte) func(p *hostilePeer, fx *hostileFDs) error {
 		return func(p *hostilePeer, fx *hostileFDs) error {
 			r := rec(1)
-			if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(r)), nil); err != nil {
+			if err := p.send(hsHead(1, wire.HeadFlagAck, len(r)), nil); err != nil {
 				return err
 			}
 			return p.send(hsPatch(hsData(1, r), i, v), fx.null[:1])
@@ -465,13 +465,13 @@ func hostileCases() []hostileCase {
 	oneItem := func(it unixmsg.Item, lim unixmsg.Limits) func(p *hostilePeer, fx *hostileFDs) error {
 		return func(p *hostilePeer, fx *hostileFDs) error {
 			items := []unixmsg.Item{it}
-			_, frames, err := unixmsg.EncodeBatch(nil, items, nil, unixmsg.HeadFlagAck, lim)
+			_, frames, err := wire.EncodeBatch(nil, items, nil, wire.HeadFlagAck, lim)
 			if err != nil {
 				return err
 			}
 			fds := fx.null[:1]
 			for _, fr := range frames {
-				if err := p.send(fr.Data, fds[:fr.NFDs]); err != nil {
+				if err := p.send(hsCat(fr.Header, fr.Body), fds[:fr.NFDs]); err != nil {
 					return err
 				}
 				fds = fds[fr.NFDs:]
@@ -492,12 +492,12 @@ func hostileCases() []hostileCase {
 	// gives the receiver a new descriptor for each).
 	split := func(n int, fdsFor func(i, announced int) int) func(p *hostilePeer, fx *hostileFDs) error {
 		return func(p *hostilePeer, fx *hostileFDs) error {
-			_, frames, err := unixmsg.EncodeBatch(nil, hsItems(n), nil, unixmsg.HeadFlagAck, unixmsg.Limits{})
+			_, frames, err := wire.EncodeBatch(nil, hsItems(n), nil, wire.HeadFlagAck, unixmsg.Limits{})
 			if err != nil {
 				return err
 			}
 			for i, fr := range frames {
-				if err := p.send(fr.Data, slices.Repeat([]int{fx.null[0]}, fdsFor(i, fr.NFDs))); err != nil {
+				if err := p.send(hsCat(fr.Header, fr.Body), slices.Repeat([]int{fx.null[0]}, fdsFor(i, fr.NFDs))); err != nil {
 					return err
 				}
 			}
@@ -521,7 +521,7 @@ func hostileCases() []hostileCase {
 			name: "HEAD and DATA in one sendmsg",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(2)
-				return p.send(hsCat(hsHead(2, unixmsg.HeadFlagAck, len(r)), hsData(2, r)), fx.null[:2])
+				return p.send(hsCat(hsHead(2, wire.HeadFlagAck, len(r)), hsData(2, r)), fx.null[:2])
 			},
 			want: hsEach(hsFail(unixmsg.ErrMalformed, stMalformed), hsOK(2)),
 		},
@@ -530,7 +530,7 @@ func hostileCases() []hostileCase {
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(2)
 				d := hsData(2, r)
-				if err := p.send(hsHead(2, unixmsg.HeadFlagAck, len(r)), nil); err != nil {
+				if err := p.send(hsHead(2, wire.HeadFlagAck, len(r)), nil); err != nil {
 					return err
 				}
 				if err := p.send(d[:8], fx.null[:2]); err != nil {
@@ -638,7 +638,7 @@ func hostileCases() []hostileCase {
 			name: "descriptors attached to HEAD",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(1)
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(r)), fx.null[:1]); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(r)), fx.null[:1]); err != nil {
 					return err
 				}
 				return p.send(hsData(1, r), fx.null[1:2])
@@ -648,7 +648,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "HEAD announces descriptors",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				h := hsHead(1, unixmsg.HeadFlagAck, len(rec(1)))
+				h := hsHead(1, wire.HeadFlagAck, len(rec(1)))
 				binary.LittleEndian.PutUint32(h[8:], 1)
 				return p.send(h, fx.null[:1])
 			},
@@ -657,7 +657,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "descriptors attached to an ACK",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(hsAck(unixmsg.Ack{Status: unixmsg.StatusOK}), fx.null[:1])
+				return p.send(hsAck(wire.Ack{Status: wire.StatusOK}), fx.null[:1])
 			},
 			want: hsBoth(hsFail(unixmsg.ErrUnexpectedFDs, stDescriptor)),
 		},
@@ -668,7 +668,7 @@ func hostileCases() []hostileCase {
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(2)
 				d := hsData(2, r)
-				if err := p.send(hsCat(hsHead(2, unixmsg.HeadFlagAck, len(r)), d[:8]), nil); err != nil {
+				if err := p.send(hsCat(hsHead(2, wire.HeadFlagAck, len(r)), d[:8]), nil); err != nil {
 					return err
 				}
 				if err := p.waitDrained(); err != nil {
@@ -688,24 +688,24 @@ func hostileCases() []hostileCase {
 		{
 			name: "HEAD inside a batch",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(rec(1))), nil); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(rec(1))), nil); err != nil {
 					return err
 				}
-				return p.send(hsHead(1, unixmsg.HeadFlagAck, len(rec(1))), nil)
+				return p.send(hsHead(1, wire.HeadFlagAck, len(rec(1))), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed)),
 		},
 		{
 			name: "ACK where a batch is due",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(hsAck(unixmsg.Ack{Status: unixmsg.StatusOK}), nil)
+				return p.send(hsAck(wire.Ack{Status: wire.StatusOK}), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed)),
 		},
 		{
 			name: "empty DATA frame",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(rec(1))), nil); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(rec(1))), nil); err != nil {
 					return err
 				}
 				return p.send(hsData(0, nil), nil)
@@ -716,7 +716,7 @@ func hostileCases() []hostileCase {
 			name: "more DATA bytes than HEAD size",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(1)
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(r)-1), nil); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(r)-1), nil); err != nil {
 					return err
 				}
 				return p.send(hsData(1, r), fx.null[:1])
@@ -743,7 +743,7 @@ func hostileCases() []hostileCase {
 			name: "truncated DATA frame, then the peer closes",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(2)
-				if err := p.send(hsHead(2, unixmsg.HeadFlagAck, len(r)), nil); err != nil {
+				if err := p.send(hsHead(2, wire.HeadFlagAck, len(r)), nil); err != nil {
 					return err
 				}
 				d := hsData(2, r)
@@ -758,7 +758,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "header alone, body never sent, then the peer closes",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				if err := p.send(hsHdr(unixmsg.FrameHead, 0, unixmsg.HeadLen), nil); err != nil {
+				if err := p.send(hsHdr(wire.FrameHead, 0, wire.HeadLen), nil); err != nil {
 					return err
 				}
 				closeOnStream(p)
@@ -769,7 +769,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "message shorter than a header",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				if err := p.send(hsHdr(unixmsg.FrameHead, 0, unixmsg.HeadLen)[:10], nil); err != nil {
+				if err := p.send(hsHdr(wire.FrameHead, 0, wire.HeadLen)[:10], nil); err != nil {
 					return err
 				}
 				closeOnStream(p)
@@ -780,7 +780,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "HEAD, then the peer closes",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(rec(1))), nil); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(rec(1))), nil); err != nil {
 					return err
 				}
 				p.close()
@@ -792,7 +792,7 @@ func hostileCases() []hostileCase {
 			name: "HEAD and part of DATA with its descriptors, then the peer closes",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(3)
-				if err := p.send(hsHead(6, unixmsg.HeadFlagAck, 2*len(r)), nil); err != nil {
+				if err := p.send(hsHead(6, wire.HeadFlagAck, 2*len(r)), nil); err != nil {
 					return err
 				}
 				if err := p.send(hsData(3, r), fx.null[:3]); err != nil {
@@ -808,14 +808,14 @@ func hostileCases() []hostileCase {
 		{
 			name: "frame length beyond MaxFrame",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(hsHdr(unixmsg.FrameData, 1, def.MaxFrame+1), fx.null[:1])
+				return p.send(hsHdr(wire.FrameData, 1, def.MaxFrame+1), fx.null[:1])
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},
 		{
 			name: "frame length 0xffffffff",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(unixmsg.AppendHeader(nil, unixmsg.Header{Type: unixmsg.FrameHead, Length: 1<<32 - 1}), nil)
+				return p.send(wire.AppendHeader(nil, wire.Header{Type: wire.FrameHead, Length: 1<<32 - 1}), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},
@@ -828,7 +828,7 @@ func hostileCases() []hostileCase {
 				items := hsItems(1)
 				items[0].Payload = make([]byte, 8000)
 				r := hsRecords(items, unixmsg.Limits{})
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(r)), nil); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(r)), nil); err != nil {
 					return err
 				}
 				return p.send(hsData(1, r), fx.null[:1])
@@ -839,10 +839,10 @@ func hostileCases() []hostileCase {
 			name: "DATA announces more than SCM_MAX_FD descriptors",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(1)
-				if err := p.send(hsHead(1, unixmsg.HeadFlagAck, len(r)), nil); err != nil {
+				if err := p.send(hsHead(1, wire.HeadFlagAck, len(r)), nil); err != nil {
 					return err
 				}
-				return p.send(hsData(unixmsg.MaxFDsPerMessage+1, r), fx.null[:1])
+				return p.send(hsData(wire.MaxFDsPerMessage+1, r), fx.null[:1])
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},
@@ -850,14 +850,14 @@ func hostileCases() []hostileCase {
 			name: "HEAD announces more items than MaxItems",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				n := def.MaxItems + 1
-				return p.send(hsHead(n, unixmsg.HeadFlagAck, n*unixmsg.RecordLen), nil)
+				return p.send(hsHead(n, wire.HeadFlagAck, n*wire.RecordLen), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},
 		{
 			name: "HEAD announces more bytes than MaxBatchBytes",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(hsHead(1, unixmsg.HeadFlagAck, def.MaxBatchBytes+1), nil)
+				return p.send(hsHead(1, wire.HeadFlagAck, def.MaxBatchBytes+1), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},
@@ -865,7 +865,7 @@ func hostileCases() []hostileCase {
 			name: "HEAD announces a batch payload beyond MaxPayload",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				n := def.MaxPayload + 1
-				return p.send(hsHeadOf(unixmsg.Head{Items: 1, Flags: unixmsg.HeadFlagAck, Size: uint64(n + 64), Payload: uint32(n)}), nil)
+				return p.send(hsHeadOf(wire.Head{Items: 1, Flags: wire.HeadFlagAck, Size: uint64(n + 64), Payload: uint32(n)}), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrLimit, stLimit)),
 		},
@@ -903,7 +903,7 @@ func hostileCases() []hostileCase {
 		// Headers that are not this protocol's.
 		{name: "wrong magic", send: wrongHeader(0, 'X'), want: hsBoth(hsFail(unixmsg.ErrBadMagic, stMalformed))},
 		{name: "version 0", send: wrongHeader(4, 0), want: hsBoth(hsFail(unixmsg.ErrVersion, stMalformed))},
-		{name: "version 2", send: wrongHeader(4, unixmsg.Version+1), want: hsBoth(hsFail(unixmsg.ErrVersion, stMalformed))},
+		{name: "version 2", send: wrongHeader(4, wire.Version+1), want: hsBoth(hsFail(unixmsg.ErrVersion, stMalformed))},
 		{name: "frame type 0", send: wrongHeader(5, 0), want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed))},
 		{name: "frame type 4", send: wrongHeader(5, 4), want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed))},
 		{name: "frame type 255", send: wrongHeader(5, 255), want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed))},
@@ -917,7 +917,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "HEAD with a nonzero reserved field",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				h := hsHead(1, unixmsg.HeadFlagAck, len(rec(1)))
+				h := hsHead(1, wire.HeadFlagAck, len(rec(1)))
 				h[len(h)-1] = 1
 				return p.send(h, nil)
 			},
@@ -926,8 +926,8 @@ func hostileCases() []hostileCase {
 		{
 			name: "HEAD body shorter than a HEAD",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				h := hsHead(1, unixmsg.HeadFlagAck, len(rec(1)))
-				short := hsCat(hsHdr(unixmsg.FrameHead, 0, unixmsg.HeadLen-8), h[unixmsg.HeaderLen:len(h)-8])
+				h := hsHead(1, wire.HeadFlagAck, len(rec(1)))
+				short := hsCat(hsHdr(wire.FrameHead, 0, wire.HeadLen-8), h[wire.HeaderLen:len(h)-8])
 				return p.send(short, nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed)),
@@ -935,7 +935,7 @@ func hostileCases() []hostileCase {
 		{
 			name: "HEAD size too small for its items",
 			send: func(p *hostilePeer, fx *hostileFDs) error {
-				return p.send(hsHead(4, unixmsg.HeadFlagAck, 4*unixmsg.RecordLen-1), nil)
+				return p.send(hsHead(4, wire.HeadFlagAck, 4*wire.RecordLen-1), nil)
 			},
 			want: hsBoth(hsFail(unixmsg.ErrMalformed, stMalformed)),
 		},
@@ -946,7 +946,7 @@ func hostileCases() []hostileCase {
 			passcred: true,
 			send: func(p *hostilePeer, fx *hostileFDs) error {
 				r := rec(2)
-				if err := p.send(hsHead(2, unixmsg.HeadFlagAck, len(r)), nil); err != nil {
+				if err := p.send(hsHead(2, wire.HeadFlagAck, len(r)), nil); err != nil {
 					return err
 				}
 				cred := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
@@ -1078,7 +1078,7 @@ func runHostileCase(t *testing.T, typ int, tc hostileCase, w hostileWant) {
 			t.Errorf("peer waiting for an ACK with status %s: %v", w.ack, err)
 		case a.Status != w.ack:
 			t.Errorf("peer got an ACK with status %s (%q), want %s", a.Status, a.Reason, w.ack)
-		case w.ack != unixmsg.StatusOK && a.Reason == "":
+		case w.ack != wire.StatusOK && a.Reason == "":
 			t.Errorf("ACK with status %s gives no reason", a.Status)
 		}
 	}
@@ -1096,7 +1096,7 @@ func runHostileCase(t *testing.T, typ int, tc hostileCase, w hostileWant) {
 			t.Errorf("received %d items, want 2", b.Len())
 		}
 		b.Close()
-		if a, err := peer.readAck(); err != nil || a.Status != unixmsg.StatusOK {
+		if a, err := peer.readAck(); err != nil || a.Status != wire.StatusOK {
 			t.Errorf("ACK of the batch after the case: %+v, %v; want status ok", a, err)
 		}
 	} else {
@@ -1130,7 +1130,7 @@ func TestHostileJunkAfterBatch(t *testing.T) {
 				t.Fatalf("Receive of the batch before the junk: %v", err)
 			}
 			b.Close()
-			if a, err := peer.readAck(); err != nil || a.Status != unixmsg.StatusOK {
+			if a, err := peer.readAck(); err != nil || a.Status != wire.StatusOK {
 				t.Errorf("ACK: %+v, %v; want status ok", a, err)
 			}
 			b, err = rx.Receive()
@@ -1160,13 +1160,13 @@ func TestHostileRejectReachesSender(t *testing.T) {
 		nameLen int
 		closeRx bool // the receiver closes its Conn after the error
 		rxErr   error
-		status  unixmsg.Status
+		status  wire.Status
 	}{
-		{"name beyond the receiver's MaxNameLen", longNames, nil, 1, 2000, false, unixmsg.ErrLimit, unixmsg.StatusLimit},
-		{"more items than the receiver's MaxItems", nil, &unixmsg.Options{Limits: unixmsg.Limits{MaxItems: 2}}, 3, 8, false, unixmsg.ErrLimit, unixmsg.StatusLimit},
-		{"more descriptors per message than the receiver's buffer", nil, &unixmsg.Options{Limits: unixmsg.Limits{MaxFDsPerMessage: 4}}, 30, 8, false, unixmsg.ErrControlTruncated, unixmsg.StatusDescriptor},
-		{"receiver closes after the error", longNames, nil, 1, 2000, true, unixmsg.ErrLimit, unixmsg.StatusLimit},
-		{"receiver with small limits closes after the error", nil, &unixmsg.Options{Limits: unixmsg.Limits{MaxItems: 2}}, 50, 8, true, unixmsg.ErrLimit, unixmsg.StatusLimit},
+		{"name beyond the receiver's MaxNameLen", longNames, nil, 1, 2000, false, unixmsg.ErrLimit, wire.StatusLimit},
+		{"more items than the receiver's MaxItems", nil, &unixmsg.Options{Limits: unixmsg.Limits{MaxItems: 2}}, 3, 8, false, unixmsg.ErrLimit, wire.StatusLimit},
+		{"more descriptors per message than the receiver's buffer", nil, &unixmsg.Options{Limits: unixmsg.Limits{MaxFDsPerMessage: 4}}, 30, 8, false, unixmsg.ErrControlTruncated, wire.StatusDescriptor},
+		{"receiver closes after the error", longNames, nil, 1, 2000, true, unixmsg.ErrLimit, wire.StatusLimit},
+		{"receiver with small limits closes after the error", nil, &unixmsg.Options{Limits: unixmsg.Limits{MaxItems: 2}}, 50, 8, true, unixmsg.ErrLimit, wire.StatusLimit},
 	}
 	for _, st := range hostileSocketTypes {
 		t.Run(st.name, func(t *testing.T) {
@@ -1251,35 +1251,35 @@ func TestHostileRejectReachesSender(t *testing.T) {
 // with every wrong thing; the sending Conn fails with the right sentinel,
 // closes any descriptor it was sent, and never hangs.
 func TestHostileAckFromRawPeer(t *testing.T) {
-	half := hsAck(unixmsg.Ack{Status: unixmsg.StatusOK})[:10]
+	half := hsAck(wire.Ack{Status: wire.StatusOK})[:10]
 	badReason := func() []byte {
-		body := binary.LittleEndian.AppendUint32(nil, uint32(unixmsg.StatusOK))
+		body := binary.LittleEndian.AppendUint32(nil, uint32(wire.StatusOK))
 		body = binary.LittleEndian.AppendUint16(body, 10)
 		body = append(body, "abc"...)
-		return append(hsHdr(unixmsg.FrameAck, 0, len(body)), body...)
+		return append(hsHdr(wire.FrameAck, 0, len(body)), body...)
 	}()
 	longReason := func() []byte {
-		body := binary.LittleEndian.AppendUint32(nil, uint32(unixmsg.StatusFailed))
-		body = binary.LittleEndian.AppendUint16(body, unixmsg.MaxReasonLen+1)
-		body = append(body, strings.Repeat("r", unixmsg.MaxReasonLen+1)...)
-		return append(hsHdr(unixmsg.FrameAck, 0, len(body)), body...)
+		body := binary.LittleEndian.AppendUint32(nil, uint32(wire.StatusFailed))
+		body = binary.LittleEndian.AppendUint16(body, wire.MaxReasonLen+1)
+		body = append(body, strings.Repeat("r", wire.MaxReasonLen+1)...)
+		return append(hsHdr(wire.FrameAck, 0, len(body)), body...)
 	}()
-	ackAnnouncing := hsPatch(hsAck(unixmsg.Ack{Status: unixmsg.StatusOK}), 8, 1)
+	ackAnnouncing := hsPatch(hsAck(wire.Ack{Status: wire.StatusOK}), 8, 1)
 	type reply func(p *hostilePeer, fx *hostileFDs) error
 	cases := []struct {
 		name        string
 		reply       reply
-		seq, stream error          // the sentinel Send's error must match; nil: success
-		status      unixmsg.Status // with ErrRejected
+		seq, stream error       // the sentinel Send's error must match; nil: success
+		status      wire.Status // with ErrRejected
 	}{
 		{"acknowledgement", func(p *hostilePeer, fx *hostileFDs) error {
-			return p.send(hsAck(unixmsg.Ack{Status: unixmsg.StatusOK}), nil)
+			return p.send(hsAck(wire.Ack{Status: wire.StatusOK}), nil)
 		}, nil, nil, 0},
 		{"rejection", func(p *hostilePeer, fx *hostileFDs) error {
-			return p.send(hsAck(unixmsg.Ack{Status: unixmsg.StatusLimit, Reason: "too much"}), nil)
-		}, unixmsg.ErrRejected, unixmsg.ErrRejected, unixmsg.StatusLimit},
+			return p.send(hsAck(wire.Ack{Status: wire.StatusLimit, Reason: "too much"}), nil)
+		}, unixmsg.ErrRejected, unixmsg.ErrRejected, wire.StatusLimit},
 		{"rejection with an unknown status", func(p *hostilePeer, fx *hostileFDs) error {
-			return p.send(hsAck(unixmsg.Ack{Status: 99, Reason: "?"}), nil)
+			return p.send(hsAck(wire.Ack{Status: 99, Reason: "?"}), nil)
 		}, unixmsg.ErrRejected, unixmsg.ErrRejected, 99},
 		{"ACK whose reason is longer than its body", func(p *hostilePeer, fx *hostileFDs) error {
 			return p.send(badReason, nil)
@@ -1288,7 +1288,7 @@ func TestHostileAckFromRawPeer(t *testing.T) {
 			return p.send(longReason, nil)
 		}, unixmsg.ErrLimit, unixmsg.ErrLimit, 0},
 		{"ACK carrying descriptors", func(p *hostilePeer, fx *hostileFDs) error {
-			return p.send(hsAck(unixmsg.Ack{Status: unixmsg.StatusOK}), fx.null[:2])
+			return p.send(hsAck(wire.Ack{Status: wire.StatusOK}), fx.null[:2])
 		}, unixmsg.ErrUnexpectedFDs, unixmsg.ErrUnexpectedFDs, 0},
 		{"ACK announcing descriptors", func(p *hostilePeer, fx *hostileFDs) error {
 			return p.send(ackAnnouncing, fx.null[:1])
@@ -1325,7 +1325,7 @@ func TestHostileAckFromRawPeer(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
-					wire, _, err := unixmsg.EncodeBatch(nil, batch.Items(), nil, unixmsg.HeadFlagAck, unixmsg.Limits{})
+					encoded, _, err := wire.EncodeBatch(nil, batch.Items(), nil, wire.HeadFlagAck, unixmsg.Limits{})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -1333,7 +1333,7 @@ func TestHostileAckFromRawPeer(t *testing.T) {
 					before := hsCount(t)
 					done := make(chan error, 1)
 					go func() {
-						err := peer.drain(len(wire))
+						err := peer.drain(len(encoded))
 						if err == nil {
 							err = c.reply(peer, fx)
 						}
@@ -1385,7 +1385,7 @@ func TestHostileRlimitControlTruncated(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			checkLeaks(t)
 			mine, theirs := socketPairFiles(t, st.typ)
-			_, wait := startChild(t, "hostile-rlimit", nil, theirs)
+			wait := startChild(t, "hostile-rlimit", nil, theirs)
 			theirs.Close()
 			tx := fileConn(t, mine, nil)
 			defer tx.Close()
@@ -1410,8 +1410,8 @@ func TestHostileRlimitControlTruncated(t *testing.T) {
 				t.Errorf("Send returned nil; the child had no room for 200 descriptors")
 			case !errors.As(serr, &rej) || !errors.Is(serr, unixmsg.ErrRejected):
 				t.Errorf("Send: %v, want an error matching %q", serr, unixmsg.ErrRejected)
-			case rej.Status != unixmsg.StatusDescriptor:
-				t.Errorf("rejected with status %s (%q), want %s", rej.Status, rej.Reason, unixmsg.StatusDescriptor)
+			case rej.Status != wire.StatusDescriptor:
+				t.Errorf("rejected with status %s (%q), want %s", rej.Status, rej.Reason, wire.StatusDescriptor)
 			}
 			if werr := wait(); werr != nil {
 				t.Errorf("child: %v (its stderr is in the log above)", werr)
@@ -1478,374 +1478,5 @@ func hostileRlimitChild() {
 	}
 	if after != before {
 		fail("%d descriptors open before Receive, %d after its error", before, after)
-	}
-}
-
-// Decoder tests: the attribution of descriptors to frames, with fake
-// descriptor numbers, and every number fed coming back exactly once.
-
-type hsRead struct {
-	data []byte
-	fds  []int
-}
-
-// hsFake hands out fake descriptor numbers, each once.
-type hsFake struct{ next int }
-
-func (f *hsFake) n(k int) []int {
-	s := make([]int, k)
-	for i := range s {
-		f.next++
-		s[i] = 100000 + f.next
-	}
-	return s
-}
-
-// hsFrames returns the encoded frames of a batch of n File items.
-func hsFrames(t testing.TB, n int) [][]byte {
-	t.Helper()
-	_, frames, err := unixmsg.EncodeBatch(nil, hsItems(n), nil, 0, unixmsg.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([][]byte, len(frames))
-	for i, fr := range frames {
-		out[i] = slices.Clone(fr.Data)
-	}
-	return out
-}
-
-// hsFeed feeds reads to d and returns the first error; after an error it
-// keeps feeding, and every later Feed must fail too.
-func hsFeed(t *testing.T, d *unixmsg.Decoder, reads []hsRead) error {
-	t.Helper()
-	var first error
-	for i, r := range reads {
-		err := d.Feed(r.data, slices.Clone(r.fds))
-		if first != nil && err == nil {
-			t.Errorf("Feed %d returned nil after an earlier error %v", i, first)
-		}
-		if first == nil {
-			first = err
-		}
-	}
-	return first
-}
-
-// hsSameFDs checks that got holds exactly the numbers of fed, each once.
-func hsSameFDs(t *testing.T, what string, fed, got []int) {
-	t.Helper()
-	a, b := slices.Clone(fed), slices.Clone(got)
-	slices.Sort(a)
-	slices.Sort(b)
-	if !slices.Equal(a, b) {
-		t.Errorf("%s: descriptors fed %v, handed back %v", what, a, b)
-	}
-}
-
-func TestDecoderAttribution(t *testing.T) {
-	f3 := hsFrames(t, 3) // HEAD, DATA with 3 descriptors
-	H, D := f3[0], f3[1]
-	f600 := hsFrames(t, 600) // HEAD, DATA 253, DATA 253, DATA 94
-	if len(f600) != 4 {
-		t.Fatalf("a batch of 600 encodes as %d frames, want 4", len(f600))
-	}
-	ack := hsAck(unixmsg.Ack{Status: unixmsg.StatusOK})
-	type tcase struct {
-		name     string
-		messages bool
-		reads    func(fk *hsFake) []hsRead
-		want     error // nil: whole messages
-		items    []int // with want nil: items per message (-1 for an ACK)
-	}
-	bytewise := func(b []byte) []hsRead {
-		r := make([]hsRead, len(b))
-		for i := range b {
-			r[i] = hsRead{data: b[i : i+1]}
-		}
-		return r
-	}
-	cases := []tcase{
-		{name: "whole batch in one read", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D), fk.n(3)}}
-		}, items: []int{3}},
-		{name: "HEAD and DATA in separate reads", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, nil}, {D, fk.n(3)}}
-		}, items: []int{3}},
-		{name: "DATA split, descriptors with its first byte", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D[:5]), fk.n(3)}, {D[5:], nil}}
-		}, items: []int{3}},
-		{name: "byte by byte, descriptors with DATA's first byte", reads: func(fk *hsFake) []hsRead {
-			r := bytewise(hsCat(H, D))
-			r[len(H)].fds = fk.n(3)
-			return r
-		}, items: []int{3}},
-		{name: "two batches and an ACK", reads: func(fk *hsFake) []hsRead {
-			// Impossible from a kernel (a read stops after descriptors),
-			// but the rule holds: the first DATA claims the group.
-			return []hsRead{{hsCat(H, D), fk.n(3)}, {hsCat(H, D), fk.n(3)}, {ack, nil}}
-		}, items: []int{3, 3, -1}},
-		{name: "batch of 600 over four frames, one read each", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{f600[0], nil}, {f600[1], fk.n(253)}, {f600[2], fk.n(253)}, {f600[3], fk.n(94)}}
-		}, items: []int{600}},
-		{name: "empty batch", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsFrames(t, 0)[0], nil}}
-		}, items: []int{0}},
-
-		{name: "descriptors with a later read than their frame's first byte", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D[:5]), nil}, {D[5:], fk.n(3)}}
-		}, want: unixmsg.ErrMissingFDs},
-		{name: "descriptors with the frame's last byte", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D[:len(D)-1]), nil}, {D[len(D)-1:], fk.n(3)}}
-		}, want: unixmsg.ErrMissingFDs},
-		{name: "descriptors with the second byte of the frame, byte by byte", reads: func(fk *hsFake) []hsRead {
-			r := bytewise(hsCat(H, D))
-			r[len(H)+1].fds = fk.n(3)
-			return r
-		}, want: unixmsg.ErrUnexpectedFDs}, // caught as they arrive, mid-frame
-		{name: "descriptors with HEAD's read, DATA in the next", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, fk.n(3)}, {D, nil}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "descriptors with a read inside HEAD", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H[:4], nil}, {H[4:], fk.n(1)}, {D, fk.n(3)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "fewer descriptors than announced", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D), fk.n(2)}}
-		}, want: unixmsg.ErrMissingFDs},
-		{name: "more descriptors than announced", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D), fk.n(4)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "descriptors with no bytes", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{nil, fk.n(2)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "descriptors with no bytes inside a batch", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D[:5]), fk.n(3)}, {nil, fk.n(1)}, {D[5:], nil}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "a second group for a frame that claimed one", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D[:5]), fk.n(3)}, {D[5:], fk.n(1)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "descriptors with an ACK", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{ack, fk.n(1)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "descriptors with bytes after a whole batch", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D), fk.n(3)}, {[]byte("xy"), fk.n(2)}, {[]byte("not a header at all"), nil}}
-		}, want: unixmsg.ErrBadMagic},
-		{name: "all descriptors of a split batch in the first DATA's read", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{f600[0], nil}, {hsCat(f600[1], f600[2], f600[3]), fk.n(600)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "the next frame's start glued to a read that carries none of its descriptors", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{f600[0], nil}, {hsCat(f600[1], f600[2][:3]), fk.n(253)}, {hsCat(f600[2][3:], f600[3]), fk.n(253)}}
-		}, want: unixmsg.ErrMissingFDs},
-		{name: "reads after the error", reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{nil, fk.n(1)}, {hsCat(H, D), fk.n(3)}, {D, fk.n(2)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-
-		{name: "one frame per message", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, nil}, {D, fk.n(3)}, {ack, nil}}
-		}, items: []int{3, -1}},
-		{name: "two frames in one message", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{hsCat(H, D), fk.n(3)}}
-		}, want: unixmsg.ErrMalformed},
-		{name: "a frame split over two messages", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, nil}, {D[:5], fk.n(3)}, {D[5:], nil}}
-		}, want: unixmsg.ErrMalformed},
-		{name: "message shorter than a header, with descriptors", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H[:10], fk.n(2)}}
-		}, want: unixmsg.ErrMalformed},
-		{name: "message of descriptors only", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, nil}, {nil, fk.n(3)}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "descriptors with HEAD's message", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, fk.n(3)}, {D, nil}}
-		}, want: unixmsg.ErrUnexpectedFDs},
-		{name: "fewer descriptors than announced in a message", messages: true, reads: func(fk *hsFake) []hsRead {
-			return []hsRead{{H, nil}, {D, fk.n(1)}}
-		}, want: unixmsg.ErrMissingFDs},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			checkLeaks(t)
-			var fk hsFake
-			reads := c.reads(&fk)
-			var fed []int
-			for _, r := range reads {
-				fed = append(fed, r.fds...)
-			}
-
-			// As a Conn uses it: take messages while all is well, Drain
-			// after an error.
-			d := unixmsg.NewDecoder(unixmsg.Limits{}, c.messages)
-			err := hsFeed(t, d, reads)
-			var got []int
-			if c.want == nil {
-				if err != nil {
-					t.Fatalf("Feed: %v, want success", err)
-				}
-				var items []int
-				var inOrder []int
-				for {
-					m, ok := d.Next()
-					if !ok {
-						break
-					}
-					if m.Ack != nil {
-						items = append(items, -1)
-					} else {
-						items = append(items, len(m.Items))
-						if len(m.FDs) != len(m.Items) {
-							t.Errorf("message of %d items with %d descriptors", len(m.Items), len(m.FDs))
-						}
-					}
-					inOrder = append(inOrder, m.FDs...)
-				}
-				if !slices.Equal(items, c.items) {
-					t.Errorf("messages of %v items, want %v", items, c.items)
-				}
-				if !slices.Equal(inOrder, fed) {
-					t.Errorf("descriptors handed out in order %v, fed in order %v", inOrder, fed)
-				}
-				if !d.Idle() {
-					t.Errorf("decoder not idle after whole messages")
-				}
-				if rest := d.Drain(); len(rest) != 0 {
-					t.Errorf("Drain after whole messages returned %v", rest)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Feed returned no error, want one matching %q", c.want)
-			}
-			if !errors.Is(err, c.want) {
-				t.Errorf("Feed: %v\nwant an error matching %q", err, c.want)
-			}
-			if d.Err() != err {
-				t.Errorf("Err() = %v, want the error Feed returned, %v", d.Err(), err)
-			}
-			got = d.Drain()
-			hsSameFDs(t, "Drain after the error", fed, got)
-			if again := d.Drain(); len(again) != 0 {
-				t.Errorf("a second Drain returned %v", again)
-			}
-
-			// Taking what messages there are before draining hands each
-			// number back once too.
-			var fk2 hsFake
-			d2 := unixmsg.NewDecoder(unixmsg.Limits{}, c.messages)
-			hsFeed(t, d2, c.reads(&fk2))
-			got = nil
-			for {
-				m, ok := d2.Next()
-				if !ok {
-					break
-				}
-				got = append(got, m.FDs...)
-			}
-			got = append(got, d2.Drain()...)
-			hsSameFDs(t, "Next, then Drain, after the error", fed, got)
-		})
-	}
-}
-
-// TestDecoderStreamChunking cuts a batch's byte stream at random places, as
-// a stream socket may, with each frame's descriptors on the read that holds
-// its first byte and never two frames' descriptors on one read (the kernel
-// stops a read after the data of a sendmsg that carried descriptors). Every
-// such cut must decode; moving a frame's descriptors to a later read must
-// fail with ErrMissingFDs. Either way each number comes back once.
-func TestDecoderStreamChunking(t *testing.T) {
-	checkLeaks(t)
-	frames := hsFrames(t, 600)
-	nfds := []int{0, 253, 253, 94}
-	var stream []byte
-	var starts []int
-	for _, fr := range frames {
-		starts = append(starts, len(stream))
-		stream = append(stream, fr...)
-	}
-	for seed := range uint64(200) {
-		rng := rand.New(rand.NewPCG(seed, 1))
-		cut := map[int]bool{}
-		for range rng.IntN(12) {
-			cut[1+rng.IntN(len(stream)-1)] = true
-		}
-		// Separate the first bytes of any two frames with descriptors.
-		for i := 1; i+1 < len(starts); i++ {
-			lo, hi := starts[i], starts[i+1]
-			cut[lo+1+rng.IntN(hi-lo)] = true
-		}
-		bounds := []int{0}
-		for c := range cut {
-			if c < len(stream) {
-				bounds = append(bounds, c)
-			}
-		}
-		slices.Sort(bounds)
-		bounds = append(bounds, len(stream))
-		chunkOf := func(off int) int {
-			i, found := slices.BinarySearch(bounds, off)
-			if !found {
-				i--
-			}
-			return i
-		}
-		var fk hsFake
-		reads := make([]hsRead, len(bounds)-1)
-		for i := range reads {
-			reads[i].data = stream[bounds[i]:bounds[i+1]]
-		}
-		var fed []int
-		for i, n := range nfds {
-			if n == 0 {
-				continue
-			}
-			fds := fk.n(n)
-			fed = append(fed, fds...)
-			c := chunkOf(starts[i])
-			reads[c].fds = append(reads[c].fds, fds...)
-		}
-		t.Run(fmt.Sprintf("seed %d, %d reads", seed, len(reads)), func(t *testing.T) {
-			d := unixmsg.NewDecoder(unixmsg.Limits{}, false)
-			if err := hsFeed(t, d, reads); err != nil {
-				t.Fatalf("Feed: %v", err)
-			}
-			m, ok := d.Next()
-			if !ok {
-				t.Fatal("no message")
-			}
-			if len(m.Items) != 600 || !slices.Equal(m.FDs, fed) {
-				t.Errorf("message of %d items with descriptors in another order than fed", len(m.Items))
-			}
-			if !d.Idle() {
-				t.Error("decoder not idle")
-			}
-
-			// Move one frame's descriptors to the next read, where the
-			// next frame does not start with its own.
-			for i := 1; i < len(starts); i++ {
-				c := chunkOf(starts[i])
-				if c+1 >= len(reads) || len(reads[c+1].fds) > 0 {
-					continue
-				}
-				moved := slices.Clone(reads)
-				moved[c+1].fds, moved[c].fds = moved[c].fds, nil
-				d := unixmsg.NewDecoder(unixmsg.Limits{}, false)
-				err := hsFeed(t, d, moved)
-				// Caught as they arrive in the middle of the frame, or,
-				// when that read ends the frame, as missing from it.
-				if !errors.Is(err, unixmsg.ErrUnexpectedFDs) && !errors.Is(err, unixmsg.ErrMissingFDs) {
-					t.Errorf("frame %d's descriptors one read late: %v, want ErrUnexpectedFDs or ErrMissingFDs", i, err)
-				}
-				var got []int
-				for {
-					m, ok := d.Next()
-					if !ok {
-						break
-					}
-					got = append(got, m.FDs...)
-				}
-				hsSameFDs(t, "after moving descriptors", fed, append(got, d.Drain()...))
-				break
-			}
-		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,10 +89,10 @@ func TestLargeBatchUnderLimit(t *testing.T) {
 	if room := int(min(lim.Max, 1<<30)) - largeSpare; room < n {
 		n = room
 	}
-	if n < 4*unixmsg.MaxFDsPerMessage {
+	if n < 4*wire.MaxFDsPerMessage {
 		t.Skipf("hard RLIMIT_NOFILE of %d leaves room for only %d descriptors per process", lim.Max, n)
 	}
-	t.Logf("%d items in %d messages (hard RLIMIT_NOFILE %d)", n, (n+unixmsg.MaxFDsPerMessage-1)/unixmsg.MaxFDsPerMessage, lim.Max)
+	t.Logf("%d items in %d messages (hard RLIMIT_NOFILE %d)", n, (n+wire.MaxFDsPerMessage-1)/wire.MaxFDsPerMessage, lim.Max)
 	largeRaise(t, n)
 	for _, tc := range []struct {
 		name string
@@ -139,7 +140,7 @@ func largeRun(t *testing.T, n, typ int) {
 	checkLeaks(t)
 	lim := unixmsg.Limits{MaxItems: n}
 	mine, theirs := socketPairFiles(t, typ)
-	_, wait := startChild(t, largeRole, []string{largeItemsEnv + "=" + strconv.Itoa(n), rtGORACE()}, theirs)
+	wait := startChild(t, largeRole, []string{largeItemsEnv + "=" + strconv.Itoa(n), rtGORACE()}, theirs)
 	theirs.Close()
 	rx := fileConn(t, mine, &unixmsg.Options{Limits: lim})
 	defer rx.Close()

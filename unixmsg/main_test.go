@@ -6,42 +6,21 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"syscall"
 	"testing"
 
+	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/unixmsg"
 )
 
-// childEnv names the child role when the test binary re-runs itself as a
-// second process.
-const childEnv = "UNIXMSG_TEST_CHILD"
-
-// children maps a role to the function that plays it; each test file adds
-// its own roles through registerChild.
-var children = map[string]func(){}
-
+// registerChild adds a role whose function reports its own failure (see
+// childFatal).
 func registerChild(role string, f func()) bool {
-	children[role] = f
-	return true
+	return childtest.Register(role, func() error { f(); return nil })
 }
 
-func TestMain(m *testing.M) {
-	if role := os.Getenv(childEnv); role != "" {
-		f, ok := children[role]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
-			os.Exit(2)
-		}
-		f()
-		os.Exit(0)
-	}
-	warmUp()
-	os.Exit(m.Run())
-}
-
-func warmUp() { fdtest.WarmUp() }
+func TestMain(m *testing.M) { childtest.Main(m) }
 
 func checkLeaks(t testing.TB) {
 	t.Helper()
@@ -49,33 +28,10 @@ func checkLeaks(t testing.TB) {
 }
 
 // startChild re-runs the test binary as role, handing it the given files as
-// descriptors 3, 4, ... The child's stderr goes to the test log when it
-// fails. The returned function waits for the child and returns its error.
-func startChild(t testing.TB, role string, env []string, files ...*os.File) (*exec.Cmd, func() error) {
+// descriptors 3, 4, ..., and returns the function that waits for it.
+func startChild(t testing.TB, role string, env []string, files ...*os.File) func() error {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
-	cmd.ExtraFiles = files
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := false
-	var werr error
-	wait := func() error {
-		if !waited {
-			waited = true
-			werr = cmd.Wait()
-		}
-		return werr
-	}
-	t.Cleanup(func() {
-		if !waited {
-			cmd.Process.Kill()
-			wait()
-		}
-	})
-	return cmd, wait
+	return childtest.Start(t, role, childtest.Options{Env: env, Files: files}).Wait
 }
 
 // socketPairFiles returns a connected unix socket pair of type typ as

@@ -21,6 +21,7 @@ import (
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
+	"github.com/fdpass/fdpass/unixmsg/wire"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -255,7 +256,7 @@ func rtStart(t *testing.T, role string, typ int, lim unixmsg.Limits, rxLim *unix
 	if rxLim == nil {
 		rxLim = &lim
 	}
-	_, wait := startChild(t, role, []string{rtLimitsString(*rxLim), rtGORACE()}, theirs)
+	wait := startChild(t, role, []string{rtLimitsString(*rxLim), rtGORACE()}, theirs)
 	theirs.Close()
 	c := fileConn(t, mine, &unixmsg.Options{Limits: lim})
 	t.Cleanup(func() { c.Close() })
@@ -1285,8 +1286,8 @@ func TestRoundTripPayloadOverReceiverLimit(t *testing.T) {
 			rtMust(t, b.Add("too-big", devnull, nil, rtPayload("too-big", rtPayloadLimit/2+1)))
 			err = conn.Send(&b)
 			var rej *unixmsg.RejectedError
-			if !errors.As(err, &rej) || rej.Status != unixmsg.StatusLimit {
-				t.Errorf("send: got %v, want a rejection with status %s", err, unixmsg.StatusLimit)
+			if !errors.As(err, &rej) || rej.Status != wire.StatusLimit {
+				t.Errorf("send: got %v, want a rejection with status %s", err, wire.StatusLimit)
 			}
 			rtWait(t, wait)
 		})
@@ -1319,8 +1320,8 @@ func TestRoundTripRejectSmallFrames(t *testing.T) {
 			rtMust(t, b.Add("too-big", devnull, nil, rtPayload("too-big", 101)))
 			err = conn.Send(&b)
 			var rej *unixmsg.RejectedError
-			if !errors.As(err, &rej) || rej.Status != unixmsg.StatusLimit {
-				t.Errorf("send: got %v, want a rejection with status %s", err, unixmsg.StatusLimit)
+			if !errors.As(err, &rej) || rej.Status != wire.StatusLimit {
+				t.Errorf("send: got %v, want a rejection with status %s", err, wire.StatusLimit)
 			}
 			rtWait(t, wait)
 		})

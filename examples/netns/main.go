@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 
 	"github.com/fdpass/fdpass/fd"
@@ -66,11 +65,11 @@ func broker(name, addr, sock string) error {
 		return err
 	}
 	defer ln.Close()
-	ul, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	l, err := unixmsg.Listen(sock, nil)
 	if err != nil {
 		return err
 	}
-	defer ul.Close()
+	defer l.Close()
 	fmt.Printf("ready broker pid=%d netns=%s id=%s addr=%s\n", os.Getpid(), name, id, ln.Addr())
 
 	var b unixmsg.Batch
@@ -83,13 +82,8 @@ func broker(name, addr, sock string) error {
 		return err
 	}
 	for {
-		uc, err := ul.AcceptUnix()
+		c, err := l.Accept()
 		if err != nil {
-			return err
-		}
-		c, err := unixmsg.NewConn(uc, nil)
-		if err != nil {
-			uc.Close()
 			return err
 		}
 		if err := c.Send(&b); err != nil {

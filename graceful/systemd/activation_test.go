@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful/systemd"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/kinds"
 	"golang.org/x/sys/unix"
 )
@@ -437,10 +437,10 @@ func TestActivationChild(t *testing.T) {
 	must(t, err)
 	defer pf.Close()
 	c := startActivated(t, "activation-unnamed", []string{"WANT_ADDRS=" + ln.Addr().String() + "," + pc.LocalAddr().String()}, nil, lf, pf)
-	c.mustExit()
+	c.MustExit()
 }
 
-var _ = registerChild("activation-unnamed", func() error {
+var _ = childtest.Register("activation-unnamed", func() error {
 	leaks, err := countLeaks(2)
 	if err != nil {
 		return err
@@ -524,8 +524,7 @@ func activate(n int) (*systemd.Set, error) {
 		set.Close()
 		return nil, fmt.Errorf("second Activation: %v, %v; want an empty Set", again.Descriptors(), err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = childEnviron("no-inherit", "INODES="+strings.Join(inodes, ","))
+	cmd := childtest.Command("no-inherit", childtest.Options{Env: []string{"INODES=" + strings.Join(inodes, ",")}, Unset: systemdEnv})
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		set.Close()
@@ -534,7 +533,7 @@ func activate(n int) (*systemd.Set, error) {
 	return set, nil
 }
 
-var _ = registerChild("no-inherit", func() error {
+var _ = childtest.Register("no-inherit", func() error {
 	inodes := strings.Split(os.Getenv("INODES"), ",")
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -568,10 +567,10 @@ func TestActivationNamesMismatch(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	c := startActivated(t, "activation-mismatch", nil, []string{"only-one"}, a, b)
-	c.mustExit()
+	c.MustExit()
 }
 
-var _ = registerChild("activation-mismatch", func() error {
+var _ = childtest.Register("activation-mismatch", func() error {
 	leaks, err := countLeaks(2)
 	if err != nil {
 		return err

@@ -1,13 +1,17 @@
 package systemd
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors. Errors this package returns wrap one of these where one applies;
 // match them with errors.Is.
 var (
 	// ErrUnsupported is returned where systemd's protocols are not available
-	// (every platform but Linux) and the environment asks for them.
-	ErrUnsupported = errors.New("systemd: not supported on this platform")
+	// (every platform but Linux) and the environment asks for them. It
+	// wraps errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("systemd: %w on this platform", errors.ErrUnsupported)
 	// ErrEnvironment: LISTEN_PID, LISTEN_FDS or LISTEN_FDNAMES do not follow
 	// sd_listen_fds(3), or NOTIFY_SOCKET is not an address sd_notify(3)
 	// understands.

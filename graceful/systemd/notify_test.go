@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful/systemd"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -142,7 +142,7 @@ func TestNotifierChild(t *testing.T) {
 			checkLeaks(t)
 			peer := newNotifyPeer(t, abstract)
 			c := startChild(t, "notify", []string{"NOTIFY_SOCKET=" + peer.addr})
-			pid := c.cmd.Process.Pid
+			pid := c.Pid()
 			peer.expect(pid, map[string]string{"STATUS": "starting"})
 			m := peer.expect(pid, map[string]string{"FDSTORE": "1", "FDNAME": "tcp"})
 			if len(m.FDs) != 1 {
@@ -154,13 +154,13 @@ func TestNotifierChild(t *testing.T) {
 			peer.expect(pid, map[string]string{"MAINPID": strconv.Itoa(pid)})
 			peer.expect(pid, map[string]string{"READY": "1"})
 			peer.expect(pid, map[string]string{"STOPPING": "1"})
-			c.mustExit()
+			c.MustExit()
 			peer.expectNothing()
 		})
 	}
 }
 
-var _ = registerChild("notify", func() error {
+var _ = childtest.Register("notify", func() error {
 	leaks, err := countLeaks(0)
 	if err != nil {
 		return err
@@ -211,17 +211,17 @@ func TestNotifyPeerSystemdNotify(t *testing.T) {
 	}
 	checkLeaks(t)
 	peer := newNotifyPeer(t, true)
-	cmd := exec.Command(tool, "--ready", "--status=up and running")
-	cmd.Env = append(childEnviron(""), "NOTIFY_SOCKET="+peer.addr)
-	cmd.Stderr = os.Stderr
-	must(t, cmd.Start())
-	c := &child{t: t, cmd: cmd}
-	t.Cleanup(func() { c.wait() })
+	c := childtest.Start(t, "", childtest.Options{
+		Bin:   tool,
+		Args:  []string{"--ready", "--status=up and running"},
+		Env:   []string{"NOTIFY_SOCKET=" + peer.addr},
+		Unset: systemdEnv,
+	})
 	// systemd-notify notifies on behalf of its parent: it sends
 	// SCM_CREDENTIALS with the parent's PID, which the kernel lets only a
 	// privileged sender claim; unprivileged, it sends its own. The peer
 	// reads whichever the kernel let through.
-	pid := cmd.Process.Pid
+	pid := c.Pid()
 	m := peer.expect(-1, map[string]string{"READY": "1", "STATUS": "up and running"})
 	if int(m.PID) != pid && int(m.PID) != os.Getpid() {
 		t.Errorf("READY=1 from pid %d, want %d or its parent %d", m.PID, pid, os.Getpid())
@@ -231,7 +231,7 @@ func TestNotifyPeerSystemdNotify(t *testing.T) {
 	m = peer.expect(pid, map[string]string{"BARRIER": "1"})
 	closeFDs(m.FDs)
 	m.FDs = nil
-	c.mustExit()
+	c.MustExit()
 }
 
 // TestNotifierUnset: without NOTIFY_SOCKET nothing happens, and no error,

@@ -8,13 +8,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/kinds"
 )
 
@@ -77,55 +77,22 @@ func TestSocketActivate(t *testing.T) {
 				args = append(args, "-l", "127.0.0.1:"+p)
 			}
 			args = append(args, "--fdname="+strings.Join(tc.names, ":"),
-				"-E", childEnv+"=socket-activated",
+				"-E", childtest.Env+"=socket-activated",
 				"-E", "SA_NETWORK="+tc.network,
 				"-E", "SA_NAMES="+strings.Join(tc.names, ":"),
-				"-E", "SA_REQUESTS="+strconv.Itoa(requests),
-				os.Args[0], "-test.run=^$")
-			cmd := exec.Command(socketActivate, args...)
-			cmd.Env = childEnviron("")
-			pr, pw, err := os.Pipe()
-			must(t, err)
-			defer pr.Close()
-			cmd.Stdout, cmd.Stderr = pw, pw
-			err = cmd.Start()
-			pw.Close()
-			must(t, err)
-			c := &child{t: t, cmd: cmd}
-			t.Cleanup(func() {
-				if !c.waited {
-					cmd.Process.Kill()
-					c.wait()
-				}
+				"-E", "SA_REQUESTS="+strconv.Itoa(requests))
+			c := childtest.Start(t, "socket-activated", childtest.Options{
+				Prefix:  append([]string{socketActivate}, args...),
+				Unset:   systemdEnv,
+				Stderr:  true,
+				Timeout: 10 * time.Second,
 			})
 
 			// The tool says "Listening on ADDR as FD." for each socket,
 			// then waits for traffic before it execs the child.
-			out := lines(pr)
-			var log []string
-			timeout := time.After(10 * time.Second)
-			for listening := 0; listening < len(tc.names); {
-				select {
-				case line, ok := <-out:
-					if !ok {
-						c.wait()
-						t.Fatalf("systemd-socket-activate ended: %v\n%s", c.err, strings.Join(log, "\n"))
-					}
-					log = append(log, line)
-					if strings.HasPrefix(line, "Listening on ") {
-						listening++
-					}
-				case <-timeout:
-					t.Fatalf("systemd-socket-activate not listening after 10s:\n%s", strings.Join(log, "\n"))
-				}
+			for range tc.names {
+				c.Expect("Listening on ")
 			}
-			drained := make(chan struct{})
-			go func() {
-				defer close(drained)
-				for line := range out {
-					log = append(log, line) // read after drained closes
-				}
-			}()
 
 			// Every request to every socket, at once: the first wakes the
 			// tool, the rest wait in the kernel until the child serves.
@@ -151,10 +118,8 @@ func TestSocketActivate(t *testing.T) {
 					t.Error(err)
 				}
 			}
-			err = c.wait()
-			<-drained
-			if err != nil || t.Failed() {
-				t.Errorf("child: %v\n%s", err, strings.Join(log, "\n"))
+			if err := c.Wait(); err != nil || t.Failed() {
+				t.Errorf("child: %v\n%s", err, strings.Join(c.Output(), "\n"))
 			}
 		})
 	}
@@ -163,7 +128,7 @@ func TestSocketActivate(t *testing.T) {
 // The child that systemd-socket-activate execs: it adopts the sockets by
 // name, answers SA_REQUESTS requests on each with "name:request", and
 // checks that it leaks nothing.
-var _ = registerChild("socket-activated", func() error {
+var _ = childtest.Register("socket-activated", func() error {
 	names := strings.Split(os.Getenv("SA_NAMES"), ":")
 	network := os.Getenv("SA_NETWORK")
 	requests, err := strconv.Atoi(os.Getenv("SA_REQUESTS"))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful/systemd"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/kinds"
 )
 
@@ -29,13 +30,13 @@ func TestStoreStopStart(t *testing.T) {
 	notify := "NOTIFY_SOCKET=" + peer.addr
 
 	a := startChild(t, "store-a", []string{notify})
-	pidA := a.cmd.Process.Pid
+	pidA := a.Pid()
 	peer.expect(pidA, map[string]string{"STATUS": "listening"})
 	web := peer.expect(pidA, map[string]string{"FDSTORE": "1", "FDNAME": "web"})
 	dns := peer.expect(pidA, map[string]string{"FDSTORE": "1", "FDNAME": "dns"})
 	peer.expect(pidA, map[string]string{"READY": "1"})
 	peer.expect(pidA, map[string]string{"STOPPING": "1"})
-	a.mustExit()
+	a.MustExit()
 	peer.expectNothing()
 	if len(web.FDs) != 1 || len(dns.FDs) != 1 {
 		t.Fatalf("stored %d and %d descriptors, want 1 and 1", len(web.FDs), len(dns.FDs))
@@ -96,7 +97,7 @@ func TestStoreStopStart(t *testing.T) {
 	b := startActivated(t, "store-b", []string{notify,
 		"WANT_CONNS=" + strconv.Itoa(conns), "WANT_DATAGRAMS=" + strconv.Itoa(datagrams)},
 		[]string{"web", "dns"}, files...)
-	pidB := b.cmd.Process.Pid
+	pidB := b.Pid()
 
 	var wg sync.WaitGroup
 	errs := make(chan error, conns+datagrams)
@@ -115,7 +116,7 @@ func TestStoreStopStart(t *testing.T) {
 	}
 	peer.expect(pidB, map[string]string{"READY": "1", "STATUS": "serving"})
 	peer.expect(pidB, map[string]string{"STOPPING": "1"})
-	b.mustExit()
+	b.MustExit()
 	peer.expectNothing()
 }
 
@@ -168,7 +169,7 @@ func expectDatagram(c net.Conn, want string) error {
 }
 
 // Process A: listen, store, stop.
-var _ = registerChild("store-a", func() error {
+var _ = childtest.Register("store-a", func() error {
 	leaks, err := countLeaks(0)
 	if err != nil {
 		return err
@@ -219,7 +220,7 @@ func store(n *systemd.Notifier, name string, v any) error {
 
 // Process B: adopt what the store passed and serve everything that
 // queued meanwhile.
-var _ = registerChild("store-b", func() error {
+var _ = childtest.Register("store-b", func() error {
 	conns, _ := strconv.Atoi(os.Getenv("WANT_CONNS"))
 	datagrams, _ := strconv.Atoi(os.Getenv("WANT_DATAGRAMS"))
 	leaks, err := countLeaks(2)

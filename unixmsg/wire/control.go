@@ -1,4 +1,4 @@
-package unixmsg
+package wire
 
 import (
 	"encoding/binary"
@@ -19,18 +19,12 @@ const (
 
 func cmsgAlignUp(n int) int { return (n + cmsgAlign - 1) &^ (cmsgAlign - 1) }
 
-// ControlSpace returns the control-buffer size that holds one SCM_RIGHTS
-// message of n descriptors and no more: any room beyond it would let the
-// kernel deliver more descriptors than n without setting MSG_CTRUNC.
-func ControlSpace(n int) int {
-	return cmsgAlignUp(cmsgHdrLen + 4*n)
-}
-
 // ParseControl parses a control buffer as filled in by recvmsg(2) on
 // Linux. It returns every descriptor of every SCM_RIGHTS message, whatever
 // else the buffer holds, so that the caller can close them; err wraps
 // ErrUnexpectedControl when another control message is present and
-// ErrMalformed when the buffer does not parse. It never panics.
+// ErrMalformed when the buffer does not parse. It never panics. Its
+// encoding half is x/sys's unix.UnixRights, which is safe on every input.
 func ParseControl(oob []byte) (fds []int, err error) {
 	// The first control message that is not SCM_RIGHTS, for the error.
 	var other error

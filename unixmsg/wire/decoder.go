@@ -1,110 +1,6 @@
-package unixmsg
+package wire
 
-import (
-	"github.com/fdpass/fdpass/internal/prefault"
-)
-
-// Frame is one encoded frame and how many of the batch's descriptors, taken
-// in order, travel with it.
-type Frame struct {
-	Data []byte
-	NFDs int
-}
-
-// EncodeBatch encodes a batch as its frames: a HEAD frame, then as many
-// DATA frames as the payload, records and descriptors need, at most
-// lim.MaxFrame body bytes and lim.MaxFDsPerMessage descriptors each. The
-// frames are appended to dst and returned as sub-slices of it. Item i
-// travels with the i-th descriptor; payload is the batch's own payload;
-// flags is HeadFlagAck or 0.
-func EncodeBatch(dst []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []Frame, error) {
-	_, _, parts, err := encodeParts(nil, nil, items, payload, flags, lim)
-	if err != nil {
-		return dst, nil, err
-	}
-	size := 0
-	for _, p := range parts {
-		size += len(p.hdr) + len(p.body)
-	}
-	dst = grow(dst, size)
-	frames := make([]Frame, len(parts))
-	for i, p := range parts {
-		off := len(dst)
-		dst = append(append(dst, p.hdr...), p.body...)
-		frames[i] = Frame{Data: dst[off:len(dst):len(dst)], NFDs: p.nfds}
-	}
-	return dst, frames, nil
-}
-
-// part is one frame of an encoded batch in two pieces, which a Conn sends
-// as one message of two iovecs: hdr (the frame header, and for the HEAD
-// frame the head) and body (for a DATA frame, a stretch of the records).
-type part struct {
-	hdr, body []byte
-	nfds      int
-}
-
-// encodeParts encodes a batch as parts. The records go into scratch and
-// the headers into hdrs, buffers a Conn keeps from batch to batch (on the
-// virtual machines this project runs on, memory touched for the first
-// time costs far more than a copy); a DATA frame's body is a stretch of
-// the records, not a copy of it.
-func encodeParts(hdrs, scratch []byte, items []Item, payload []byte, flags uint32, lim Limits) ([]byte, []byte, []part, error) {
-	lim = lim.withDefaults()
-	if len(payload) > lim.MaxPayload {
-		return hdrs, scratch, nil, errf(ErrLimit, "batch payload of %d bytes, limit %d", len(payload), lim.MaxPayload)
-	}
-	rec := grow(scratch[:0], len(payload)+RecordsLen(items))
-	rec, err := AppendRecords(append(rec, payload...), items, lim)
-	if err != nil {
-		return hdrs, rec, nil, err
-	}
-	if len(rec) > lim.MaxBatchBytes {
-		return hdrs, rec, nil, errf(ErrLimit, "batch of %d bytes, limit %d", len(rec), lim.MaxBatchBytes)
-	}
-	n := len(items)
-	nframes := (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
-	if byBytes := (len(rec) + lim.MaxFrame - 1) / lim.MaxFrame; byBytes > nframes {
-		nframes = byBytes
-	}
-	// Spread the bytes evenly, so that each frame carries records near
-	// the descriptors it carries.
-	chunk := 0
-	if nframes > 0 {
-		chunk = (len(rec) + nframes - 1) / nframes
-	}
-	// Sized once, so that the parts' headers stay where they are.
-	hdrs = grow(hdrs[:0], HeaderLen+HeadLen+nframes*HeaderLen)
-	hdrs = AppendHeader(hdrs, Header{Type: FrameHead, Length: HeadLen})
-	hdrs = AppendHead(hdrs, Head{Items: uint32(n), Flags: flags, Size: uint64(len(rec)), Payload: uint32(len(payload))})
-	parts := make([]part, 0, nframes+1)
-	parts = append(parts, part{hdr: hdrs[:len(hdrs):len(hdrs)]})
-	for j, b, f := 0, 0, 0; j < nframes; j++ {
-		be := min(b+chunk, len(rec))
-		fe := min(f+lim.MaxFDsPerMessage, n)
-		off := len(hdrs)
-		hdrs = AppendHeader(hdrs, Header{Type: FrameData, NFDs: uint32(fe - f), Length: uint32(be - b)})
-		parts = append(parts, part{hdr: hdrs[off:len(hdrs):len(hdrs)], body: rec[b:be:be], nfds: fe - f})
-		b, f = be, fe
-	}
-	return hdrs, rec, parts, nil
-}
-
-// grow is slices.Grow for a buffer about to be filled: new memory is
-// populated at once. It allocates with make, not append: append clears
-// the new bytes itself, touching every page one fault at a time (12-15 µs
-// each on this project's VMs), where make leaves memory fresh from the
-// system as it is (it is zero already; only reused memory is cleared), and
-// populating costs 0.7 µs a page.
-func grow(b []byte, n int) []byte {
-	if n <= cap(b)-len(b) {
-		return b
-	}
-	nb := make([]byte, len(b), len(b)+n)
-	prefault.Bytes(nb)
-	copy(nb, b)
-	return nb
-}
+import "github.com/fdpass/fdpass/internal/prefault"
 
 // Message is what a Decoder produces: a whole batch (Ack is nil) or an ACK.
 type Message struct {
@@ -162,7 +58,7 @@ const maxRecPrealloc = 4 << 20
 // keeps message boundaries (SOCK_SEQPACKET or SOCK_DGRAM): each read must
 // then hold exactly one frame.
 func NewDecoder(lim Limits, messages bool) *Decoder {
-	return &Decoder{lim: lim.withDefaults(), messages: messages}
+	return &Decoder{lim: lim.WithDefaults(), messages: messages}
 }
 
 // Feed hands the decoder one read: its bytes and the descriptors that came
