@@ -36,7 +36,8 @@ const (
 // travel: the predecessor's end of a handoff, and both ends of an upgrade
 // request. No message of theirs carries a descriptor.
 func controlOptions(noAck bool) *unixmsg.Options {
-	return &unixmsg.Options{NoAck: noAck, Limits: handoffmsg.ControlLimits()}
+	// What such a Conn sends (an OFFER, say) is bounded as usual.
+	return &unixmsg.Options{NoAck: noAck, Limits: handoffmsg.ControlLimits(), SendLimits: unixmsg.DefaultLimits()}
 }
 
 // candidate is a successor that said HELLO and waits for its turn.
@@ -157,16 +158,20 @@ func (p *Process) admit(uc *net.UnixConn, queue chan<- *candidate, stop <-chan s
 	c.SetDeadline(time.Now().Add(helloWait))
 	m, err := handoffmsg.Receive(c)
 	if err != nil {
-		c.Close()
 		switch {
 		case errors.Is(err, io.EOF):
 			// A health check, most likely.
 			log.Debug("graceful: peer hung up without a word")
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			log.Warn("graceful: dropped a peer that said nothing", slog.Duration("within", helloWait))
+		case isDisconnect(err):
+			log.Warn("graceful: dropped a peer that hung up", slog.Any("error", err))
 		default:
 			log.Warn("graceful: dropped a peer that does not speak the handoff protocol", slog.Any("error", err))
+			p.refuse(c, handoffmsg.CodeProtocol, err.Error())
+			return
 		}
+		c.Close()
 		return
 	}
 	switch m.Type {

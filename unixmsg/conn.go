@@ -21,6 +21,11 @@ type Options struct {
 	// Limits bound what the Conn accepts and sends. Zero fields mean
 	// defaults; see DefaultLimits.
 	Limits Limits
+	// SendLimits, if any field is set, bound what the Conn sends instead
+	// of Limits (zero fields: the defaults): for a Conn that accepts
+	// less than it sends, such as one that only ever receives control
+	// messages.
+	SendLimits Limits
 	// SkipVerify turns off the check, on receipt, that every descriptor is
 	// of the kind its sender declared. Only turn it off for a peer you trust.
 	SkipVerify bool
@@ -53,7 +58,8 @@ type Conn struct {
 	uc       *net.UnixConn
 	rc       syscall.RawConn
 	opts     Options
-	lim      Limits
+	lim      Limits // what the Conn accepts
+	slim     Limits // what it sends
 	messages bool
 
 	rmu  sync.Mutex
@@ -82,6 +88,10 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 		c.opts = *opts
 	}
 	c.lim = c.opts.Limits.WithDefaults()
+	c.slim = c.lim
+	if c.opts.SendLimits != (Limits{}) {
+		c.slim = c.opts.SendLimits.WithDefaults()
+	}
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -101,7 +111,10 @@ func NewConn(uc *net.UnixConn, opts *Options) (*Conn, error) {
 	// Room for one SCM_RIGHTS message of MaxFDsPerMessage descriptors and
 	// no more: any room beyond it would let the kernel deliver more
 	// descriptors than that without setting MSG_CTRUNC.
-	c.oob = make([]byte, unix.CmsgSpace(4*c.lim.MaxFDsPerMessage))
+	// With no room at all, the kernel closes any descriptor that comes.
+	if c.lim.MaxFDsPerMessage > 0 {
+		c.oob = make([]byte, unix.CmsgSpace(4*c.lim.MaxFDsPerMessage))
+	}
 	return c, nil
 }
 
@@ -228,7 +241,7 @@ func (c *Conn) send(ctx context.Context, b *Batch, ack bool) error {
 		flags = wire.HeadFlagAck
 	}
 	var frames []wire.Frame
-	c.scratch, frames, err = wire.EncodeBatch(c.scratch[:0], b.wireItems(&c.lim), b.payload, flags, c.lim)
+	c.scratch, frames, err = wire.EncodeBatch(c.scratch[:0], b.wireItems(&c.slim), b.payload, flags, c.slim)
 	if err != nil {
 		return fmt.Errorf("unixmsg: send: %w", err)
 	}

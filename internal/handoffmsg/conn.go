@@ -10,7 +10,12 @@ import (
 // control messages: no descriptor, a few KiB. A peer that sends more is
 // refused without an allocation.
 func ControlLimits() unixmsg.Limits {
-	return unixmsg.Limits{}
+	return unixmsg.Limits{
+		MaxItems:         -1,
+		MaxFDsPerMessage: -1,
+		MaxBatchBytes:    2 * MaxLen,
+		MaxFrame:         4 << 10,
+	}
 }
 
 // Send sends m as the payload of a batch without descriptors, and waits

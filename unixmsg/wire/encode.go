@@ -32,7 +32,13 @@ func EncodeBatch(buf []byte, items []Item, payload []byte, flags uint32, lim Lim
 	}
 	n := len(items)
 	size := len(payload) + recordsLen(items)
-	nframes := (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
+	if n > max(lim.MaxItems, 0) {
+		return buf, nil, errf(ErrLimit, "batch of %d items, limit %d", n, max(lim.MaxItems, 0))
+	}
+	nframes := 0
+	if n > 0 {
+		nframes = (n + lim.MaxFDsPerMessage - 1) / lim.MaxFDsPerMessage
+	}
 	if byBytes := (size + lim.MaxFrame - 1) / lim.MaxFrame; byBytes > nframes {
 		nframes = byBytes
 	}

@@ -123,8 +123,8 @@ func ParseHeader(b []byte, lim Limits) (Header, error) {
 	if h.Length > uint32(lim.MaxFrame) {
 		return Header{}, errf(ErrLimit, "frame body of %d bytes, limit %d", h.Length, lim.MaxFrame)
 	}
-	if h.NFDs > uint32(lim.MaxFDsPerMessage) {
-		return Header{}, errf(ErrLimit, "frame announces %d descriptors, limit %d", h.NFDs, lim.MaxFDsPerMessage)
+	if h.NFDs > uint32(max(lim.MaxFDsPerMessage, 0)) {
+		return Header{}, errf(ErrLimit, "frame announces %d descriptors, limit %d", h.NFDs, max(lim.MaxFDsPerMessage, 0))
 	}
 	if h.Type != FrameData && h.NFDs != 0 {
 		return Header{}, errf(ErrUnexpectedFDs, "%s frame announces %d descriptors", h.Type, h.NFDs)
@@ -168,8 +168,8 @@ func ParseHead(b []byte, lim Limits) (Head, error) {
 	if r := binary.LittleEndian.Uint32(b[20:24]); r != 0 {
 		return Head{}, errf(ErrMalformed, "reserved HEAD field is %#x, want 0", r)
 	}
-	if h.Items > uint32(lim.MaxItems) {
-		return Head{}, errf(ErrLimit, "batch of %d items, limit %d", h.Items, lim.MaxItems)
+	if h.Items > uint32(max(lim.MaxItems, 0)) {
+		return Head{}, errf(ErrLimit, "batch of %d items, limit %d", h.Items, max(lim.MaxItems, 0))
 	}
 	if h.Payload > uint32(lim.MaxPayload) {
 		return Head{}, errf(ErrLimit, "batch payload of %d bytes, limit %d", h.Payload, lim.MaxPayload)

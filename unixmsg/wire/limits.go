@@ -6,7 +6,8 @@ import "math"
 // sender checks its batches against its own limits before sending anything.
 type Limits struct {
 	// MaxItems bounds the items (and so descriptors) in one batch.
-	// Default 65536.
+	// Default 65536. A negative value allows none: batches carry a
+	// payload only, and a receiver keeps no room for descriptors.
 	MaxItems int
 	// MaxNameLen bounds an item's name, in bytes. Default 1024.
 	MaxNameLen int
@@ -26,7 +27,8 @@ type Limits struct {
 	// SOCK_SEQPACKET the socket's send buffer must hold a whole frame.
 	MaxFrame int
 	// MaxFDsPerMessage bounds the descriptors in one message, and so the
-	// size of the control buffer. Default and maximum 253 (SCM_MAX_FD).
+	// size of the control buffer. Default and maximum 253 (SCM_MAX_FD). A
+	// negative value allows none, as a negative MaxItems does.
 	MaxFDsPerMessage int
 }
 
@@ -55,9 +57,11 @@ const (
 // every field clamped to what the wire can carry: the limits as the
 // encoders, the parsers and the Decoder read them. A receiver sizes its
 // buffers from them: HeaderLen+MaxFrame bytes of data and room for
-// MaxFDsPerMessage descriptors of control data per read.
+// MaxFDsPerMessage descriptors of control data per read. Limits that allow
+// no descriptor keep -1 in both fields.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
+	none := l.MaxItems < 0 || l.MaxFDsPerMessage < 0
 	fill := func(v *int, def, max int) {
 		if *v <= 0 {
 			*v = def
@@ -75,5 +79,10 @@ func (l Limits) WithDefaults() Limits {
 	fill(&l.MaxFrame, d.MaxFrame, hardMaxFrame)
 	l.MaxFrame = max(l.MaxFrame, minFrame)
 	fill(&l.MaxFDsPerMessage, d.MaxFDsPerMessage, MaxFDsPerMessage)
+	if none {
+		// Kept negative, so that the limits read the same however
+		// often they are filled.
+		l.MaxItems, l.MaxFDsPerMessage = -1, -1
+	}
 	return l
 }

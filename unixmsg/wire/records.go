@@ -96,8 +96,8 @@ func recordsLen(items []Item) int {
 // against lim.
 func AppendRecords(dst []byte, items []Item, lim Limits) ([]byte, error) {
 	lim = lim.WithDefaults()
-	if len(items) > lim.MaxItems {
-		return dst, errf(ErrLimit, "batch of %d items, limit %d", len(items), lim.MaxItems)
+	if len(items) > max(lim.MaxItems, 0) {
+		return dst, errf(ErrLimit, "batch of %d items, limit %d", len(items), max(lim.MaxItems, 0))
 	}
 	start := len(dst)
 	dst = slices.Grow(dst, recordsLen(items))
@@ -143,8 +143,8 @@ func ParseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 // microseconds each on virtual machines.
 func parseRecords(src []byte, n int, lim Limits) ([]Item, error) {
 	lim = lim.WithDefaults()
-	if n < 0 || n > lim.MaxItems {
-		return nil, errf(ErrLimit, "batch of %d items, limit %d", n, lim.MaxItems)
+	if n < 0 || n > max(lim.MaxItems, 0) {
+		return nil, errf(ErrLimit, "batch of %d items, limit %d", n, max(lim.MaxItems, 0))
 	}
 	if len(src) > lim.MaxBatchBytes {
 		return nil, errf(ErrLimit, "batch of %d record bytes, limit %d", len(src), lim.MaxBatchBytes)
