@@ -95,26 +95,45 @@ func (p *Process) serve(done chan struct{}) {
 }
 
 // acceptLoop accepts on ln and hands each connection to serve, until ln is
-// closed. A temporary error (out of descriptors, say) never ends it: it
-// waits, longer each time up to a second, and says so once in the log.
+// closed.
 func acceptLoop(ln *net.UnixListener, log *slog.Logger, what string, serve func(*net.UnixConn)) {
-	var backoff time.Duration
+	var b acceptBackoff
 	for {
 		uc, err := ln.AcceptUnix()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if !b.retry(err, log, what) {
 				return
 			}
-			if backoff == 0 {
-				log.Warn("graceful: accept failed; retrying", slog.String("on", what), slog.Any("error", err))
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			time.Sleep(backoff)
 			continue
 		}
-		backoff = 0
+		b.reset()
 		serve(uc)
 	}
+}
+
+// acceptBackoff keeps an accept loop alive through errors: only a closed
+// listener ends it. Out of descriptors (EMFILE, ENFILE), out of memory
+// (ENOBUFS, ENOMEM), a connection aborted in the backlog (ECONNABORTED),
+// anything else: it waits, twice as long each time up to a second, so
+// that the process frees what it can, and says so once in the log.
+type acceptBackoff struct{ delay time.Duration }
+
+// retry waits after err and reports whether to accept again.
+func (b *acceptBackoff) retry(err error, log *slog.Logger, what string) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	if b.delay == 0 {
+		log.Warn("graceful: accept failed; retrying", slog.String("on", what), slog.Any("error", err))
+	}
+	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
+	time.Sleep(b.delay)
+	return true
+}
+
+// reset starts over after a connection was accepted.
+func (b *acceptBackoff) reset() {
+	b.delay = 0
 }
 
 // track adds uc to the connections Close closes, unless the Process is

@@ -194,16 +194,19 @@ type httpListener struct {
 
 func (l *httpListener) accept() {
 	defer close(l.accepted)
+	var b acceptBackoff
 	for {
 		nc, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			// Running out of descriptors under a flood of connections
+			// must not end the service: only a closed listener does.
+			if b.retry(err, l.hs.p.log, l.Addr().String()) {
 				continue
 			}
 			l.Close()
 			return
 		}
+		b.reset()
 		c := l.hs.p.mig.Track(nc, l.hs.gate)
 		if !l.push(c) {
 			return
