@@ -122,6 +122,7 @@ func (in *inheritance) convert() error {
 // take takes the first untaken item under k, if it is of kind want: as
 // the value converted ahead, or else as its descriptor.
 func (in *inheritance) take(k matchKey, want kinds.Kind, log *slog.Logger) (any, int, bool, error) {
+	ns := k.netns
 	if len(in.avail[k]) == 0 {
 		// A predecessor that did not say a socket's namespace: any.
 		k.netns = ""
@@ -135,6 +136,12 @@ func (in *inheritance) take(k matchKey, want kinds.Kind, log *slog.Logger) (any,
 			continue
 		}
 		if v, ok := in.vals[i]; ok {
+			if err := checkSocket(v, k.network, k.addr, ns); err != nil {
+				// Closed at Ready with what nobody adopted.
+				log.Warn("graceful: inherited socket does not match its label; left unused",
+					slog.String("addr", k.addr), slog.Any("error", err))
+				continue
+			}
 			delete(in.vals, i)
 			return v, -1, true, nil
 		}

@@ -3,6 +3,7 @@ package graceful
 import (
 	"context"
 	"errors"
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"net"
 	"net/http"
 	"sync"
@@ -34,6 +35,18 @@ const httpState = "net/http"
 // httpReadBuf is the size of net/http's connection reader: a read of
 // exactly this size is made with the reader empty.
 const httpReadBuf = 4 << 10
+
+// checkHTTP returns an error if a connection tagged as an HTTPServer's
+// comes with bytes read and not processed: HTTPServer hands over only
+// connections whose reader holds nothing (HANDOFF.md).
+func checkHTTP(conns []*Conn) error {
+	for _, c := range conns {
+		if string(c.State()) == httpState && c.Buffered() > 0 {
+			return handoffmsg.Errf(ErrMalformed, "an HTTP connection comes with %d unread bytes", c.Buffered())
+		}
+	}
+	return nil
+}
 
 // httpGate is the migrate.Gate of the connections an HTTPServer serves:
 // net/http reads them, so a migration interrupts only a read for the next

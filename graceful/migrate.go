@@ -41,6 +41,19 @@ func (p *Process) MigratedConns() ([]*Conn, error) {
 	return p.mig.Migrated(), nil
 }
 
+// checkMigrated checks what arrived in a migration before the successor
+// acknowledges it: what this package knows of the connections, then
+// Options.Migrated.
+func (p *Process) checkMigrated(conns []*Conn) error {
+	if err := checkHTTP(conns); err != nil {
+		return err
+	}
+	if p.opts.Migrated != nil {
+		return p.opts.Migrated(conns)
+	}
+	return nil
+}
+
 // features returns the feature bits this process supports.
 func (p *Process) features() uint32 {
 	if p.opts.Migrate {

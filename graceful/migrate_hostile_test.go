@@ -8,14 +8,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/graceful/migrate"
 	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/unixmsg"
+	"golang.org/x/sys/unix"
 )
 
 // migrateOffer builds an OFFER batch that agrees to migration (and to
@@ -77,28 +80,49 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 		}
 	}
 	one := func(total uint32) *unixmsg.Batch { return conns(1, total, oneConn(connPayload("s", ""))) }
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unixConn := os.NewFile(uintptr(sp[0]), "pair")
+	defer unixConn.Close()
+	defer unix.Close(sp[1])
 	for _, tc := range []struct {
 		name   string
 		stream bool                    // the OFFER agrees to streamed CONNS
 		phase  func() []*unixmsg.Batch // sent after READY; then the fake hangs up
 		want   error
+		opts   graceful.Options // the successor's bounds
 	}{
-		{"count", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(2, 2, oneConn(connPayload("s", "")))} }, graceful.ErrMalformed},
+		{"unix socket labelled tcp", false, func() []*unixmsg.Batch {
+			return []*unixmsg.Batch{conns(1, 1, func(b *unixmsg.Batch) {
+				b.Add("0", unixConn, unixmsg.MetaOf("role", "conn", "network", "tcp"), connPayload("s", ""))
+			})}
+		}, graceful.ErrMalformed, graceful.Options{}},
+		{"http with unread bytes", false, func() []*unixmsg.Batch {
+			return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("net/http", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")))}
+		}, graceful.ErrMalformed, graceful.Options{}},
+		{"more connections than allowed", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(2)} }, migrate.ErrLimit, graceful.Options{MaxMigrated: 1}},
+		{"streamed, more than allowed", true, func() []*unixmsg.Batch {
+			return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(handoffmsg.ConnsMore)}
+		}, migrate.ErrLimit, graceful.Options{MaxMigrated: 1}},
+		{"more bytes than allowed", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("state", "bytes")))} }, migrate.ErrLimit, graceful.Options{MaxMigratedBytes: 8}},
+		{"count", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(2, 2, oneConn(connPayload("s", "")))} }, graceful.ErrMalformed, graceful.Options{}},
 		{"listener", false, func() []*unixmsg.Batch {
 			return []*unixmsg.Batch{conns(1, 1, func(b *unixmsg.Batch) { b.Add("0", tcp, nil, connPayload("", "")) })}
-		}, graceful.ErrMalformed},
-		{"payload", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0}))} }, graceful.ErrMalformed},
-		{"state length", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0, 0, 0, 'x'}))} }, graceful.ErrMalformed},
+		}, graceful.ErrMalformed, graceful.Options{}},
+		{"payload", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0}))} }, graceful.ErrMalformed, graceful.Options{}},
+		{"state length", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn([]byte{9, 0, 0, 0, 'x'}))} }, graceful.ErrMalformed, graceful.Options{}},
 		{"total changes", false, func() []*unixmsg.Batch {
 			return []*unixmsg.Batch{conns(1, 3, oneConn(connPayload("", ""))), conns(1, 2, oneConn(connPayload("", "")))}
-		}, graceful.ErrMalformed},
-		{"hang up midway", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 2, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
-		{"no DONE", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff},
-		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore)} }, graceful.ErrMalformed},
-		{"streamed, last short", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(3)} }, graceful.ErrMalformed},
-		{"streamed, last over", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(1)} }, graceful.ErrMalformed},
-		{"streamed, hang up midway", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(handoffmsg.ConnsMore)} }, graceful.ErrHandoff},
-		{"streamed, no DONE", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(2)} }, graceful.ErrHandoff},
+		}, graceful.ErrMalformed, graceful.Options{}},
+		{"hang up midway", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 2, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff, graceful.Options{}},
+		{"no DONE", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{conns(1, 1, oneConn(connPayload("s", "b")))} }, graceful.ErrHandoff, graceful.Options{}},
+		{"more without streaming", false, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore)} }, graceful.ErrMalformed, graceful.Options{}},
+		{"streamed, last short", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(3)} }, graceful.ErrMalformed, graceful.Options{}},
+		{"streamed, last over", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(1)} }, graceful.ErrMalformed, graceful.Options{}},
+		{"streamed, hang up midway", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(handoffmsg.ConnsMore)} }, graceful.ErrHandoff, graceful.Options{}},
+		{"streamed, no DONE", true, func() []*unixmsg.Batch { return []*unixmsg.Batch{one(handoffmsg.ConnsMore), one(2)} }, graceful.ErrHandoff, graceful.Options{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			restartCheckLeaks(t)
@@ -146,7 +170,9 @@ func TestMigrateHostilePredecessor(t *testing.T) {
 				}
 				return nil
 			})
-			p, err := graceful.New(graceful.Options{Path: path, Timeout: 5 * time.Second, Migrate: true})
+			opts := tc.opts
+			opts.Path, opts.Timeout, opts.Migrate = path, 5*time.Second, true
+			p, err := graceful.New(opts)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,6 +41,11 @@ type Options struct {
 	// successor acknowledges them; an error refuses them and fails the
 	// handoff. It must not read or write them.
 	Migrated func([]*Conn) error
+	// MaxMigrated and MaxMigratedBytes bound what a successor accepts in
+	// a migration: connections, and their state and unread bytes all
+	// together. More fails the handoff. If zero, 100,000 and 256 MiB.
+	MaxMigrated      int
+	MaxMigratedBytes int64
 	// Successor, if set, makes the command Upgrade starts (see Upgrade).
 	Successor func() (*exec.Cmd, error)
 }

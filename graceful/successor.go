@@ -129,7 +129,13 @@ func (p *Process) confirm(in *inheritance) error {
 	var conns []*Conn
 	if in.migrate {
 		var err error
-		conns, err = p.mig.Receive(c, migrate.ReceiveOptions{Stream: in.stream, Check: p.opts.Migrated, Logger: p.log})
+		conns, err = p.mig.Receive(c, migrate.ReceiveOptions{
+			Stream:   in.stream,
+			Check:    p.checkMigrated,
+			Logger:   p.log,
+			MaxConns: p.opts.MaxMigrated,
+			MaxBytes: p.opts.MaxMigratedBytes,
+		})
 		if err != nil {
 			return err
 		}

@@ -89,6 +89,9 @@ type upgradeFixture struct {
 
 func newUpgradeFixture(t *testing.T, timeout time.Duration) *upgradeFixture {
 	t.Helper()
+	// Registered first, so checked last: after the successors are
+	// killed and reaped.
+	restartCheckLeaks(t)
 	dir := t.TempDir()
 	f := &upgradeFixture{path: filepath.Join(dir, "handoff.sock"), pidFile: filepath.Join(dir, "pid"), mode: "healthy"}
 	var err error

@@ -89,6 +89,14 @@ func (c *Conn) State() []byte {
 	return c.state
 }
 
+// Buffered returns how many bytes handed over with the connection Read
+// has not returned yet.
+func (c *Conn) Buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
 // Read reads what the predecessor handed over first, then from the
 // connection. While the connection is being migrated it returns
 // ErrMigrating; see Handoff.

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -28,6 +29,28 @@ type ReceiveOptions struct {
 	Check func([]*Conn) error
 	// Logger, if not nil, hears how the migration went.
 	Logger *slog.Logger
+	// MaxConns bounds the connections of the whole migration. If zero,
+	// 100,000.
+	MaxConns int
+	// MaxBytes bounds the state and unread bytes of the whole migration,
+	// all connections together. If zero, 256 MiB.
+	MaxBytes int64
+}
+
+// Default bounds of what a successor accepts.
+const (
+	defaultMaxConns = 100_000
+	defaultMaxBytes = 256 << 20
+)
+
+// ErrLimit: the predecessor offers more connections, or more state and
+// unread bytes, than ReceiveOptions allow; the successor refuses them all.
+var ErrLimit = errors.New("graceful: migration exceeds the successor's bounds")
+
+// budget is what a migration may still bring.
+type budget struct {
+	conns int
+	bytes int64
 }
 
 // Receive runs the successor's part of the migration phase, after READY:
@@ -103,6 +126,7 @@ func (t *Tracker) Receive(c *unixmsg.Conn, opts ReceiveOptions) ([]*Conn, error)
 		return nil, err
 	}
 	start := time.Now()
+	left := budget{conns: cmp.Or(opts.MaxConns, defaultMaxConns), bytes: cmp.Or(opts.MaxBytes, defaultMaxBytes)}
 	total, have := -1, 0
 	for total < 0 || have < total {
 		b, err := c.Receive()
@@ -112,10 +136,14 @@ func (t *Tracker) Receive(c *unixmsg.Conn, opts ReceiveOptions) ([]*Conn, error)
 			handoffmsg.SendError(c, handoffmsg.CodeProtocol, err.Error())
 			return fail(fmt.Errorf("receiving connections: %w", err))
 		}
-		items, n, err := takeBatch(b, opts.Stream, total, have)
+		items, n, err := takeBatch(b, opts.Stream, total, have, &left)
 		b.Close()
 		if err != nil {
-			handoffmsg.SendError(c, handoffmsg.CodeProtocol, err.Error())
+			code := handoffmsg.CodeProtocol
+			if errors.Is(err, ErrLimit) {
+				code = handoffmsg.CodeAborted
+			}
+			handoffmsg.SendError(c, code, err.Error())
 			return fail(err)
 		}
 		total = n
@@ -153,6 +181,17 @@ func (t *Tracker) Receive(c *unixmsg.Conn, opts ReceiveOptions) ([]*Conn, error)
 	return conns, nil
 }
 
+// connKind is the kind of connected socket a network name stands for.
+func connKind(network string) kinds.Kind {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		return kinds.TCPConn
+	case "unix", "unixpacket":
+		return kinds.UnixConn
+	}
+	return kinds.Invalid
+}
+
 // intern returns the usual network names as constants: the value in a
 // batch points into its record buffer, a cache miss to read each time the
 // connection moves on.
@@ -181,7 +220,7 @@ type incoming struct {
 // takeBatch checks one CONNS batch, the first after have of a migration
 // of total (-1: not known yet), and takes its descriptors. It returns the
 // total as known after the batch. On error it takes nothing.
-func takeBatch(b *unixmsg.Batch, stream bool, total, have int) ([]incoming, int, error) {
+func takeBatch(b *unixmsg.Batch, stream bool, total, have int, left *budget) ([]incoming, int, error) {
 	m, err := handoffmsg.Parse(b.Payload())
 	if err != nil {
 		return nil, total, err
@@ -203,20 +242,36 @@ func takeBatch(b *unixmsg.Batch, stream bool, total, have int) ([]incoming, int,
 	case stream && have+b.Len() != int(m.Total):
 		return nil, total, handoffmsg.Errf(malformed, "the last streamed CONNS brings %d connections of %d", have+b.Len(), m.Total)
 	}
+	switch {
+	case m.Total != handoffmsg.ConnsMore && int(m.Total)-have > left.conns:
+		return nil, total, fmt.Errorf("%w: a migration of %d connections, at most %d", ErrLimit, m.Total, have+left.conns)
+	case b.Len() > left.conns:
+		return nil, total, fmt.Errorf("%w: more than %d connections", ErrLimit, have+left.conns)
+	}
+	var size int64
+	for _, it := range b.Items() {
+		size += int64(len(it.Payload))
+	}
+	if size > left.bytes {
+		return nil, total, fmt.Errorf("%w: more than %d bytes of state and unread data", ErrLimit, left.bytes)
+	}
+	left.conns -= b.Len()
+	left.bytes -= size
 	if m.Total != handoffmsg.ConnsMore {
 		total = int(m.Total)
 	}
 	items := make([]incoming, b.Len())
 	prefault.Slice(items)
 	for i, it := range b.Items() {
-		if it.Kind != kinds.TCPConn && it.Kind != kinds.UnixConn {
-			return nil, total, handoffmsg.Errf(malformed, "CONNS item %d is a %s", i, it.Kind)
+		network := it.Meta.Value(handoffmsg.MetaNetwork)
+		if it.Kind != connKind(network) {
+			return nil, total, handoffmsg.Errf(malformed, "CONNS item %d is a %s, labelled %q", i, it.Kind, network)
 		}
 		state, buffered, err := handoffmsg.ParseConnPayload(it.Payload)
 		if err != nil {
 			return nil, total, err
 		}
-		items[i] = incoming{kind: it.Kind, network: intern(it.Meta.Value(handoffmsg.MetaNetwork)), state: state, buffered: buffered}
+		items[i] = incoming{kind: it.Kind, network: intern(network), state: state, buffered: buffered}
 	}
 	for i := range items {
 		// Checked above: every descriptor is there.

@@ -1,0 +1,93 @@
+package graceful
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// A successor does not take its predecessor's word for what a socket is:
+// before Listen or ListenPacket adopts an inherited socket, its kind has
+// been checked on receipt (unixmsg), and here its bound address is held
+// against the address it is labelled with, and its network namespace,
+// where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), against the one
+// asked for. A socket that does not match is left unused (and closed at
+// Ready); Listen then creates one.
+
+// checkSocket returns why v, an inherited listener or packet socket
+// labelled network and addr, does not match, or nil. want is the network
+// namespace Listen asks for.
+func checkSocket(v any, network, addr, want string) error {
+	var local net.Addr
+	switch v := v.(type) {
+	case net.Listener:
+		local = v.Addr()
+	case net.PacketConn:
+		local = v.LocalAddr()
+	default:
+		return nil
+	}
+	if err := checkAddr(local, network, addr); err != nil {
+		return err
+	}
+	if want != "" {
+		if got := socketNetNS(v, ""); got != "" && got != want {
+			return fmt.Errorf("in network namespace %s, not %s", got, want)
+		}
+	}
+	return nil
+}
+
+// checkAddr returns why local, the address a socket is bound to, is not
+// the address addr (as given to Listen) names, or nil.
+func checkAddr(local net.Addr, network, addr string) error {
+	switch network {
+	case "unix", "unixpacket", "unixgram":
+		if local.String() != addr {
+			return fmt.Errorf("bound to %q, labelled %q", local, addr)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("label %q: %w", addr, err)
+	}
+	got, err := netip.ParseAddrPort(local.String())
+	if err != nil {
+		return fmt.Errorf("bound to %q: %w", local, err)
+	}
+	if port != "0" {
+		want, err := net.LookupPort(network, port)
+		if err != nil {
+			return fmt.Errorf("label %q: %w", addr, err)
+		}
+		if int(got.Port()) != want {
+			return fmt.Errorf("bound to port %d, labelled %q", got.Port(), addr)
+		}
+	}
+	ip := got.Addr().Unmap()
+	if host == "" {
+		if !ip.IsUnspecified() {
+			return fmt.Errorf("bound to %s, labelled %q (all addresses)", got, addr)
+		}
+		return nil
+	}
+	if want, err := netip.ParseAddr(host); err == nil {
+		if want.Unmap() != ip {
+			return fmt.Errorf("bound to %s, labelled %q", got, addr)
+		}
+		return nil
+	}
+	// A name: one of its addresses, as Listen would have resolved it.
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return fmt.Errorf("label %q: %w", addr, err)
+	}
+	for _, a := range ips {
+		if w, ok := netip.AddrFromSlice(a); ok && w.Unmap() == ip {
+			return nil
+		}
+	}
+	return fmt.Errorf("bound to %s, which %q does not name", got, strconv.Quote(host))
+}
