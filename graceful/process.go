@@ -270,7 +270,8 @@ func (p *Process) closeExit() {
 }
 
 // Close stops serving the handoff socket, aborts a handoff in progress, and
-// closes the descriptors the Process holds; what it returned to the caller
+// closes the descriptors the Process holds, migrated connections that
+// MigratedConns did not return among them; what it returned to the caller
 // stays open. Without a successor, the socket file is removed.
 func (p *Process) Close() error {
 	p.mu.Lock()
@@ -306,6 +307,10 @@ func (p *Process) Close() error {
 	}
 	if owner && !handedOff && ln != nil {
 		removeSocketFile(p.opts.Path)
+	}
+	// Migrated connections nobody took are the Process's.
+	for _, c := range p.mig.Migrated() {
+		c.Close()
 	}
 	p.systemdStopping(handedOff)
 	p.closeExit()
