@@ -232,4 +232,3 @@ func awaitState(t *testing.T, pid int, state string) {
 		time.Sleep(time.Millisecond)
 	}
 }
-
