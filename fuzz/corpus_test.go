@@ -5,12 +5,10 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/fdpass/fdpass/internal/fuzzcorpus"
 	"github.com/fdpass/fdpass/kinds"
 	"github.com/fdpass/fdpass/unixmsg"
 	"github.com/fdpass/fdpass/unixmsg/wire"
@@ -41,53 +39,8 @@ func TestCorpus(t *testing.T) {
 			files[name] = args
 		}
 	}
-	// A named file that no list holds any more is stale; hash-named ones
-	// are the fuzzer's findings and stay. Targets that this platform does
-	// not build (FuzzReceive is Linux-only) are left alone.
-	targets := map[string]bool{}
-	for name := range files {
-		targets[strings.SplitN(name, "/", 2)[0]] = true
-	}
-	paths, _ := filepath.Glob(filepath.Join("testdata", "fuzz", "*", "*"))
-	for _, path := range paths {
-		target := filepath.Base(filepath.Dir(path))
-		name := target + "/" + filepath.Base(path)
-		if _, ok := files[name]; ok || !targets[target] || findingName.MatchString(filepath.Base(path)) {
-			continue
-		}
-		if *updateCorpus {
-			if err := os.Remove(path); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		t.Errorf("%s is not in any seed list (run with -update-corpus)", path)
-	}
-	for name, args := range files {
-		path := filepath.Join("testdata", "fuzz", filepath.FromSlash(name))
-		want := corpusFile(args...)
-		if *updateCorpus {
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("%v (run with -update-corpus)", err)
-			continue
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s is out of date (run with -update-corpus)", path)
-		}
-	}
+	fuzzcorpus.Sync(t, files, *updateCorpus)
 }
-
-// findingName matches the names the fuzzer gives the inputs it writes.
-var findingName = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 // extraSeeds lets other files (Linux-only ones, say) add seed files: each
 // function returns a map from "<Target>/<name>" to the target's arguments.
@@ -96,16 +49,6 @@ var extraSeeds []func() map[string][][]byte
 func addSeeds(f func() map[string][][]byte) bool {
 	extraSeeds = append(extraSeeds, f)
 	return true
-}
-
-// corpusFile encodes arguments, all []byte, in Go's corpus file format.
-func corpusFile(args ...[]byte) []byte {
-	var b strings.Builder
-	b.WriteString("go test fuzz v1\n")
-	for _, a := range args {
-		fmt.Fprintf(&b, "[]byte(%q)\n", a)
-	}
-	return []byte(b.String())
 }
 
 // ---- items and frames for seeds ----
