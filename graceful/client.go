@@ -183,12 +183,6 @@ func handlerReceiveBatch(ctx context.Context, mc *unixmsg.Conn, cb ReceiveCallba
 	default:
 		return fmt.Errorf("%w: batch of %d descriptors without the handler protocol's tag", ErrHandlerProtocol, b.Len())
 	}
-	metas := make([]Meta, b.Len())
-	for i, it := range b.Items() {
-		if metas[i], err = handlerMetaOf(it); err != nil {
-			return err
-		}
-	}
 	if waitEnd {
 		extra, err := mc.ReceiveContext(ctx)
 		if err == nil {
@@ -197,6 +191,14 @@ func handlerReceiveBatch(ctx context.Context, mc *unixmsg.Conn, cb ReceiveCallba
 		}
 		if !errors.Is(err, io.EOF) {
 			return fmt.Errorf("graceful: waiting for the server to finish: %w", err)
+		}
+	}
+	// Only now, the batch accepted whole, is anything decoded with gob
+	// (see Meta.Custom).
+	metas := make([]Meta, b.Len())
+	for i, it := range b.Items() {
+		if metas[i], err = handlerMetaOf(it); err != nil {
+			return err
 		}
 	}
 	for i := range metas {

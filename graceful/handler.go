@@ -28,8 +28,23 @@ type Meta struct {
 	Values map[string]string // the item's unixmsg meta
 	// Custom is encoded with encoding/gob, as in the original package
 	// (gob.Register other than basic types on both sides). Prefer Values.
+	//
+	// encoding/gob is not hardened against hostile input, so a client
+	// bounds what it decodes: at most 64 KiB of gob per item (a Server
+	// refuses to send more), decoded only once the whole batch has been
+	// accepted (the handler protocol's tag, unixmsg's limits, the server's
+	// end of the exchange), and into a map made beforehand, so that the
+	// entry count the peer announces sizes nothing. Gob still sizes what
+	// it makes for a value inside Custom from the count the peer sends:
+	// a slice of a basic type by at most 10 MiB before it fails, once per
+	// Receive (the first error ends it); a map inside a type an
+	// application registers, without bound. Register such types only for
+	// servers you trust.
 	Custom map[string]any
 }
+
+// maxCustomLen bounds the gob encoding of one Meta.Custom, on both sides.
+const maxCustomLen = 64 << 10
 
 // encode returns what Meta becomes on the wire: the item name, the
 // unixmsg meta and the item payload.
@@ -48,6 +63,9 @@ func (m Meta) encode() (string, unixmsg.Meta, []byte, error) {
 		if err := gob.NewEncoder(&buf).Encode(m.Custom); err != nil {
 			return "", nil, nil, fmt.Errorf("graceful: encode Meta.Custom: %w", err)
 		}
+		if buf.Len() > maxCustomLen {
+			return "", nil, nil, fmt.Errorf("graceful: encode Meta.Custom: %d bytes of gob, limit %d", buf.Len(), maxCustomLen)
+		}
 		payload = buf.Bytes()
 	}
 	return m.Name, um, payload, nil
@@ -63,11 +81,30 @@ func handlerMetaOf(it unixmsg.Item) (Meta, error) {
 		}
 	}
 	if len(it.Payload) > 0 {
-		if err := gob.NewDecoder(bytes.NewReader(it.Payload)).Decode(&m.Custom); err != nil {
+		custom, err := decodeCustom(it.Payload)
+		if err != nil {
 			return Meta{}, fmt.Errorf("%w: item %q: decode Meta.Custom: %w", ErrHandlerProtocol, it.Name, err)
 		}
+		m.Custom = custom
 	}
 	return m, nil
+}
+
+// decodeCustom decodes a Meta.Custom from the peer's gob encoding b, of at
+// most maxCustomLen bytes.
+func decodeCustom(b []byte) (map[string]any, error) {
+	if len(b) > maxCustomLen {
+		return nil, fmt.Errorf("%d bytes of gob, limit %d", len(b), maxCustomLen)
+	}
+	// Into a nil map gob decodes a map it makes with the size the peer
+	// announces, before a single entry arrives: 32 bytes asked for
+	// hundreds of MiB. Into a map that exists it adds the entries as they
+	// come, and an announced count beyond the input ends in an error.
+	custom := make(map[string]any)
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&custom); err != nil {
+		return nil, err
+	}
+	return custom, nil
 }
 
 // ResponseWriter collects, as duplicates, the descriptors a Server sends
