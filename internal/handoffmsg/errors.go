@@ -6,7 +6,8 @@ import (
 )
 
 // Errors of the handoff exchange. Package graceful exports the first seven
-// under the same names; the last two never leave it.
+// under the same names; the last two, which it does not, match
+// ErrMalformed.
 var (
 	// ErrVersion: the peer speaks a version of the handoff protocol this
 	// one does not.
@@ -26,8 +27,9 @@ var (
 	ErrUpgrade = errors.New("graceful: upgrade failed")
 
 	// ErrBadMagic: a control message does not start with the handoff
-	// magic; the peer does not speak the handoff protocol.
-	ErrBadMagic = errors.New("graceful: peer does not speak the handoff protocol")
+	// magic; the peer does not speak the handoff protocol. It also
+	// matches ErrMalformed, as every error a peer's bytes cause does.
+	ErrBadMagic = fmt.Errorf("%w: peer does not speak the handoff protocol", ErrMalformed)
 	// ErrUnknownMessage: a control message of a type this version does not
 	// define. It also matches ErrMalformed.
 	ErrUnknownMessage = fmt.Errorf("%w: unknown message type", ErrMalformed)
