@@ -67,9 +67,9 @@ func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
 		return nil, err
 	}
 	uln, ok := ln.(*net.UnixListener)
-	if !ok {
+	if !ok || uln.Addr().Network() != "unixpacket" {
 		ln.Close()
-		return nil, handoffmsg.Errf(ErrMalformed, "handoff listener is a %T", ln)
+		return nil, handoffmsg.Errf(ErrMalformed, "handoff listener is a %T on %s", ln, ln.Addr().Network())
 	}
 	uln.SetUnlinkOnClose(false)
 	if err := in.convert(); err != nil {
@@ -119,14 +119,22 @@ func (in *inheritance) convert() error {
 	return nil
 }
 
-// take takes the first untaken item under k, if it is of kind want: as
-// the value converted ahead, or else as its descriptor.
+// take takes the first untaken item under k that is of kind want and,
+// for a socket, matches its label: as the value converted ahead, or else
+// as its descriptor. Items under k come first, then those the predecessor
+// did not say a namespace of (any namespace).
 func (in *inheritance) take(k matchKey, want kinds.Kind, log *slog.Logger) (any, int, bool, error) {
 	ns := k.netns
-	if len(in.avail[k]) == 0 {
-		// A predecessor that did not say a socket's namespace: any.
-		k.netns = ""
+	if v, f, ok, err := in.takeUnder(k, ns, want, log); ok || err != nil || ns == "" {
+		return v, f, ok, err
 	}
+	k.netns = ""
+	return in.takeUnder(k, ns, want, log)
+}
+
+// takeUnder is take with the items under k only; ns is the namespace
+// asked for.
+func (in *inheritance) takeUnder(k matchKey, ns string, want kinds.Kind, log *slog.Logger) (any, int, bool, error) {
 	for idx := in.avail[k]; len(idx) > 0; idx = in.avail[k] {
 		i := idx[0]
 		in.avail[k] = idx[1:]

@@ -5,12 +5,15 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // A successor does not take its predecessor's word for what a socket is:
 // before Listen or ListenPacket adopts an inherited socket, its kind has
 // been checked on receipt (unixmsg), and here its bound address is held
-// against the address it is labelled with, and its network namespace,
+// against the address it is labelled with (and its type or family
+// against the network: SOCK_SEQPACKET for unixpacket, AF_INET for tcp4),
+// and its network namespace,
 // where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), against the one
 // asked for. A socket that does not match is left unused (and closed at
 // Ready); Listen then creates one.
@@ -40,14 +43,34 @@ func checkSocket(v any, network, addr, want string) error {
 }
 
 // checkAddr returns why local, the address a socket is bound to, is not
-// the address addr (as given to Listen) names, or nil.
+// the address addr (as given to Listen) names on network, or nil.
 func checkAddr(local net.Addr, network, addr string) error {
 	switch network {
 	case "unix", "unixpacket", "unixgram":
+		// The socket's type, which the kind does not tell apart for
+		// listeners (a unix listener is SOCK_STREAM or SOCK_SEQPACKET).
+		if local.Network() != network {
+			return fmt.Errorf("a %s socket, labelled %s", local.Network(), network)
+		}
 		if local.String() != addr {
 			return fmt.Errorf("bound to %q, labelled %q", local, addr)
 		}
 		return nil
+	}
+	// The socket's family: the net package gives an AF_INET socket's
+	// address as 4 bytes, an AF_INET6 one's (v4-mapped too) as 16.
+	var raw net.IP
+	switch a := local.(type) {
+	case *net.TCPAddr:
+		raw = a.IP
+	case *net.UDPAddr:
+		raw = a.IP
+	}
+	switch {
+	case strings.HasSuffix(network, "4") && len(raw) != net.IPv4len:
+		return fmt.Errorf("an IPv6 socket bound to %s, labelled %s", local, network)
+	case strings.HasSuffix(network, "6") && len(raw) != net.IPv6len:
+		return fmt.Errorf("an IPv4 socket bound to %s, labelled %s", local, network)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
