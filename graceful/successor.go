@@ -51,7 +51,10 @@ func (p *Process) inherit(uc *net.UnixConn, deadline time.Time) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("%w: no handoff within %v: %w", ErrAlreadyRunning, p.opts.Timeout, err)
 		}
-		return err
+		// As Ready's: the predecessor's own errors (ErrRefused,
+		// ErrVersion, ErrMalformed) still match, and a unixmsg one
+		// matches a sentinel of this package too.
+		return fmt.Errorf("%w: %w", ErrHandoff, err)
 	}
 	uc.SetDeadline(time.Time{})
 	in.pred = c
