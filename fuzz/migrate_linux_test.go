@@ -133,46 +133,7 @@ func readMigration(socks *sockets, script []byte) []migMsg {
 		var m migMsg
 		switch op & 3 {
 		case 0:
-			n := int(r.byte() % 8)
-			var items uint32
-			if op&0x10 != 0 {
-				items = uint32(r.byte())
-			} else {
-				items = uint32(n)
-			}
-			var total uint32
-			switch op >> 2 & 3 {
-			case 0:
-				total = uint32(sent + n)
-			case 1:
-				total = handoffmsg.ConnsMore
-			case 2:
-				total = uint32(r.byte())
-			case 3:
-				total = binary.LittleEndian.Uint32(append(r.bytes(4), 0, 0, 0, 0))
-			}
-			for range n {
-				d := r.byte()
-				it := migItem{v: socks.value(d), network: migNetworks[d>>3&7], noLabel: d&0x80 != 0}
-				if d&0x40 != 0 {
-					it.payload = bytes.Clone(r.bytes(int(r.byte() % 8)))
-					// As HANDOFF.md lays it out, where it does.
-					if len(it.payload) >= 4 {
-						if s := binary.LittleEndian.Uint32(it.payload); uint64(s) <= uint64(len(it.payload)-4) {
-							it.state, it.buffered = it.payload[4:4+s], it.payload[4+s:]
-						}
-					}
-				} else {
-					sl, bl := int(r.byte()%32), int(r.byte()%32)
-					it.state = bytes.Clone(r.bytes(sl))
-					it.buffered = bytes.Clone(r.bytes(bl))
-					it.payload = handoffmsg.AppendConnPayload(nil, it.state, it.buffered)
-				}
-				m.items = append(m.items, it)
-			}
-			sent += n
-			// Append refuses C > T; a hostile peer does not ask it.
-			m.payload = rawMessage(handoffmsg.MsgConns, le32(items), le32(total))
+			m = readConns(&r, socks, op, &sent)
 		case 1:
 			typ := handoffmsg.MessageType(r.byte())
 			msg := handoffmsg.Message{Type: typ, Items: uint32(r.byte()), Total: uint32(r.byte()),
@@ -202,6 +163,54 @@ func readMigration(socks *sockets, script []byte) []migMsg {
 	return msgs
 }
 
+// readConns reads a CONNS batch whose op byte is op (see readMigration),
+// the batch the predecessor sends after sent connections; it adds the
+// batch's to sent.
+func readConns(r *reader, socks *sockets, op byte, sent *int) migMsg {
+	var m migMsg
+	n := int(r.byte() % 8)
+	var items uint32
+	if op&0x10 != 0 {
+		items = uint32(r.byte())
+	} else {
+		items = uint32(n)
+	}
+	var total uint32
+	switch op >> 2 & 3 {
+	case 0:
+		total = uint32(*sent + n)
+	case 1:
+		total = handoffmsg.ConnsMore
+	case 2:
+		total = uint32(r.byte())
+	case 3:
+		total = binary.LittleEndian.Uint32(append(r.bytes(4), 0, 0, 0, 0))
+	}
+	for range n {
+		d := r.byte()
+		it := migItem{v: socks.value(d), network: migNetworks[d>>3&7], noLabel: d&0x80 != 0}
+		if d&0x40 != 0 {
+			it.payload = bytes.Clone(r.bytes(int(r.byte() % 8)))
+			// As HANDOFF.md lays it out, where it does.
+			if len(it.payload) >= 4 {
+				if s := binary.LittleEndian.Uint32(it.payload); uint64(s) <= uint64(len(it.payload)-4) {
+					it.state, it.buffered = it.payload[4:4+s], it.payload[4+s:]
+				}
+			}
+		} else {
+			sl, bl := int(r.byte()%32), int(r.byte()%32)
+			it.state = bytes.Clone(r.bytes(sl))
+			it.buffered = bytes.Clone(r.bytes(bl))
+			it.payload = handoffmsg.AppendConnPayload(nil, it.state, it.buffered)
+		}
+		m.items = append(m.items, it)
+	}
+	*sent += n
+	// Append refuses C > T; a hostile peer does not ask it.
+	m.payload = rawMessage(handoffmsg.MsgConns, le32(items), le32(total))
+	return m
+}
+
 // rawMessage builds a control message with any body, unchecked.
 func rawMessage(typ handoffmsg.MessageType, body ...[]byte) []byte {
 	var bd []byte
@@ -217,6 +226,7 @@ func rawMessage(typ handoffmsg.MessageType, body ...[]byte) []byte {
 type migOutcome struct {
 	ok    bool
 	conns []migItem // when ok, in order
+	used  int       // when ok, the messages the migration took
 	short bool      // not ok: the batches ended before the last
 	why   string    // when not ok
 }
@@ -238,7 +248,10 @@ type migOutcome struct {
 //     labelled unix or unixpacket, with a payload of a u32 state length
 //     S, S bytes of state, then the unread bytes;
 //   - anything but a CONNS batch before the last fails the migration.
-func migrationModel(msgs []migMsg, stream bool, maxConns int, maxBytes int64) migOutcome {
+//
+// With httpCheck, the successor is graceful's Process: a connection whose
+// state is "net/http" comes with no unread bytes.
+func migrationModel(msgs []migMsg, stream bool, maxConns int, maxBytes int64, httpCheck bool) migOutcome {
 	var out migOutcome
 	total, have := -1, 0
 	var size int64
@@ -250,6 +263,7 @@ func migrationModel(msgs []migMsg, stream bool, maxConns int, maxBytes int64) mi
 		if total >= 0 && have == total {
 			break
 		}
+		out.used = i + 1
 		p, err := handoffmsg.Parse(m.payload)
 		if err != nil {
 			return fail("message %d does not parse: %v", i, err)
@@ -307,6 +321,13 @@ func migrationModel(msgs []migMsg, stream bool, maxConns int, maxBytes int64) mi
 		out.short = true
 		return out
 	}
+	if httpCheck {
+		for i, c := range out.conns {
+			if string(c.state) == "net/http" && len(c.buffered) > 0 {
+				return fail("HTTP connection %d with %d unread bytes", i, len(c.buffered))
+			}
+		}
+	}
 	out.ok = true
 	return out
 }
@@ -323,7 +344,7 @@ func migrateRun(socks *sockets, script []byte, cfg byte) error {
 	if cfg&migRefuse != 0 {
 		opts.Check = func([]*migrate.Conn) error { return errCheckRefused }
 	}
-	want := migrationModel(msgs, stream, maxConns, maxBytes)
+	want := migrationModel(msgs, stream, maxConns, maxBytes, false)
 	if want.ok && cfg&migRefuse != 0 {
 		want = migOutcome{why: "Check refuses"}
 	}
