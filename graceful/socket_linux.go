@@ -60,23 +60,6 @@ func classifyDial(path string, err error) (pathState, error) {
 	return pathOther, fmt.Errorf("graceful: handoff socket %s: %w", path, err)
 }
 
-// fileType names what a non-socket file is, for error messages.
-func fileType(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m.IsRegular():
-		return "a regular file"
-	case m&os.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	}
-	return m.String()
-}
-
 // listenHandoff creates the handoff listener at path with the given mode.
 // A file system socket is bound in a private directory, given its mode,
 // and linked into place, so that it is never reachable with a wider mode
