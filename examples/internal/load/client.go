@@ -75,10 +75,14 @@ func (cl *client) run() {
 		} else {
 			cn.instance = instance
 		}
+		pause := cl.l.opts.Pause
 		if err != nil {
+			pause = max(pause, failPause)
+		}
+		if pause > 0 {
 			select {
 			case <-cl.l.stop:
-			case <-time.After(failPause):
+			case <-time.After(pause):
 			}
 		}
 	}

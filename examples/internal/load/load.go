@@ -31,6 +31,7 @@ package load
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,9 @@ type Options struct {
 	// Check, if set, checks the body of a 200 response; an error fails
 	// the request.
 	Check func(body []byte) error
+	// Pause is how long each client waits between the end of a request
+	// and the start of its next. If zero, the next starts at once.
+	Pause time.Duration
 }
 
 // Defaults.
@@ -169,5 +173,29 @@ func (l *Load) fail(msg string) {
 func (l *Load) done(r Request) {
 	for _, w := range *l.open.Load() {
 		w.observe(r)
+	}
+}
+
+// AwaitInstance polls until every client's last answer came from the
+// instance id (as the server names it in Options.InstanceHeader), and
+// returns the Stats that show it; or an error, with the Stats, if that
+// takes longer than timeout.
+func (l *Load) AwaitInstance(id string, timeout time.Duration) (Stats, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s := l.Stats()
+		moved := 0
+		for _, c := range s.Clients {
+			if c.Instance == id {
+				moved++
+			}
+		}
+		if moved == len(s.Clients) {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			return s, fmt.Errorf("load: %d of %d clients answered by instance %s within %v", moved, len(s.Clients), id, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
