@@ -42,26 +42,15 @@ func TestWorkerServesNamespace(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bin, err := proc.Build(dir, "github.com/fdpass/fdpass/examples/netns")
-	if err != nil {
-		t.Skipf("cannot build the example: %v", err)
-	}
+	bin := proc.BuildT(t, dir, "github.com/fdpass/fdpass/examples/netns")
 	sock := filepath.Join(dir, "broker.sock")
 	const addr = "127.0.0.1:18080"
-	broker, err := proc.Start(bin, "-role", "broker", "-ns", name, "-listen", addr, "-sock", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Kill)
+	broker := proc.StartT(t, bin, "-role", "broker", "-ns", name, "-listen", addr, "-sock", sock)
 	bline, err := broker.Await("ready broker", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	worker, err := proc.Start(bin, "-role", "worker", "-sock", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(worker.Kill)
+	worker := proc.StartT(t, bin, "-role", "worker", "-sock", sock)
 	wline, err := worker.Await("ready worker", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)

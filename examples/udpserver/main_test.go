@@ -18,17 +18,10 @@ import (
 // is answered exactly once, by every generation in turn.
 func TestTakeoversLoseNoDatagram(t *testing.T) {
 	dir := t.TempDir()
-	bin, err := proc.Build(dir, "github.com/fdpass/fdpass/examples/udpserver")
-	if err != nil {
-		t.Skipf("cannot build the example: %v", err)
-	}
+	bin := proc.BuildT(t, dir, "github.com/fdpass/fdpass/examples/udpserver")
 	addr := freeUDP(t)
 	args := []string{"-graceful", filepath.Join(dir, "handoff.sock"), "-listen", addr}
-	current, err := proc.Start(bin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(current.Kill)
+	current := proc.StartT(t, bin, args...)
 	if _, err := current.Await("ready", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +100,7 @@ func TestTakeoversLoseNoDatagram(t *testing.T) {
 	}
 	for range takeovers {
 		answeredBy(current, 50)
-		next, err := proc.Start(bin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(next.Kill)
+		next := proc.StartT(t, bin, args...)
 		if _, err := next.Await("ready", 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
