@@ -90,8 +90,15 @@ func (cl *client) run() {
 
 // dial opens a connection within the request's deadline.
 func (cl *client) dial(start time.Time) (*conn, error) {
-	d := net.Dialer{Deadline: start.Add(cl.l.opts.Timeout)}
-	c, err := d.Dial("tcp", cl.l.opts.Addr)
+	deadline := start.Add(cl.l.opts.Timeout)
+	var c net.Conn
+	var err error
+	if cl.l.opts.Dial != nil {
+		c, err = cl.l.opts.Dial(deadline)
+	} else {
+		d := net.Dialer{Deadline: deadline}
+		c, err = d.Dial("tcp", cl.l.opts.Addr)
+	}
 	if err != nil {
 		return nil, err
 	}

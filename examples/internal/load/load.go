@@ -21,17 +21,30 @@
 //     a failure, but counted on its own).
 //
 // A one-shot client opens a connection for each request and asks the server
-// to close it ("Connection: close").
+// to close it ("Connection: close"); a response that does not say it closes
+// the connection fails.
 //
 // Latency is measured per request from the dial (if any) or the write to
 // the end of the body. Stats reports the slowest request overall; a Window
 // reports the slowest request that ended, or is still in flight, while it
 // is open.
+//
+// A test uses it like this:
+//
+//	ld, err := load.Start(load.Options{Addr: addr, KeepAlive: 64, OneShot: 8})
+//	...
+//	defer ld.Stop()
+//	w := ld.Window()
+//	// start the successor, wait for the old instance to exit
+//	ld.AwaitInstance(strconv.Itoa(successor.PID()), 30*time.Second)
+//	st := w.Close() // st.Failed, st.Migrated, st.Redialled, st.Slowest
+//	total := ld.Stop()
 package load
 
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +70,10 @@ type Options struct {
 	// Check, if set, checks the body of a 200 response; an error fails
 	// the request.
 	Check func(body []byte) error
+	// Dial, if set, opens the clients' connections (over TLS, or a unix
+	// socket, say) by the deadline of the request that needs one. If nil,
+	// a TCP connection to Addr.
+	Dial func(deadline time.Time) (net.Conn, error)
 	// Pause is how long each client waits between the end of a request
 	// and the start of its next. If zero, the next starts at once.
 	Pause time.Duration

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -264,6 +266,53 @@ func TestOneShot(t *testing.T) {
 	}
 	if st.Migrated != 0 || st.Redialled != 0 {
 		t.Errorf("%d migrated, %d redialled, want 0 for one-shot clients", st.Migrated, st.Redialled)
+	}
+}
+
+// TestDial: the clients' connections come from Options.Dial, here over a
+// unix socket, and a failed dial is a failed request.
+func TestDial(t *testing.T) {
+	s := newServer(t, func(w *bufio.Writer, req *http.Request, onConn, overall int64) bool {
+		respond(w, req, 200, "a", false, "ok")
+		return true
+	})
+	path := filepath.Join(t.TempDir(), "http.sock")
+	ul, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	go func() {
+		// Relay each unix connection to the scripted TCP server.
+		for {
+			uc, err := ul.Accept()
+			if err != nil {
+				return
+			}
+			tc, err := net.Dial("tcp", s.addr())
+			if err != nil {
+				uc.Close()
+				return
+			}
+			go func() { io.Copy(tc, uc); tc.(*net.TCPConn).CloseWrite() }()
+			go func() { io.Copy(uc, tc); uc.Close(); tc.Close() }()
+		}
+	}()
+	var dials, refused atomic.Int64
+	dial := func(deadline time.Time) (net.Conn, error) {
+		if dials.Add(1)%3 == 0 {
+			refused.Add(1)
+			return nil, errors.New("dial refused by the test")
+		}
+		d := net.Dialer{Deadline: deadline}
+		return d.Dial("unix", path)
+	}
+	st := run(t, s, load.Options{KeepAlive: 1, OneShot: 2, Dial: dial}, 50)
+	if st.Failed != refused.Load() || st.Failed == 0 {
+		t.Errorf("%d requests failed, %d dials refused", st.Failed, refused.Load())
+	}
+	if st.Dials+refused.Load() != dials.Load() || st.Dials != s.conns.Load() {
+		t.Errorf("%d dials counted, %d refused, %d made, %d connections served", st.Dials, refused.Load(), dials.Load(), s.conns.Load())
 	}
 }
 
