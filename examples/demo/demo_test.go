@@ -39,7 +39,7 @@ func TestTakeoversUnderLoad(t *testing.T) {
 		if st.Migrated != keepAlive || st.Redialled != 0 {
 			t.Errorf("takeover %d: %d connections migrated, %d redialled; want %d and 0", i+1, st.Migrated, st.Redialled, keepAlive)
 		}
-		if st.Slowest.Duration <= 0 || st.Slowest.Duration >= 5*time.Second {
+		if st.Slowest.Duration <= 0 || st.Slowest.Err != nil {
 			t.Errorf("takeover %d: slowest request %v", i+1, st.Slowest)
 		}
 	}
