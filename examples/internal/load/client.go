@@ -64,8 +64,7 @@ func (cl *client) run() {
 		}
 		end := time.Now()
 		cl.inFlight.Store(0)
-		r := Request{Client: cl.id, Start: start, Duration: end.Sub(start), Instance: instance, Err: err}
-		cl.record(r, cn, dialled, closing)
+		r := cl.record(Request{Client: cl.id, Start: start, Duration: end.Sub(start), Instance: instance, Err: err}, cn, dialled, closing)
 		cl.l.done(r)
 		if err != nil || closing || !cl.keepAlive {
 			if cn != nil {
@@ -141,14 +140,18 @@ func (cl *client) exchange(cn *conn, start time.Time) (instance string, closing 
 	return instance, resp.Close, nil
 }
 
-// record counts one request. cn is the connection it went on (nil if the
-// dial failed); dialled says the request opened it.
-func (cl *client) record(r Request, cn *conn, dialled, closing bool) {
+// record counts one request and returns it with Moved set. cn is the
+// connection it went on (nil if the dial failed); dialled says the request
+// opened it.
+func (cl *client) record(r Request, cn *conn, dialled, closing bool) Request {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	st := &cl.st
 	if dialled {
 		st.Dials++
+	}
+	if r.Err == nil {
+		r.Moved = st.Instance != "" && r.Instance != st.Instance
 	}
 	if r.Duration > st.Slowest.Duration {
 		st.Slowest = r
@@ -161,7 +164,7 @@ func (cl *client) record(r Request, cn *conn, dialled, closing bool) {
 		}
 		cl.l.fail(fmt.Sprintf("%s client %d, request %d at %s: %v",
 			kind, cl.id, st.OK+st.Failed, r.Start.Sub(cl.l.start).Round(time.Millisecond), r.Err))
-		return
+		return r
 	}
 	st.OK++
 	st.Instance = r.Instance
@@ -174,6 +177,7 @@ func (cl *client) record(r Request, cn *conn, dialled, closing bool) {
 			st.Redialled++
 		}
 	}
+	return r
 }
 
 // snapshot returns the client's counts and adds its requests per instance

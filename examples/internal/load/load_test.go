@@ -154,9 +154,10 @@ func TestFailureCountedNotRetried(t *testing.T) {
 }
 
 // TestMigratedAndRedialled answers each connection's first two requests as
-// instance a, the next two as instance b (the connection moved), the
-// fourth with "Connection: close".
+// instance a, the next two as instance b (the connection moved, and the
+// first answer from b is slow), the fourth with "Connection: close".
 func TestMigratedAndRedialled(t *testing.T) {
+	const moveDelay = 50 * time.Millisecond // the answer from b
 	var switched, closed atomic.Int64
 	s := newServer(t, func(w *bufio.Writer, req *http.Request, onConn, overall int64) bool {
 		instance := "a"
@@ -165,6 +166,7 @@ func TestMigratedAndRedialled(t *testing.T) {
 		}
 		if onConn == 3 {
 			switched.Add(1)
+			time.Sleep(moveDelay)
 		}
 		if onConn == 4 {
 			closed.Add(1)
@@ -187,6 +189,9 @@ func TestMigratedAndRedialled(t *testing.T) {
 	}
 	if st.Dials != s.conns.Load() {
 		t.Errorf("%d dials counted, the server accepted %d connections", st.Dials, s.conns.Load())
+	}
+	if m := st.Slowest; !m.Moved || m.Duration < moveDelay || m.Instance != "b" {
+		t.Errorf("slowest request: %v (moved %t), want the first from b, of at least %v", m, m.Moved, moveDelay)
 	}
 	if st.Instances["a"] == 0 || st.Instances["b"] == 0 || st.Instances["a"]+st.Instances["b"] != st.OK {
 		t.Errorf("requests per instance %v, %d in all", st.Instances, st.OK)
@@ -405,9 +410,25 @@ func TestWindow(t *testing.T) {
 	if !st.Slowest.InFlight || st.Slowest.Duration < slow {
 		t.Errorf("window with a request held: slowest %v, want one in flight for at least %v", st.Slowest, slow)
 	}
+	// A window opened while the request is held counts its wait from the
+	// opening only.
+	lateOpen := time.Now()
+	late := l.Window()
+	time.Sleep(slow / 3)
 	close(release)
 	if st := after.Close(); st.Slowest.Duration < slow {
 		t.Errorf("closed window: slowest %v, want at least %v", st.Slowest, slow)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for late.Stats().OK == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no request answered in 10s after the release")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st = late.Close()
+	if open := time.Since(lateOpen); st.Slowest.Duration < slow/3 || st.Slowest.Duration > open {
+		t.Errorf("window open for %v while a request was held: slowest %v, want from %v to %v", open, st.Slowest, slow/3, open)
 	}
 	if all := l.Stop(); all.Slowest.Duration < slow || all.Failed != 0 {
 		t.Errorf("overall: %v, want the slow request and no failure", all)

@@ -14,6 +14,9 @@ type Request struct {
 	Instance string        // the instance that answered
 	Err      error         // why it failed; nil if it did not
 	InFlight bool          // not finished yet
+	// Moved says that another instance answered it than the one that
+	// answered its client's previous request: it crossed a takeover.
+	Moved bool
 }
 
 func (r Request) String() string {
@@ -26,6 +29,8 @@ func (r Request) String() string {
 		s += ", still in flight"
 	case r.Err != nil:
 		s += fmt.Sprintf(", failed: %v", r.Err)
+	case r.Moved:
+		s += ", instance " + r.Instance + ", the client's first answer from it"
 	default:
 		s += ", instance " + r.Instance
 	}
@@ -58,7 +63,7 @@ type ClientStats struct {
 type Stats struct {
 	OK, Failed, Dials, Migrated, Redialled int64 // sums of the clients' counts
 	// Slowest is the slowest finished request; in a window's Stats, the
-	// slowest that ended or is still in flight while the window is open.
+	// one that waited longest while the window was open (see Window).
 	Slowest Request
 	// Instances counts the requests each instance answered.
 	Instances map[string]int64

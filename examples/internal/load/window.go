@@ -8,9 +8,15 @@ import (
 
 // Window follows the counts and the slowest request over a span of time,
 // such as a takeover: open it with Load.Window before, close it after.
+//
+// Its slowest request is the one that waited longest while the window was
+// open: a request that began before the window opened counts from the
+// opening, so that what happened before (a successor starting up on a
+// loaded machine, say) does not count.
 type Window struct {
-	l    *Load
-	base Stats
+	l      *Load
+	opened time.Time
+	base   Stats
 
 	mu      sync.Mutex
 	slowest Request
@@ -19,7 +25,7 @@ type Window struct {
 
 // Window opens a window from now on.
 func (l *Load) Window() *Window {
-	w := &Window{l: l}
+	w := &Window{l: l, opened: time.Now()}
 	l.openMu.Lock()
 	open := append(slices.Clone(*l.open.Load()), w)
 	l.open.Store(&open)
@@ -30,6 +36,7 @@ func (l *Load) Window() *Window {
 
 // observe takes a finished request into account.
 func (w *Window) observe(r Request) {
+	r.Duration = w.within(r.Start, r.Start.Add(r.Duration))
 	w.mu.Lock()
 	if r.Duration > w.slowest.Duration && w.final == nil {
 		w.slowest = r
@@ -37,9 +44,19 @@ func (w *Window) observe(r Request) {
 	w.mu.Unlock()
 }
 
+// within returns how much of the span from start to end lies after the
+// window opened.
+func (w *Window) within(start, end time.Time) time.Duration {
+	if start.Before(w.opened) {
+		start = w.opened
+	}
+	return max(end.Sub(start), 0)
+}
+
 // Stats returns the counts since the window opened (until it closed, if it
-// did). Its Slowest is the slowest request that ended while the window was
-// open, or that is still in flight (counted so far) if slower.
+// did). Its Slowest is the request that ended while the window was open,
+// or is still in flight, and waited longest while it was; its Duration
+// counts from the window's opening if it began before.
 func (w *Window) Stats() Stats {
 	w.mu.Lock()
 	final := w.final
@@ -56,7 +73,7 @@ func (w *Window) Stats() Stats {
 		if cs.InFlightSince.IsZero() {
 			continue
 		}
-		if d := now.Sub(cs.InFlightSince); d > s.Slowest.Duration {
+		if d := w.within(cs.InFlightSince, now); d > s.Slowest.Duration {
 			s.Slowest = Request{Client: i, Start: cs.InFlightSince, Duration: d, InFlight: true}
 		}
 	}
