@@ -16,6 +16,7 @@
 //
 // The process reports on standard output, one line per event:
 //
+//	taking-over pid=1240 generation=3   (a successor, as it says READY)
 //	ready pid=1234 generation=2 inherited=true handoff=3.1ms addr=127.0.0.1:3333
 //	rollback pid=1234 successor=1240 error="..."   (a successor failed; this one serves on)
 //	failing pid=1240 generation=3   (with -fail-before-ready, before it exits with status 3)
@@ -96,6 +97,11 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	hs := p.HTTP(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if p.Inherited() {
+		// From READY on the predecessor stops accepting and hands its
+		// keep-alive connections over.
+		fmt.Printf("taking-over pid=%d generation=%d\n", os.Getpid(), p.Generation())
+	}
 	if err := p.Ready(); err != nil {
 		return err
 	}

@@ -14,16 +14,19 @@ import (
 )
 
 const (
-	// requestTimeout bounds each request: a takeover that stalls the
-	// service for longer fails requests outright.
-	requestTimeout = 2 * time.Second
+	// requestTimeout bounds each request: a takeover that holds a
+	// request for longer (waiting out the 5 s quiesce timeout, say) fails
+	// it outright.
+	requestTimeout = 3 * time.Second
 	// slowestAllowed bounds the median, over the takeovers, of each
-	// takeover's slowest request. A stall that comes with every takeover
-	// (a successor that starts accepting late, migrated connections held
-	// for a second) breaks it. A loaded 2-core machine under the race
-	// detector also stalls a request now and then for as long, takeover
-	// or not: the median does not count those few.
-	slowestAllowed = 500 * time.Millisecond
+	// takeover's slowest request, counted from the successor's READY
+	// (until then the running instance serves alone): a stall that comes
+	// with every takeover, such as a successor that starts accepting a
+	// second late or migrated connections held for a second, breaks it.
+	// Under the race detector, on a 2-core machine shared with other
+	// work, the medians measured 0.1-0.45 s and a single takeover's
+	// slowest request up to 1 s: hence the median, and this bound.
+	slowestAllowed = 750 * time.Millisecond
 	// pause spaces each client's requests: the load measures stalls, not
 	// how many requests a machine shared with other work can queue up.
 	pause = 20 * time.Millisecond
@@ -75,8 +78,13 @@ func TestKeepAliveAcrossTakeovers(t *testing.T) {
 	answeredBy(current.PID())
 	var slowest []time.Duration
 	for i := range takeovers {
-		w := ld.Window()
 		next := proc.StartT(t, bin, args...)
+		// The takeover proper starts at READY: until then the running
+		// instance serves everything, while the successor starts up.
+		if _, err := next.Await("taking-over", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		w := ld.Window()
 		if _, err := next.Await("ready", 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
