@@ -60,8 +60,8 @@ type config struct {
 // report is what run measured.
 type report struct {
 	load.Stats // over the whole run
-	// Takeovers holds each takeover's counts, from the start of the
-	// successor until every client was answered by it.
+	// Takeovers holds each takeover's counts, from the successor's READY
+	// until every client was answered by it.
 	Takeovers []load.Stats
 	Handoffs  []time.Duration // each successor's start to READY, as it reports
 	// Rollbacks counts the successors that failed before READY, as they
@@ -182,11 +182,16 @@ func run(cfg config) (report, error) {
 				bad.PID(), failExit, current.PID(), reason)
 			continue
 		}
-		w := ld.Window()
 		next, err := start()
 		if err != nil {
 			return rep, err
 		}
+		// Until the successor says READY the running instance serves
+		// alone: the takeover's window opens then.
+		if _, err := next.Await("taking-over", 10*time.Second); err != nil {
+			return rep, err
+		}
+		w := ld.Window()
 		line, err := next.Await("ready", 10*time.Second)
 		if err != nil {
 			return rep, err
@@ -293,7 +298,7 @@ func (r report) print(w io.Writer) {
 			s = append(s, t.Slowest.Duration.Round(100*time.Microsecond))
 		}
 		slices.Sort(s)
-		fmt.Fprintf(w, "  slowest request     %v overall; in a takeover min %s  median %s  max %s\n",
+		fmt.Fprintf(w, "  slowest request     %v overall; of a takeover (READY until every client is answered by the successor) min %s  median %s  max %s\n",
 			r.Slowest, s[0], s[len(s)/2], s[len(s)-1])
 	}
 	for _, e := range r.Errors {
