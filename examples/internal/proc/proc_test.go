@@ -2,6 +2,7 @@ package proc_test
 
 import (
 	"debug/buildinfo"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -53,9 +54,32 @@ func TestRaceDetectorFollows(t *testing.T) {
 	}
 }
 
-// TestBuildFails: a package that does not build is an error.
+// fakeTB records what BuildT and StartT report.
+type fakeTB struct {
+	cleanups []func()
+	fatal    []string
+	errors   []string
+}
+
+func (f *fakeTB) Helper()           {}
+func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+func (f *fakeTB) Errorf(format string, args ...any) {
+	f.errors = append(f.errors, fmt.Sprintf(format, args...))
+}
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatal = append(f.fatal, fmt.Sprintf(format, args...))
+}
+
+// TestBuildFails: a package that does not build is an error, and fails
+// the test that builds it (BuildT cannot skip).
 func TestBuildFails(t *testing.T) {
-	if _, err := proc.Build(t.TempDir(), "github.com/fdpass/fdpass/examples/internal/proc/testdata/nosuchpackage"); err == nil {
-		t.Fatal("built a package that does not exist")
+	const pkg = "github.com/fdpass/fdpass/examples/internal/proc/testdata/broken"
+	if _, err := proc.Build(t.TempDir(), pkg); err == nil {
+		t.Fatal("built a package that does not compile")
+	}
+	var f fakeTB
+	proc.BuildT(&f, t.TempDir(), pkg)
+	if len(f.fatal) != 1 || !strings.Contains(f.fatal[0], "cannot build the example") {
+		t.Fatalf("BuildT of a broken package reported %q, want one fatal error", f.fatal)
 	}
 }
