@@ -305,6 +305,14 @@ type httpGen struct {
 
 func startHTTPGen(t *testing.T, path string) *httpGen {
 	t.Helper()
+	return startHTTPGenServing(t, path, false)
+}
+
+// startHTTPGenServing starts a generation that calls Serve before Ready,
+// or (serveAfterReady) only once Ready has returned, as a goroutine that
+// has not run yet by then does.
+func startHTTPGenServing(t *testing.T, path string, serveAfterReady bool) *httpGen {
+	t.Helper()
 	// The connection that stays holds the migration up this long.
 	p, err := graceful.New(graceful.Options{Path: path, Timeout: 10 * time.Second, Migrate: true, QuiesceTimeout: time.Second})
 	if err != nil {
@@ -323,9 +331,14 @@ func startHTTPGen(t *testing.T, path string) *httpGen {
 	if g.ln, err = p.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	go func() { g.served <- g.hs.Serve(g.ln) }()
+	if !serveAfterReady {
+		go func() { g.served <- g.hs.Serve(g.ln) }()
+	}
 	if err := p.Ready(); err != nil {
 		t.Fatal(err)
+	}
+	if serveAfterReady {
+		go func() { g.served <- g.hs.Serve(g.ln) }()
 	}
 	return g
 }
@@ -427,6 +440,54 @@ func TestMigrateHTTP(t *testing.T) {
 	g1.stop(t)
 	idle.Close()
 	busy.Close()
+	g2.ln.Close()
+	g2.stop(t)
+}
+
+// TestMigrateHTTPBeforeServe: connections that migrate in before the
+// successor's Serve runs are served once it does, and so are new ones.
+func TestMigrateHTTPBeforeServe(t *testing.T) {
+	restartCheckLeaks(t)
+	path := filepath.Join(t.TempDir(), "h.sock")
+	g1 := startHTTPGen(t, path)
+	addr := g1.ln.Addr().String()
+	get := func(p string) string { return "GET " + p + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	for i := range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		if body, _ := httpExchange(t, c, r, get(fmt.Sprint("/a", i))); body != fmt.Sprintf("gen=1 /a%d", i) {
+			t.Fatalf("connection %d: %q", i, body)
+		}
+		conns, readers = append(conns, c), append(readers, r)
+	}
+	g2 := startHTTPGenServing(t, path, true)
+	<-g1.p.Exit()
+	for i, c := range conns {
+		if body, _ := httpExchange(t, c, readers[i], get(fmt.Sprint("/b", i))); body != fmt.Sprintf("gen=2 /b%d", i) {
+			t.Errorf("connection %d after the takeover: %q", i, body)
+		}
+	}
+	g1.stop(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if body, _ := httpExchange(t, c, bufio.NewReader(c), get("/new")); body != "gen=2 /new" {
+		t.Errorf("a new connection: %q", body)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	c.Close()
 	g2.ln.Close()
 	g2.stop(t)
 }
