@@ -60,10 +60,11 @@ type config struct {
 // report is what run measured.
 type report struct {
 	load.Stats // over the whole run
-	// Takeovers holds each takeover's counts, from the successor's READY
-	// until every client was answered by it.
+	// Takeovers holds each takeover's counts, from the start of the
+	// successor until every client was answered by it; their Slowest
+	// counts from the successor's READY.
 	Takeovers []load.Stats
-	Handoffs  []time.Duration // each successor's start to READY, as it reports
+	Handoffs  []time.Duration // each successor's start until its Ready returned (READY, then the connections' handoff), as it reports
 	// Rollbacks counts the successors that failed before READY, as they
 	// said, and that the running instance reported as rolled back.
 	Rollbacks int
@@ -182,16 +183,18 @@ func run(cfg config) (report, error) {
 				bad.PID(), failExit, current.PID(), reason)
 			continue
 		}
+		// The counts cover the whole takeover; the slowest request is
+		// counted from READY: until then the running instance serves
+		// alone while the successor starts up.
+		w := ld.Window()
 		next, err := start()
 		if err != nil {
 			return rep, err
 		}
-		// Until the successor says READY the running instance serves
-		// alone: the takeover's window opens then.
 		if _, err := next.Await("taking-over", 10*time.Second); err != nil {
 			return rep, err
 		}
-		w := ld.Window()
+		fromReady := ld.Window()
 		line, err := next.Await("ready", 10*time.Second)
 		if err != nil {
 			return rep, err
@@ -204,6 +207,7 @@ func run(cfg config) (report, error) {
 			return rep, err
 		}
 		st := w.Close()
+		st.Slowest = fromReady.Close().Slowest
 		rep.Takeovers = append(rep.Takeovers, st)
 		rep.Handoffs = append(rep.Handoffs, d)
 		event("takeover %d: instance %d -> %d, handoff %v, %d connections migrated, %d redialled, %d requests failed, slowest request %v",
@@ -289,7 +293,7 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(w, "  instances served    %d\n", len(r.Instances))
 	if len(r.Handoffs) > 0 {
 		h := slices.Sorted(slices.Values(r.Handoffs))
-		fmt.Fprintf(w, "  handoff time        min %s  median %s  max %s (successor start to READY)\n",
+		fmt.Fprintf(w, "  handoff time        min %s  median %s  max %s (from the successor's start until READY and the connections' handoff are done)\n",
 			h[0], h[len(h)/2], h[len(h)-1])
 	}
 	if len(r.Takeovers) > 0 {
