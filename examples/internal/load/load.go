@@ -26,8 +26,9 @@
 //
 // Latency is measured per request from the dial (if any) or the write to
 // the end of the body. Stats reports the slowest request overall; a Window
-// reports the slowest request that ended, or is still in flight, while it
-// is open.
+// reports the request that waited longest while it was open (counted from
+// its opening, finished or still in flight), so that a window opened at a
+// takeover's READY leaves out what came before.
 //
 // A test uses it like this:
 //
