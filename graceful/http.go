@@ -123,8 +123,10 @@ func (hs *HTTPServer) Serve(ln net.Listener) error {
 	queue := hs.queue
 	hs.queue = nil
 	hs.mu.Unlock()
+	// net/http takes them from Accept, which it calls only once Serve
+	// below runs: pushing them here first would block for good.
 	for _, c := range queue {
-		l.push(c)
+		go l.push(c)
 	}
 	go l.accept()
 	return hs.srv.Serve(l)

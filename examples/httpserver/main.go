@@ -16,7 +16,10 @@
 //
 // The process reports on standard output, one line per event:
 //
+//	taking-over pid=1240 generation=3   (a successor, as it says READY)
 //	ready pid=1234 generation=2 inherited=true handoff=3.1ms addr=127.0.0.1:3333
+//	rollback pid=1234 successor=1240 error="..."   (a successor failed; this one serves on)
+//	failing pid=1240 generation=3   (with -fail-before-ready, before it exits with status 3)
 //	exit pid=1234 served=5120
 package main
 
@@ -32,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +43,10 @@ import (
 
 	"github.com/fdpass/fdpass/graceful"
 )
+
+// rolledBack is the message with which a Process reports that a successor
+// failed and it serves on.
+const rolledBack = "graceful: handoff rolled back; still serving"
 
 func main() {
 	sock := flag.String("graceful", "/tmp/graceful.sock", "handoff socket `path` (or @abstract name)")
@@ -54,11 +62,11 @@ func main() {
 
 func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) error {
 	start := time.Now()
-	var logger *slog.Logger
+	var h events
 	if verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		h.next = slog.NewTextHandler(os.Stderr, nil)
 	}
-	p, err := graceful.New(graceful.Options{Path: sock, Logger: logger, Migrate: true})
+	p, err := graceful.New(graceful.Options{Path: sock, Logger: slog.New(h), Migrate: true})
 	if err != nil {
 		return err
 	}
@@ -89,6 +97,11 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	hs := p.HTTP(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if p.Inherited() {
+		// From READY on the predecessor stops accepting and hands its
+		// keep-alive connections over.
+		fmt.Printf("taking-over pid=%d generation=%d\n", os.Getpid(), p.Generation())
+	}
 	if err := p.Ready(); err != nil {
 		return err
 	}
@@ -152,4 +165,52 @@ func startSuccessor() error {
 	}
 	go cmd.Wait()
 	return nil
+}
+
+// events prints a "rollback" event line for each rollback the Process
+// reports to its Logger, and passes every report on to next, if set.
+type events struct {
+	next  slog.Handler
+	attrs []slog.Attr // added with WithAttrs: the successor's pid
+}
+
+func (h events) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn || h.next != nil && h.next.Enabled(ctx, l)
+}
+
+func (h events) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == rolledBack {
+		successor, reason := "", ""
+		for _, a := range h.attrs {
+			if a.Key == "pid" {
+				successor = a.Value.String()
+			}
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "error" {
+				reason = a.Value.String()
+			}
+			return true
+		})
+		fmt.Printf("rollback pid=%d successor=%s error=%q\n", os.Getpid(), successor, reason)
+	}
+	if h.next != nil && h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h events) WithAttrs(as []slog.Attr) slog.Handler {
+	if h.next != nil {
+		h.next = h.next.WithAttrs(as)
+	}
+	h.attrs = append(slices.Clip(h.attrs), as...)
+	return h
+}
+
+func (h events) WithGroup(name string) slog.Handler {
+	if h.next != nil {
+		h.next = h.next.WithGroup(name)
+	}
+	return h
 }
