@@ -74,7 +74,9 @@ func TestRestartRollback(t *testing.T) {
 			s.wait()
 		}},
 		{"stopped", func(t *testing.T, dir string) {
-			s := startRestartChild(t, "", "gen", nil, genEnv(dir, 10*time.Second, envMode+"=hold")...)
+			// In a process group of its own, so that no signal for this
+			// process's group reaches it.
+			s := startRestartChild(t, "", "gen", &syscall.SysProcAttr{Setpgid: true}, genEnv(dir, 10*time.Second, envMode+"=hold")...)
 			s.expect("received gen=2 ")
 			s.cmd.Process.Signal(syscall.SIGSTOP)
 			t.Cleanup(func() { s.cmd.Process.Kill() })

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/childtest"
 )
 
 // The upgrade tests run this process as the predecessor; Upgrade starts
@@ -104,7 +105,7 @@ func newUpgradeFixture(t *testing.T, timeout time.Duration) *upgradeFixture {
 			mode := f.mode
 			f.mu.Unlock()
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), restartChildEnv+"=upgrade-gen", envPath+"="+f.path,
+			cmd.Env = append(os.Environ(), childtest.Env+"=upgrade-gen", envPath+"="+f.path,
 				envUpgradeMode+"="+mode, envPIDFile+"="+f.pidFile)
 			cmd.Stdout = os.Stdout
 			return cmd, nil
