@@ -106,20 +106,32 @@ func (hs *HTTPServer) adopt(c *Conn) bool {
 	c.SetGate(hs.gate)
 	hs.mu.Lock()
 	ln := hs.ln
-	if ln == nil {
+	drained := ln == nil && hs.draining.Load()
+	if ln == nil && !drained {
 		hs.queue = append(hs.queue, c)
 	}
 	hs.mu.Unlock()
-	if ln != nil {
+	switch {
+	case drained:
+		c.Close()
+	case ln != nil:
 		ln.push(c)
 	}
 	return true
 }
 
-// Serve is srv.Serve(ln), tracking every connection for migration.
+// Serve is srv.Serve(ln), tracking every connection for migration. After
+// Drain it closes ln and returns http.ErrServerClosed.
 func (hs *HTTPServer) Serve(ln net.Listener) error {
 	l := &httpListener{Listener: ln, hs: hs, conns: make(chan net.Conn), done: make(chan struct{}), accepted: make(chan struct{})}
 	hs.mu.Lock()
+	if hs.draining.Load() {
+		// Drain ran first (a Serve goroutine that started late): serve
+		// nothing, as net/http's Serve after Shutdown.
+		hs.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
 	hs.ln = l
 	queue := hs.queue
 	hs.queue = nil
@@ -135,12 +147,21 @@ func (hs *HTTPServer) Serve(ln net.Listener) error {
 
 // Drain stops accepting, answers further requests with "Connection:
 // close", and waits for the connections that stayed to end, or for ctx;
-// then it closes what is left.
+// then it closes what is left. A Serve that starts after it serves
+// nothing.
 func (hs *HTTPServer) Drain(ctx context.Context) error {
-	hs.draining.Store(true)
 	hs.mu.Lock()
+	// Under mu: a Serve that has not set ln yet sees it and returns.
+	hs.draining.Store(true)
 	ln := hs.ln
+	queue := hs.queue
+	hs.queue = nil
 	hs.mu.Unlock()
+	// Connections that migrated in with nothing to serve them: idle ones
+	// (HANDOFF.md), which a client may see closed at any time.
+	for _, c := range queue {
+		c.Close()
+	}
 	if ln != nil {
 		ln.Close()
 		// Whatever was accepted is counted before the count is read.

@@ -217,3 +217,40 @@ func startHTTPGenServing(t *testing.T, path string, serveAfterReady bool) *httpG
 	}
 	return g
 }
+
+// TestHTTPServeAfterDrain: a Serve that starts after Drain (its goroutine
+// ran late) returns http.ErrServerClosed and closes its listener, as
+// net/http's Serve after Shutdown: it served on, unseen by the Drain that
+// had returned, and the process never ended.
+func TestHTTPServeAfterDrain(t *testing.T) {
+	restartCheckLeaks(t)
+	p, err := graceful.New(graceful.Options{Path: filepath.Join(t.TempDir(), "h.sock"), Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	hs := p.HTTP(&http.Server{})
+	if err := hs.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain with nothing served: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve after Drain = %v, want http.ErrServerClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		ln.Close()
+		<-served
+		t.Fatal("Serve after Drain still served 10 s later")
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Error("the listener Serve was given after Drain still accepts")
+	}
+}
