@@ -292,10 +292,19 @@ func TestUpgradeConcurrent(t *testing.T) {
 func TestUpgradeContext(t *testing.T) {
 	f := newUpgradeFixture(t, 30*time.Second)
 	f.setMode("hang")
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Cancelled once the successor runs (it has written its pid).
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(f.pidFile); err == nil {
+				return
+			}
+		}
+	}()
 	err := f.p.Upgrade(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, graceful.ErrUpgrade) {
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, graceful.ErrUpgrade) {
 		t.Errorf("Upgrade: %v, want the context's error", err)
 	}
 	if pid := f.successorPID(t); alive(pid) {
