@@ -88,15 +88,14 @@ type upgradeFixture struct {
 	mu      sync.Mutex
 }
 
-func newUpgradeFixture(t *testing.T, timeout time.Duration) *upgradeFixture {
+func newUpgradeFixture(t *testing.T, timeout time.Duration, adjust ...func(*graceful.Options)) *upgradeFixture {
 	t.Helper()
 	// Registered first, so checked last: after the successors are
 	// killed and reaped.
 	restartCheckLeaks(t)
 	dir := t.TempDir()
 	f := &upgradeFixture{path: filepath.Join(dir, "handoff.sock"), pidFile: filepath.Join(dir, "pid"), mode: "healthy"}
-	var err error
-	f.p, err = graceful.New(graceful.Options{
+	opts := graceful.Options{
 		Path:    f.path,
 		Timeout: timeout,
 		Migrate: true,
@@ -110,7 +109,12 @@ func newUpgradeFixture(t *testing.T, timeout time.Duration) *upgradeFixture {
 			cmd.Stdout = os.Stdout
 			return cmd, nil
 		},
-	})
+	}
+	for _, f := range adjust {
+		f(&opts)
+	}
+	var err error
+	f.p, err = graceful.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +260,29 @@ func TestUpgradeFailures(t *testing.T) {
 			}
 			f.successorPID(t)
 		})
+	}
+}
+
+// TestUpgradeRefused: a successor the predecessor's checks refuse is a
+// failed upgrade, which says so.
+func TestUpgradeRefused(t *testing.T) {
+	f := newUpgradeFixture(t, 10*time.Second, func(o *graceful.Options) {
+		o.Authorize = func(p graceful.Peer) error {
+			if p.Role == graceful.RoleSuccessor {
+				return errors.New("no successors today")
+			}
+			return nil
+		}
+	})
+	err := f.p.Upgrade(context.Background())
+	if !errors.Is(err, graceful.ErrUpgrade) || !errors.Is(err, graceful.ErrUnauthorized) || !strings.Contains(err.Error(), "no successors today") {
+		t.Errorf("Upgrade: %v, want ErrUpgrade and ErrUnauthorized with the reason", err)
+	}
+	if pid := f.successorPID(t); alive(pid) {
+		t.Errorf("the refused successor %d still runs", pid)
+	}
+	if f.p.HandedOff() {
+		t.Error("handed off to a refused successor")
 	}
 }
 
