@@ -4,12 +4,14 @@ package graceful_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/fdpass/fdpass/graceful"
 	"github.com/fdpass/fdpass/internal/childtest"
 	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/internal/handoffbench"
@@ -84,4 +86,25 @@ func field(line, key string) string {
 		}
 	}
 	return ""
+}
+
+// readyGeneration starts a generation in this process with opts and a TCP
+// listener on a port of its own, says Ready, and has both closed when the
+// test ends.
+func readyGeneration(t testing.TB, opts graceful.Options) (*graceful.Process, net.Listener) {
+	t.Helper()
+	p, err := graceful.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	ln, err := p.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if err := p.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	return p, ln
 }
