@@ -170,6 +170,8 @@ func handoffSeeds() []handoffSeed {
 	offer := enc(handoffmsg.Message{Type: handoffmsg.MsgOffer, Version: 1, Generation: 7, Items: 3, TimeoutMillis: 5000})
 	ready := enc(handoffmsg.Message{Type: handoffmsg.MsgReady})
 	done := enc(handoffmsg.Message{Type: handoffmsg.MsgDone})
+	upgrade := enc(handoffmsg.Message{Type: handoffmsg.MsgUpgrade})
+	upgraded := enc(handoffmsg.Message{Type: handoffmsg.MsgUpgraded, PID: 4242})
 	errMsg := enc(handoffmsg.Message{Type: handoffmsg.MsgError, Code: handoffmsg.CodeVersion, Reason: "no version in common"})
 	long := enc(handoffmsg.Message{Type: handoffmsg.MsgError, Code: handoffmsg.CodeInternal, Reason: pad(handoffmsg.MaxReasonLen)})
 	tooLong := append(set(long, handoffmsg.HeaderLen-2, le16(4+handoffmsg.MaxReasonLen+1)...), 'x')
@@ -184,6 +186,15 @@ func handoffSeeds() []handoffSeed {
 		{name: "done", b: done},
 		{name: "error", b: errMsg, add: true},
 		{name: "error-empty-reason", b: enc(handoffmsg.Message{Type: handoffmsg.MsgError, Code: 999})},
+		// A requester's UPGRADE and the running process's UPGRADED.
+		{name: "upgrade", b: upgrade, add: true},
+		{name: "upgraded", b: upgraded, add: true},
+		{name: "upgraded-pid-max", b: enc(handoffmsg.Message{Type: handoffmsg.MsgUpgraded, PID: 0xffffffff})},
+		{name: "upgrade-reserved", b: set(upgrade, handoffmsg.HeaderLen, 1)},
+		{name: "upgrade-no-body", b: set(upgrade[:handoffmsg.HeaderLen], 6, 0, 0)},
+		{name: "upgraded-pid-0", b: set(upgraded, handoffmsg.HeaderLen, 0, 0, 0, 0)},
+		{name: "upgraded-body-short", b: set(upgraded[:len(upgraded)-1], 6, 3, 0)},
+		{name: "unknown-type-18", b: set(ready, 5, 18)},
 		// The reason limit: at and one past.
 		{name: "error-reason-at-limit", b: long},
 		{name: "error-reason-past-limit", b: tooLong},

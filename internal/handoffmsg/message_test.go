@@ -147,6 +147,8 @@ func TestParseMessageNoPanic(t *testing.T) {
 		{Type: handoffmsg.MsgConns, Items: 1, Total: 2},
 		{Type: handoffmsg.MsgAdopted, Items: 2},
 		{Type: handoffmsg.MsgError, Code: 2, Reason: "why"},
+		{Type: handoffmsg.MsgUpgrade},
+		{Type: handoffmsg.MsgUpgraded, PID: 4242},
 	} {
 		b, _ := handoffmsg.Append(nil, m)
 		seeds = append(seeds, b)
@@ -192,6 +194,8 @@ func FuzzParse(f *testing.F) {
 		{Type: handoffmsg.MsgConns, Items: 1, Total: 2},
 		{Type: handoffmsg.MsgAdopted, Items: 2},
 		{Type: handoffmsg.MsgError, Code: 2, Reason: "why"},
+		{Type: handoffmsg.MsgUpgrade},
+		{Type: handoffmsg.MsgUpgraded, PID: 4242},
 	} {
 		b, _ := handoffmsg.Append(nil, m)
 		f.Add(b)
