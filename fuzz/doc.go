@@ -24,7 +24,27 @@
 //     descriptor is left open.
 //   - FuzzParseControl: wire.ParseControl on arbitrary control buffers.
 //   - FuzzHandoffMessage: the graceful handoff-message parser, with a
-//     parse, append, parse round trip.
+//     parse, append, parse round trip; every message type, UPGRADE and
+//     UPGRADED included.
+//   - FuzzConnPayload: the payload codec of a migrated connection (its
+//     state and unread bytes).
+//   - FuzzMigrateReceive (Linux): the successor's side of a migration
+//     (migrate.Tracker.Receive) against fuzzed CONNS batches with real
+//     descriptors, whose counts and totals need not agree, checked against
+//     a model of HANDOFF.md.
+//   - FuzzHandoffSuccessor, FuzzHandoffPredecessor (Linux): a real
+//     successor (New, Listen, Ready) and a real predecessor against a fake
+//     peer sending a fuzzed sequence of handoff messages: the order of the
+//     messages, checked against a model of HANDOFF.md.
+//   - FuzzHTTPAdopt (Linux): graceful's HTTPServer adopting migrated
+//     connections with fuzzed state, unread bytes and labels.
+//   - FuzzRequestUpgrade (Linux): graceful.RequestUpgrade against a fake
+//     running process answering with fuzzed bytes.
+//
+// Other packages hold the targets of parsers they do not export:
+// FuzzCustom (Meta.Custom's bounded gob decoding) and FuzzOffer (what a
+// successor takes of an OFFER) in graceful, FuzzParse in
+// internal/handoffmsg, FuzzDecodeSession in examples/chat.
 //
 // # Running
 //
@@ -33,9 +53,11 @@
 //
 //	go test ./fuzz -run '^$' -fuzz '^FuzzParseFrames$' -fuzztime 10m
 //
-// .ci/fuzz runs every target in turn for $FUZZTIME each (default 20s). A
-// finding is written to testdata/fuzz/<Target>/<hash>; commit it with the
-// fix, and it stays as a regression entry. After a change to the wire
+// .ci/fuzz runs every fuzz target of the module, in every package, in
+// turn, for a time of its own (about 6 minutes in all; $FUZZTIME, when
+// set, for each). A finding is written to testdata/fuzz/<Target>/<hash> in
+// the target's package; commit it with the fix, and it stays as a
+// regression entry that go test replays. After a change to the wire
 // format, regenerate the named seed files with
 //
 //	go test ./fuzz -run '^TestCorpus$' -update-corpus

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// streamConn converts fd as migrateIn does, for a test.
+// streamConn converts fd as Receive does, for a test.
 func streamConn(fd int, k kinds.Kind) (net.Conn, error) { return new(connSlot).adopt(fd, k) }
 
 // TestStreamConn converts received stream sockets: a non-blocking one
