@@ -27,6 +27,15 @@
 // by default, Options.Authorize for more); the socket file is created with
 // Options.Mode.
 //
+// In a container, where the server is PID 1 of its PID namespace and its
+// exit ends every process of the namespace (its successor included), New
+// keeps a thin supervisor in that process: it runs the program again as
+// its child, where New returns, forwards signals to the generation that
+// serves, reaps what generations leave behind, and exits with the status
+// of the last one. Options.Supervise, or FDPASS_SUPERVISE=1 in the
+// environment, does the same under an init that exits with its only
+// child (docker run --init, tini).
+//
 // The package also keeps the handler API of the library it grew from
 // (Serve, Handler, Receive, FdListener, Meta, ...): a server that hands
 // descriptors to every client that connects.
