@@ -358,6 +358,9 @@ func (s *supervisor) pollReports() {
 // readReports reads the reports queued on the report socket.
 func (s *supervisor) readReports() {
 	var buf [512]byte
+	// Room for the credentials only: the kernel closes the descriptors
+	// that a sender pushes and that do not fit (MSG_CTRUNC);
+	// reportSender closes any that come all the same.
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
 		n, oobn, flags, _, err := unix.Recvmsg(s.sock, buf[:], oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)

@@ -174,6 +174,62 @@ func (s *supervised) exitCode() int {
 	return -1
 }
 
+// fdCount returns the number of descriptors pid has open.
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// awaitFDs waits until pid has want descriptors open.
+func awaitFDs(t *testing.T, pid, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := fdCount(t, pid)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d: %d descriptors open, want %d", pid, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// supervisorAddr returns the supervisor's address, from the environment
+// of a generation.
+func supervisorAddr(t *testing.T, gen int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", gen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "FDPASS_SUPERVISOR="); ok {
+			return v
+		}
+	}
+	t.Fatalf("generation %d: no FDPASS_SUPERVISOR in its environment", gen)
+	return ""
+}
+
+// sendReport sends msg, with oob, to the supervisor at addr.
+func sendReport(t *testing.T, addr, msg string, oob []byte) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendmsg(fd, []byte(msg), oob, &unix.SockaddrUnix{Name: addr}, 0); err != nil {
+		t.Fatalf("send %q: %v", msg, err)
+	}
+}
+
 func intField(t *testing.T, line, key string) int {
 	t.Helper()
 	for _, f := range strings.Fields(line) {
@@ -248,12 +304,34 @@ func zombiesOf(ppid int) []int {
 // and reaps what each one leaves (its successor, a process it started),
 // and exits with the status of the last one.
 func TestSuperviseFollowsTakeovers(t *testing.T) {
+	restartCheckLeaks(t)
 	s := startSupervised(t, envSuperviseOpt+"=1", envExitCode+"=7")
 	gen, ppid := s.gen()
 	if gen == s.pid || ppid != s.pid {
 		t.Fatalf("first generation %d, parent %d; want a child of the supervisor %d", gen, ppid, s.pid)
 	}
 	s.forwards(gen)
+	// What the supervisor holds open with one generation to watch: it
+	// holds as much after each takeover, and after reports it ignores.
+	fds := fdCount(t, s.pid)
+	addr := supervisorAddr(t, gen)
+	// A report from a process that does not serve, naming another.
+	other := exec.Command("sleep", "600")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Wait()
+	defer other.Process.Kill()
+	sendReport(t, addr, fmt.Sprintf("serving %d %s", other.Process.Pid, s.path), nil)
+	var pipe [2]int
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	sendReport(t, addr, "serving 1 /elsewhere", unix.UnixRights(pipe[0], pipe[1]))
+	unix.Close(pipe[0])
+	unix.Close(pipe[1])
+	s.forwards(gen)
+	awaitFDs(t, s.pid, fds)
 
 	// A process the first generation starts, orphaned when it exits.
 	s.signal(syscall.SIGUSR2)
@@ -266,6 +344,7 @@ func TestSuperviseFollowsTakeovers(t *testing.T) {
 		if z := zombiesOf(s.pid); len(z) > 0 {
 			t.Fatalf("zombies: %v", z)
 		}
+		awaitFDs(t, s.pid, fds)
 	}
 	if got := parentOf(orphan); got != s.pid {
 		t.Fatalf("orphan %d: parent %d, want the supervisor %d", orphan, got, s.pid)
