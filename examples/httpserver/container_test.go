@@ -50,7 +50,7 @@ func TestContainer(t *testing.T) {
 			t.Skip("tini is not installed (Debian package tini; .ci/run installs it)")
 		}
 		// The supervisor is tini's child: asked for, as PID 1 it is not.
-		runContainer(t, bin, []string{"env", "FDPASS_SUPERVISE=1"}, tini, "--")
+		runContainer(t, bin, []string{"FDPASS_SUPERVISE=1"}, tini, "--")
 	})
 }
 
@@ -59,15 +59,20 @@ func TestContainer(t *testing.T) {
 const containerDrain = 5 * time.Second
 
 // runContainer runs bin in a new PID namespace, under init (the command
-// before bin in the namespace, if any), with env (a command that starts
-// unshare, if any) around it.
+// before bin in the namespace, if any), with env (variables) added to
+// its environment.
 func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	const keepAlive, oneShot, reloads = 16, 4, 5
 	// An explicit handoff socket, in a directory the namespace's mount
 	// namespace (--mount-proc makes one) shares with this one, where the
 	// nsenter'd -reload finds it too.
 	sock := filepath.Join(t.TempDir(), "handoff.sock")
-	cmd := append(env, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
+	// A binary built with the race detector sleeps a second as it exits,
+	// to let other threads finish their reports; the supervisor and the
+	// generation would spend two of the drain time that way.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd := append([]string{"env", "GORACE=" + gorace}, env...)
+	cmd = append(cmd, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 	cmd = append(append(cmd, init...), bin, "-graceful", sock, "-listen", "127.0.0.1:0", "-drain", containerDrain.String())
 	ns := proc.StartT(t, cmd[0], cmd[1:]...)
 	line, err := ns.Await("ready", 30*time.Second)
