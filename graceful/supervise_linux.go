@@ -78,10 +78,11 @@ type supervisor struct {
 
 	reaped map[int]unix.WaitStatus // children reaped since the reports were last read
 
-	sigs     chan os.Signal
-	readable chan struct{} // the report socket has something to read
-	drained  chan struct{} // ... and the run loop has read it
-	gone     chan exitNote // a watched generation ended
+	sigs     chan os.Signal // forwarded signals
+	chld     chan os.Signal // SIGCHLD
+	readable chan struct{}  // the report socket has something to read
+	drained  chan struct{}  // ... and the run loop has read it
+	gone     chan exitNote  // a watched generation ended
 }
 
 // exitNote says that the process pid has ended; fd is its pidfd, which
@@ -107,8 +108,11 @@ func runSupervisor(opts Options, log *slog.Logger) error {
 		endFD:   -1,
 		reaped:  map[int]unix.WaitStatus{},
 		// Room for a burst: a signal that finds the channel full is
-		// dropped, and reaping looks for every child anyway.
+		// dropped. SIGCHLD has a channel of its own, which a burst of
+		// others cannot fill: one pending is enough, as reaping looks
+		// for every child.
 		sigs:     make(chan os.Signal, 16),
+		chld:     make(chan os.Signal, 1),
 		readable: make(chan struct{}),
 		drained:  make(chan struct{}),
 		gone:     make(chan exitNote),
@@ -119,10 +123,12 @@ func runSupervisor(opts Options, log *slog.Logger) error {
 	}
 	// Before the child starts: its end, or a signal for it, must not be
 	// missed.
-	signal.Notify(s.sigs, append(forwardedSignals(), syscall.SIGCHLD)...)
+	signal.Notify(s.sigs, forwardedSignals()...)
+	signal.Notify(s.chld, syscall.SIGCHLD)
 	pid, err := s.start()
 	if err != nil {
 		signal.Stop(s.sigs)
+		signal.Stop(s.chld)
 		unix.Close(s.sock)
 		return fmt.Errorf("graceful: supervisor: start the service: %w", err)
 	}
@@ -232,11 +238,9 @@ func (s *supervisor) run() int {
 		}
 		select {
 		case sig := <-s.sigs:
-			if sig == syscall.SIGCHLD {
-				s.reap()
-			} else {
-				s.forward(sig.(syscall.Signal))
-			}
+			s.forward(sig.(syscall.Signal))
+		case <-s.chld:
+			s.reap()
 		case <-s.readable:
 			s.readReports()
 			s.drained <- struct{}{}
