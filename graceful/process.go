@@ -238,6 +238,11 @@ func (p *Process) Inherited() bool {
 // the next successor. Call it once everything listens, within the
 // predecessor's Options.Timeout; if it fails (ErrHandoff) the predecessor
 // keeps serving: Close the Process and exit.
+//
+// From Ready on, the signals meant for the service come to this process
+// (a supervisor forwards them here, systemd takes it for the main
+// process): call signal.Notify for those the program handles (SIGHUP,
+// SIGTERM) before Ready, or their default action ends it.
 func (p *Process) Ready() error {
 	p.mu.Lock()
 	if p.closed {

@@ -105,14 +105,17 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 		// keep-alive connections over.
 		fmt.Printf("taking-over pid=%d generation=%d\n", os.Getpid(), p.Generation())
 	}
+	// Before Ready: from READY on, the signals for the service come to
+	// this process (a container's supervisor forwards them here, systemd
+	// names it MAINPID), and SIGHUP's default action would end it.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	if err := p.Ready(); err != nil {
 		return err
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t handoff=%s addr=%s\n",
 		os.Getpid(), p.Generation(), p.Inherited(), time.Since(start).Round(100*time.Microsecond), ln.Addr())
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 wait:
 	for {
 		select {
