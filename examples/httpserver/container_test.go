@@ -3,7 +3,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -208,27 +207,19 @@ func (m nsProcs) String() string {
 }
 
 // namespace returns the processes of the PID namespace whose init is pid1
-// (a pid here): pid1 and its descendants, zombies included. Processes
-// that nsenter put in it descend from nsenter, outside, and are left out.
+// (a pid here), read from the namespace's own /proc (which --mount-proc
+// mounted; PID 1's root leads there): their pids in the namespace, and
+// their states, zombies included.
 func namespace(pid1 int) nsProcs {
-	parent := map[int]int{}
-	state := map[int]byte{}
-	for _, p := range allPIDs() {
-		if st, ppid, ok := stat(p); ok {
-			parent[p], state[p] = ppid, st
-		}
-	}
+	root := "/proc/" + strconv.Itoa(pid1) + "/root/proc"
+	ents, _ := os.ReadDir(root)
 	m := nsProcs{}
-	for p := range parent {
-		q := p
-		for range 64 {
-			if q == pid1 {
-				m[nsPID(p)] = state[p]
-				break
-			}
-			if q = parent[q]; q <= 1 {
-				break
-			}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if st, _, ok := statFile(root + "/" + e.Name() + "/stat"); ok {
+			m[e.Name()] = st
 		}
 	}
 	return m
@@ -271,7 +262,13 @@ func allPIDs() []int {
 // stat returns a process's state and parent; ok is false if it does not
 // exist.
 func stat(pid int) (state byte, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return statFile("/proc/" + strconv.Itoa(pid) + "/stat")
+}
+
+// statFile returns the state and parent that a /proc/PID/stat file says;
+// ok is false if there is no such file.
+func statFile(name string) (state byte, ppid int, ok bool) {
+	b, err := os.ReadFile(name)
 	if err != nil {
 		return 0, 0, false
 	}
@@ -283,23 +280,4 @@ func stat(pid int) (state byte, ppid int, ok bool) {
 	}
 	ppid, _ = strconv.Atoi(f[1])
 	return f[0][0], ppid, true
-}
-
-// nsPID returns a process's pid in its own PID namespace (the last of
-// NSpid), or "?".
-func nsPID(pid int) string {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			if ids := strings.Fields(v); len(ids) > 0 {
-				return ids[len(ids)-1]
-			}
-		}
-	}
-	return "?"
 }
