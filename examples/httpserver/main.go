@@ -16,6 +16,13 @@
 // connections move to the new instance too (graceful.HTTPServer): a
 // client's connection outlives the process that accepted it.
 //
+// In a container it can be PID 1, alone: graceful keeps a supervisor
+// there that outlives every takeover (under docker run --init or tini,
+// set FDPASS_SUPERVISE=1 for the same):
+//
+//	docker kill -s HUP CONTAINER               # the serving instance starts its successor
+//	docker exec CONTAINER httpserver -reload   # the same, and waits for the verdict
+//
 // The process reports on standard output, one line per event:
 //
 //	taking-over pid=1240 generation=3   (a successor, as it says READY)
