@@ -17,6 +17,7 @@ import (
 
 	"github.com/fdpass/fdpass/examples/internal/load"
 	"github.com/fdpass/fdpass/examples/internal/proc"
+	"github.com/fdpass/fdpass/internal/fdtest"
 )
 
 // TestContainer runs the server as a container runtime does, without
@@ -62,6 +63,8 @@ const containerDrain = 5 * time.Second
 // its environment.
 func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	const keepAlive, oneShot, reloads = 16, 4, 5
+	fdtest.WarmUp()
+	fdtest.CheckLeaks(t)
 	// An explicit handoff socket, in a directory the namespace's mount
 	// namespace (--mount-proc makes one) shares with this one, where the
 	// nsenter'd -reload finds it too.
@@ -88,6 +91,14 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	base := namespace(pid1)
 	base.drop(serving)
 	t.Logf("namespace: PID 1 is %d here; %v and generation %s", pid1, base, serving)
+	// The supervisor: PID 1, or the init's only child. What it holds
+	// open (its report socket, a pidfd for the generation that serves)
+	// must not grow with takeovers.
+	sup := pid1
+	if len(init) > 0 {
+		sup = childOf(t, pid1)
+	}
+	supFDs := fdCount(t, sup)
 
 	ld, err := load.Start(load.Options{Addr: proc.Field(line, "addr"), KeepAlive: keepAlive, OneShot: oneShot, Timeout: requestTimeout, Pause: pause})
 	if err != nil {
@@ -110,6 +121,7 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 			t.Fatalf("%s %d: %v: %v", how, n, err, st)
 		}
 		awaitNamespace(t, pid1, base, next)
+		awaitFDs(t, sup, supFDs)
 		st := w.Close()
 		t.Logf("%s %d: generation %s: %v", how, n, next, st)
 		checkTakeover(t, n, st)
@@ -243,6 +255,32 @@ func awaitNamespace(t *testing.T, pid1 int, base nsProcs, serving string) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the namespace holds %v; want %v and the generation %s, no zombie", m, base, serving)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fdCount returns the number of descriptors pid has open.
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// awaitFDs waits until pid has want descriptors open.
+func awaitFDs(t *testing.T, pid, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := fdCount(t, pid)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d (the supervisor): %d descriptors open, want %d", pid, got, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
