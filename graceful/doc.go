@@ -70,7 +70,9 @@
 //     no status for a pidfd).
 //
 // Under an init that exits with its only child (docker run --init, tini,
-// dumb-init) the program is not PID 1 and the same death happens: set
+// dumb-init), or as a container's main process that is not PID 1 (in a
+// Kubernetes pod that shares its PID namespace, the runtime stops the
+// container when that process exits), the same death happens: set
 // Options.Supervise, or FDPASS_SUPERVISE=1 in the environment, and the
 // supervisor runs there too, as a child subreaper. FDPASS_SUPERVISE=0
 // turns it off, even as PID 1. Outside containers and under systemd it is

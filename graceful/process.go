@@ -51,7 +51,9 @@ type Options struct {
 	// Supervise keeps a supervisor in this process even when it is not
 	// PID 1 of its PID namespace, where New always keeps one: set it when
 	// the process runs under an init that exits with its only child
-	// (docker run --init, tini), or set SuperviseEnv=1 in its environment.
+	// (docker run --init, tini), or is a container's main process without
+	// being PID 1 (a pod that shares its PID namespace), or set
+	// SuperviseEnv=1 in its environment.
 	//
 	// The supervisor is what New becomes in the first process: it runs
 	// this program again, with the same arguments and environment, as a
