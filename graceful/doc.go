@@ -41,7 +41,47 @@
 // MaxMigratedBytes). The socket file is created with Options.Mode, never
 // wider; SocketPath picks a directory only this user can reach. The
 // handler API decodes Meta.Custom with encoding/gob only from its peer,
-// which a Server or Receive already accepted.
+// which a Server or Receive already accepted. A supervisor (see
+// Containers) hears generations on an abstract datagram socket whose
+// name is random: it takes the sender from the kernel, accepts only its
+// own uid, and follows a report only from the generation that serves or
+// from a process that descends from it and names itself.
+//
+// # Containers
+//
+// A container's main process is PID 1 of its PID namespace, and when PID
+// 1 exits the kernel kills every other process of the namespace: a
+// predecessor that exits after a takeover would take its successor with
+// it. So, as PID 1, New keeps a thin supervisor in that process and runs
+// the service in its children (generations):
+//
+//   - it starts this program again, with the same arguments and
+//     environment, and New returns there, not in the supervisor;
+//   - it forwards SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2
+//     to the generation that serves, which each takeover changes (the
+//     generations tell it, see HANDOFF.md);
+//   - it reaps every process that ends in its care: generations that
+//     handed over, and what they leave (PID 1 inherits every orphan of
+//     the namespace);
+//   - once the generation that serves ends without a successor, it waits
+//     for the rest (up to Options.Timeout) and exits with that
+//     generation's status (128 plus the signal that killed it; 1 if its
+//     predecessor collected it and the kernel, before Linux 6.15, keeps
+//     no status for a pidfd).
+//
+// Under an init that exits with its only child (docker run --init, tini,
+// dumb-init), or as a container's main process that is not PID 1 (in a
+// Kubernetes pod that shares its PID namespace, the runtime stops the
+// container when that process exits), the same death happens: set
+// Options.Supervise, or FDPASS_SUPERVISE=1 in the environment, and the
+// supervisor runs there too, as a child subreaper. FDPASS_SUPERVISE=0
+// turns it off, even as PID 1. Outside containers and under systemd it is
+// not needed. The program's code does not change, but what it does
+// before New it does in the supervisor too, where New never returns (call
+// New early), and a generation receives the service's signals from the
+// moment it calls Ready (call signal.Notify before Ready). The
+// supervisor needs nothing beyond the standard library and
+// golang.org/x/sys.
 //
 // The package also keeps the handler API of the library it grew from
 // (Serve, Handler, Receive, FdListener, Meta, ...): a server that hands

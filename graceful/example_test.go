@@ -43,13 +43,13 @@ func Example_restart() {
 	hs := p.HTTP(srv) // keep-alive connections migrate at a takeover
 	go hs.Serve(ln)
 
+	// Before Ready: from then on the service's signals come here.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	// The predecessor stops accepting now; until here it served.
 	if err := p.Ready(); err != nil {
 		log.Fatal(err)
 	}
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	for stop := false; !stop; {
 		select {
 		case <-p.Exit(): // a successor took over

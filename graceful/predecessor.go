@@ -87,8 +87,11 @@ func (p *Process) handoff(cand *candidate) bool {
 		out.Close()
 	}
 	log.Info("graceful: successor took over", slog.Duration("took", time.Since(start)))
-	p.closeExit()
+	p.reportServing(cand.peer.PID)
+	// The verdict before Exit: the program may close the Process as soon
+	// as Exit closes, and Upgrade must not take that for a failure.
 	p.settle(cand.peer.PID, nil)
+	p.closeExit()
 	return true
 }
 

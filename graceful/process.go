@@ -48,6 +48,27 @@ type Options struct {
 	MaxMigratedBytes int64
 	// Successor, if set, makes the command Upgrade starts (see Upgrade).
 	Successor func() (*exec.Cmd, error)
+	// Supervise keeps a supervisor in this process even when it is not
+	// PID 1 of its PID namespace, where New always keeps one: set it when
+	// the process runs under an init that exits with its only child
+	// (docker run --init, tini), or is a container's main process without
+	// being PID 1 (a pod that shares its PID namespace), or set
+	// SuperviseEnv=1 in its environment.
+	//
+	// The supervisor is what New becomes in the first process: it runs
+	// this program again, with the same arguments and environment, as a
+	// generation of the service (where New returns), forwards SIGHUP,
+	// SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 to the generation
+	// that serves, follows each takeover, reaps every process left to it,
+	// and exits with the status of the generation that serves when that
+	// one ends without a successor (128 plus the signal that killed it).
+	// New does not return in the supervisor: what the program did before
+	// New it did there too and keeps (open files, goroutines; deferred
+	// calls do not run), and does again in each generation. Call New
+	// early. Successors must be started by a generation (Upgrade, or
+	// RequestUpgrade, which asks for it) with the environment it
+	// inherited, which names the supervisor.
+	Supervise bool
 }
 
 const (
@@ -67,6 +88,9 @@ type Process struct {
 	mig     migrate.Tracker   // live migration (migrate.go)
 	notify  *systemd.Notifier // nil outside systemd
 	stderr  int               // envStderr's descriptor, or -1 (upgrade.go)
+	// supervisor is the supervisor's address, in a generation that one
+	// started; "" if none (supervise.go).
+	supervisor string
 
 	mu          sync.Mutex
 	gen         uint64
@@ -95,6 +119,10 @@ type Process struct {
 // opts.Path: it receives the descriptors of a predecessor that answers
 // there, or creates the socket (replacing one a dead process left). A live
 // socket whose owner does not hand off is ErrAlreadyRunning.
+//
+// As PID 1 of its PID namespace, or with Options.Supervise, New does not
+// return in the calling process: that process supervises the service, and
+// New returns in the child it starts (see Options.Supervise).
 func New(opts Options) (*Process, error) {
 	if !supported {
 		return nil, ErrUnsupported
@@ -108,7 +136,12 @@ func New(opts Options) (*Process, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
-	p := &Process{opts: opts, log: opts.Logger, exit: make(chan struct{}), closing: make(chan struct{}), stderr: takeStderr()}
+	// The supervisor, if this process is to be one, runs here.
+	sup, err := supervise(opts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{opts: opts, log: opts.Logger, exit: make(chan struct{}), closing: make(chan struct{}), stderr: takeStderr(), supervisor: sup}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -207,6 +240,11 @@ func (p *Process) Inherited() bool {
 // the next successor. Call it once everything listens, within the
 // predecessor's Options.Timeout; if it fails (ErrHandoff) the predecessor
 // keeps serving: Close the Process and exit.
+//
+// From Ready on, the signals meant for the service come to this process
+// (a supervisor forwards them here, systemd takes it for the main
+// process): call signal.Notify for those the program handles (SIGHUP,
+// SIGTERM) before Ready, or their default action ends it.
 func (p *Process) Ready() error {
 	p.mu.Lock()
 	if p.closed {
@@ -237,6 +275,7 @@ func (p *Process) Ready() error {
 		p.log.Info("graceful: predecessor stopped; this generation serves", slog.Uint64("generation", p.Generation()))
 	}
 	p.systemdReady()
+	p.reportServing(os.Getpid())
 	p.mu.Lock()
 	p.owner = true
 	defer p.mu.Unlock()

@@ -147,6 +147,15 @@ func (p *Process) await(ctx context.Context, u *upgradeRun, exited <-chan error,
 	case <-ctx.Done():
 		return fmt.Errorf("successor pid %d: %w", u.pid, ctx.Err()), false
 	case <-p.closing:
+		// A takeover settles before Exit closes, so before a Close
+		// that follows it; it may have come in the same instant.
+		select {
+		case verdict = <-u.result:
+			if verdict == nil {
+				return nil, false
+			}
+		default:
+		}
 		return fmt.Errorf("successor pid %d: the process is closing: %w", u.pid, net.ErrClosed), false
 	}
 }

@@ -128,6 +128,10 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 			s.serve(p.Track(c), session{nick: "anon"})
 		}
 	}()
+	// Before Ready: from READY on, SIGHUP for the service comes to this
+	// process (a container's supervisor forwards it here), and its
+	// default action would end it.
+	defer cli.UpgradeOnHUP(p)()
 	if err := p.Ready(); err != nil {
 		return err
 	}
@@ -148,7 +152,6 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 	fmt.Printf("ready pid=%d generation=%d inherited=%t migrated=%d addr=%s\n",
 		os.Getpid(), s.gen, p.Inherited(), len(migrated), ln.Addr())
 
-	defer cli.UpgradeOnHUP(p)()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {

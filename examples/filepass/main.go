@@ -71,12 +71,15 @@ func run(sock, logPath string, every time.Duration) error {
 	}
 	defer unix.Munmap(mem)
 	st := (*state)(unsafe.Pointer(&mem[0]))
+	// Before Ready: from READY on, SIGHUP for the service comes to this
+	// process (a container's supervisor forwards it here), and its
+	// default action would end it.
+	defer cli.UpgradeOnHUP(p)()
 	if err := p.Ready(); err != nil {
 		return err
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t next=%d\n", os.Getpid(), p.Generation(), p.Inherited(), st.next.Load())
 
-	defer cli.UpgradeOnHUP(p)()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	tick := time.NewTicker(every)

@@ -16,6 +16,13 @@
 // connections move to the new instance too (graceful.HTTPServer): a
 // client's connection outlives the process that accepted it.
 //
+// In a container it can be PID 1, alone: graceful keeps a supervisor
+// there that outlives every takeover (under docker run --init or tini,
+// set FDPASS_SUPERVISE=1 for the same):
+//
+//	docker kill -s HUP CONTAINER               # the serving instance starts its successor
+//	docker exec CONTAINER httpserver -reload   # the same, and waits for the verdict
+//
 // The process reports on standard output, one line per event:
 //
 //	taking-over pid=1240 generation=3   (a successor, as it says READY)
@@ -105,14 +112,17 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 		// keep-alive connections over.
 		fmt.Printf("taking-over pid=%d generation=%d\n", os.Getpid(), p.Generation())
 	}
+	// Before Ready: from READY on, the signals for the service come to
+	// this process (a container's supervisor forwards them here, systemd
+	// names it MAINPID), and SIGHUP's default action would end it.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	if err := p.Ready(); err != nil {
 		return err
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t handoff=%s addr=%s\n",
 		os.Getpid(), p.Generation(), p.Inherited(), time.Since(start).Round(100*time.Microsecond), ln.Addr())
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 wait:
 	for {
 		select {

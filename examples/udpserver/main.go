@@ -47,12 +47,15 @@ func run(sock, addr string) error {
 		return err
 	}
 	defer pc.Close()
+	// Before Ready: from READY on, SIGHUP for the service comes to this
+	// process (a container's supervisor forwards it here), and its
+	// default action would end it.
+	defer cli.UpgradeOnHUP(p)()
 	if err := p.Ready(); err != nil {
 		return err
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t addr=%s\n", os.Getpid(), p.Generation(), p.Inherited(), pc.LocalAddr())
 
-	defer cli.UpgradeOnHUP(p)()
 	stop := make(chan struct{})
 	go func() {
 		sig := make(chan os.Signal, 1)
