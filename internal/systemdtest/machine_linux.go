@@ -1,0 +1,321 @@
+//go:build linux
+
+package systemdtest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// bootTimeout bounds the boot, from the first process to a running
+// system, and the wait for a stopped machine's processes to go.
+const bootTimeout = 60 * time.Second
+
+// Machine is systemd running as PID 1 of namespaces of its own (see the
+// package doc). Its methods run commands in it with nsenter.
+type Machine struct {
+	pid    int    // the machine's PID 1, as this process sees it
+	cgroup string // the cgroup made for it, a path in this process's cgroup2 mount
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *os.File // the first process's standard output and error
+}
+
+// Boot boots a machine for t and returns it running; it is stopped and
+// cleaned up when t ends. Boot skips t when the process is not root or
+// systemd, nsenter or a cgroup2 mount is missing, and fails t if the
+// machine does not boot.
+func Boot(t testing.TB) *Machine {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("systemdtest: booting systemd needs root (CI runs as root)")
+	}
+	if _, err := os.Stat(systemdPath); err != nil {
+		t.Skipf("systemdtest: no systemd (Debian package systemd): %v", err)
+	}
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skipf("systemdtest: no nsenter (package util-linux): %v", err)
+	}
+	parent, err := ownCgroup()
+	if err != nil {
+		t.Skipf("systemdtest: no cgroup2 hierarchy to give the machine: %v", err)
+	}
+	var suffix [6]byte
+	rand.Read(suffix[:])
+	m := &Machine{cgroup: filepath.Join(parent, "fdpass-systemdtest-"+hex.EncodeToString(suffix[:])), exited: make(chan struct{})}
+	if err := os.Mkdir(m.cgroup, 0o755); err != nil {
+		t.Skipf("systemdtest: cannot make a cgroup for the machine: %v", err)
+	}
+	t.Cleanup(func() { m.stop(t) })
+	cg, err := os.Open(m.cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	// The root is built on a directory of this test's; the machine mounts
+	// a tmpfs on it in its own mount namespace, so here it stays empty.
+	base := t.TempDir()
+	if m.log, err = os.Create(filepath.Join(t.TempDir(), "machine.log")); err != nil {
+		t.Fatal(err)
+	}
+	m.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	m.cmd.Env = append(os.Environ(), envBoot+"="+base)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{
+		// PID 1 of a new PID namespace, born in the machine's cgroup,
+		// which its cgroup namespace then takes as its root. Go makes the
+		// new mount namespace private (MS_REC|MS_PRIVATE on /) before
+		// the first process runs.
+		Cloneflags:   syscall.CLONE_NEWPID,
+		Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWCGROUP | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		UseCgroupFD:  true,
+		CgroupFD:     int(cg.Fd()),
+		// Should this process die, the machine dies with it.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("systemdtest: start the machine: %v", err)
+	}
+	m.pid = m.cmd.Process.Pid
+	go func() {
+		m.cmd.Wait()
+		close(m.exited)
+	}()
+	deadline := time.Now().Add(bootTimeout)
+	for {
+		out, err := m.Command("systemctl", "is-system-running").Output()
+		state := strings.TrimSpace(string(out))
+		if state == "running" || state == "degraded" {
+			if state == "degraded" {
+				failed, _ := m.Command("systemctl", "--failed", "--no-pager").CombinedOutput()
+				t.Logf("systemdtest: the machine runs degraded:\n%s", failed)
+			}
+			break
+		}
+		select {
+		case <-m.exited:
+			t.Fatalf("systemdtest: the machine ended while booting (%v):\n%s", m.cmd.ProcessState, m.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("systemdtest: not running within %v (%q, %v):\n%s", bootTimeout, state, err, m.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m
+}
+
+// ownCgroup returns the directory of this process's cgroup in the cgroup2
+// hierarchy.
+func ownCgroup() (string, error) {
+	mnt := ""
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer mi.Close()
+	sc := bufio.NewScanner(mi)
+	for sc.Scan() {
+		// ID parent major:minor root mountpoint options ... - fstype source options
+		f := strings.Fields(sc.Text())
+		for i, w := range f {
+			if w == "-" && i+1 < len(f) && f[i+1] == "cgroup2" && len(f) > 4 && f[3] == "/" {
+				mnt = f[4]
+			}
+		}
+		if mnt != "" {
+			break
+		}
+	}
+	if mnt == "" {
+		return "", errors.New("no cgroup2 mount")
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return filepath.Join(mnt, p), nil
+		}
+	}
+	return "", errors.New("no cgroup2 entry in /proc/self/cgroup")
+}
+
+// PID returns the machine's PID 1 as this process sees it.
+func (m *Machine) PID() int { return m.pid }
+
+// Command returns a command that runs name with args in the machine (all
+// its namespaces, its root and working directory), with nsenter.
+func (m *Machine) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(m.pid), "-a", "--", name}, args...)...)
+}
+
+// Run runs name with args in the machine and returns what it wrote to
+// standard output and error; an error that it failed carries both.
+func (m *Machine) Run(name string, args ...string) (string, error) {
+	out, err := m.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+// Systemctl runs systemctl with args in the machine and fails t if it
+// fails.
+func (m *Machine) Systemctl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := m.Run("systemctl", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Show returns the value of unit's property prop (systemctl show).
+func (m *Machine) Show(t testing.TB, unit, prop string) string {
+	t.Helper()
+	return strings.TrimSpace(m.Systemctl(t, "show", "--value", "-p", prop, unit))
+}
+
+// MainPID returns unit's main process as the machine numbers it; 0 if it
+// has none.
+func (m *Machine) MainPID(t testing.TB, unit string) int {
+	t.Helper()
+	v := m.Show(t, unit, "MainPID")
+	pid, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("MainPID of %s: %q", unit, v)
+	}
+	return pid
+}
+
+// Version returns systemd's version number (252 for "systemd 252
+// (252.38-1~deb12u1)").
+func (m *Machine) Version(t testing.TB) int {
+	t.Helper()
+	out := m.Systemctl(t, "--version")
+	v := regexp.MustCompile(`^systemd (\d+)`).FindStringSubmatch(out)
+	if v == nil {
+		t.Fatalf("systemctl --version: %q", out)
+	}
+	n, _ := strconv.Atoi(v[1])
+	return n
+}
+
+// Journal returns the machine's journal, of unit only if unit is not
+// empty.
+func (m *Machine) Journal(unit string) string {
+	args := []string{"--no-pager", "-o", "short-monotonic"}
+	if unit != "" {
+		args = append(args, "-u", unit)
+	}
+	out, err := m.Run("journalctl", args...)
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// WriteFile writes a file in the machine's file system (in memory: the
+// host's does not change), making its directory if needed.
+func (m *Machine) WriteFile(name string, data []byte, perm os.FileMode) error {
+	p := filepath.Join("/proc", strconv.Itoa(m.pid), "root", name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	// A new file renamed into place, as a package manager installs one:
+	// a process that runs the old file keeps it.
+	tmp := p + ".new"
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// Log returns what the machine's first process and systemd wrote to
+// standard output and error.
+func (m *Machine) Log() string {
+	b, _ := os.ReadFile(m.log.Name())
+	return string(b)
+}
+
+// stop kills the machine's PID 1, which ends every process in the
+// machine, waits until its cgroups are empty and removes them. When t has
+// failed it logs the machine's journal first.
+func (m *Machine) stop(t testing.TB) {
+	if m.cmd != nil && m.cmd.Process != nil {
+		if t.Failed() && !m.ended() {
+			t.Logf("systemdtest: the machine's journal:\n%s", m.Journal(""))
+		}
+		m.cmd.Process.Signal(syscall.SIGKILL)
+		<-m.exited
+	}
+	if m.log != nil {
+		m.log.Close()
+	}
+	deadline := time.Now().Add(bootTimeout)
+	for {
+		b, err := os.ReadFile(filepath.Join(m.cgroup, "cgroup.events"))
+		if err != nil || bytes.Contains(b, []byte("populated 0")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("systemdtest: processes left in %s after %v", m.cgroup, bootTimeout)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := removeCgroups(m.cgroup); err != nil {
+		t.Errorf("systemdtest: %v", err)
+	}
+}
+
+func (m *Machine) ended() bool {
+	select {
+	case <-m.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// removeCgroups removes the cgroup dir and those below it, deepest first.
+func removeCgroups(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := removeCgroups(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
+		return os.NewSyscallError("rmdir "+dir, err)
+	}
+	return nil
+}
