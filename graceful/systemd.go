@@ -269,14 +269,18 @@ func (p *Process) systemdAbandoned(pid int) {
 
 // systemdStopping says the service is stopping (a Close without a
 // successor) and closes what systemd passed and nobody took. What is in
-// the descriptor store stays there, for the next start.
+// the descriptor store stays there, for the next start. A successor that
+// never served says nothing: the service is its predecessor's still, and
+// under NotifyAccess=all systemd would take its STOPPING=1 for the
+// service's.
 func (p *Process) systemdStopping(handedOff bool) {
 	p.mu.Lock()
 	set := p.sd
 	p.sd = nil
+	failedSuccessor := p.inherited && !p.started
 	p.mu.Unlock()
 	set.Close()
-	if !handedOff {
+	if !handedOff && !failedSuccessor {
 		p.sdNotify("STOPPING=1", p.notify.Stopping())
 	}
 }

@@ -43,7 +43,8 @@ func (np *notifyPeer) mainAfter(main int, all bool) int {
 // hangs up, as a predecessor whose DONE cannot be sent does). Under
 // NotifyAccess=main only the successor is heard by then: it must name the
 // predecessor back, ready, before it gives up, or systemd follows a
-// process about to exit while the predecessor serves on.
+// process about to exit while the predecessor serves on. Nor may it say
+// STOPPING=1: the service does not stop.
 func TestSystemdSuccessorFailsAfterMainPID(t *testing.T) {
 	restartCheckLeaks(t)
 	dir := t.TempDir()
@@ -100,6 +101,11 @@ func TestSystemdSuccessorFailsAfterMainPID(t *testing.T) {
 	}
 	if back >= 0 && np.index(pid, "READY=1") != back {
 		t.Errorf("the successor named the predecessor back without READY=1")
+	}
+	// It was never the service: its exit is not the service stopping,
+	// which systemd would hear under NotifyAccess=all.
+	if i := np.index(pid, "STOPPING=1"); i >= 0 {
+		t.Errorf("the failed successor sent STOPPING=1 (#%d)", i)
 	}
 }
 
