@@ -1,3 +1,5 @@
+//go:build linux
+
 package systemdtest
 
 // Cgroup returns the cgroup made for the machine.

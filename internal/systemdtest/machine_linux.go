@@ -22,6 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// EnvRequired, when set, makes Boot fail a test where it would skip it.
+const EnvRequired = "FDPASS_SYSTEMDTEST_REQUIRED"
+
 // bootTimeout bounds the boot, from the first process to a running
 // system, and the wait for a stopped machine's processes to go.
 const bootTimeout = 60 * time.Second
@@ -38,28 +41,33 @@ type Machine struct {
 
 // Boot boots a machine for t and returns it running; it is stopped and
 // cleaned up when t ends. Boot skips t when the process is not root or
-// systemd, nsenter or a cgroup2 mount is missing, and fails t if the
-// machine does not boot.
+// systemd, nsenter or a cgroup2 mount is missing (fails it instead if
+// EnvRequired is set), and fails t if the machine does not boot.
 func Boot(t testing.TB) *Machine {
 	t.Helper()
+	// CI sets EnvRequired: there a missing piece fails the test.
+	skip := t.Skipf
+	if os.Getenv(EnvRequired) != "" {
+		skip = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("systemdtest: booting systemd needs root (CI runs as root)")
+		skip("systemdtest: booting systemd needs root (CI runs as root)")
 	}
 	if _, err := os.Stat(systemdPath); err != nil {
-		t.Skipf("systemdtest: no systemd (Debian package systemd): %v", err)
+		skip("systemdtest: no systemd (Debian package systemd): %v", err)
 	}
 	if _, err := exec.LookPath("nsenter"); err != nil {
-		t.Skipf("systemdtest: no nsenter (package util-linux): %v", err)
+		skip("systemdtest: no nsenter (package util-linux): %v", err)
 	}
 	parent, err := ownCgroup()
 	if err != nil {
-		t.Skipf("systemdtest: no cgroup2 hierarchy to give the machine: %v", err)
+		skip("systemdtest: no cgroup2 hierarchy to give the machine: %v", err)
 	}
 	var suffix [6]byte
 	rand.Read(suffix[:])
 	m := &Machine{cgroup: filepath.Join(parent, "fdpass-systemdtest-"+hex.EncodeToString(suffix[:])), exited: make(chan struct{})}
 	if err := os.Mkdir(m.cgroup, 0o755); err != nil {
-		t.Skipf("systemdtest: cannot make a cgroup for the machine: %v", err)
+		skip("systemdtest: cannot make a cgroup for the machine: %v", err)
 	}
 	t.Cleanup(func() { m.stop(t) })
 	cg, err := os.Open(m.cgroup)

@@ -8,6 +8,9 @@ import (
 	"testing"
 )
 
+// EnvRequired, when set, makes Boot fail a test where it would skip it.
+const EnvRequired = "FDPASS_SYSTEMDTEST_REQUIRED"
+
 // Main does nothing: machines boot on Linux only.
 func Main() {}
 
@@ -17,6 +20,9 @@ type Machine struct{}
 // Boot skips t: machines boot on Linux only.
 func Boot(t testing.TB) *Machine {
 	t.Helper()
+	if os.Getenv(EnvRequired) != "" {
+		t.Fatal("systemdtest: Linux only")
+	}
 	t.Skip("systemdtest: Linux only")
 	return nil
 }
