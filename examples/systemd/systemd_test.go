@@ -97,6 +97,7 @@ func testUnits(t *testing.T, withSocket bool) {
 		broken := "#!/bin/sh\nexec " + binary + ".good \"$@\" -fail-before-ready\n"
 		f.install(t, binary+".good", f.good)
 		f.install(t, binary, []byte(broken))
+		defer f.install(t, binary, f.good)
 		out, err := f.m.Run("systemctl", "reload", service)
 		if err == nil {
 			t.Fatalf("systemctl reload onto a broken build succeeded: %s", out)
@@ -114,7 +115,6 @@ func testUnits(t *testing.T, withSocket bool) {
 		if j := f.m.Journal(service); !strings.Contains(j, "status 3 before READY") {
 			t.Errorf("the journal does not say why the reload failed:\n%s", j)
 		}
-		f.install(t, binary, f.good)
 		st := w.Close()
 		t.Logf("failed reload: %v", st)
 		if st.Failed != 0 {
