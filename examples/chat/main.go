@@ -115,11 +115,16 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 	accepting := make(chan struct{})
 	go func() {
 		defer close(accepting)
+		var b cli.Backoff
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				if b.Retry(err) {
+					continue
+				}
 				return
 			}
+			b.Reset()
 			s.serve(p.Track(c), session{nick: "anon"})
 		}
 	}()

@@ -6,8 +6,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -90,3 +92,29 @@ func UpgradeOnHUP(p *graceful.Process) (stop func()) {
 		close(done)
 	}
 }
+
+// Backoff keeps an accept loop alive through errors, as net/http's does:
+// out of descriptors (EMFILE) under a flood of connections, the loop
+// must wait for some to be freed, not end the service. Only a closed
+// listener ends it.
+type Backoff struct {
+	delay time.Duration
+}
+
+// Retry reports whether to accept again after err, having waited: twice
+// as long as the last time, up to a second. The first error of a run is
+// said on standard error.
+func (b *Backoff) Retry(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	if b.delay == 0 {
+		fmt.Fprintf(os.Stderr, "accept: %v; retrying\n", err)
+	}
+	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
+	time.Sleep(b.delay)
+	return true
+}
+
+// Reset starts over after a connection was accepted.
+func (b *Backoff) Reset() { b.delay = 0 }
