@@ -18,6 +18,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -227,7 +228,7 @@ func TestSystemdStoreAtReady(t *testing.T) {
 		files, fdnames = append(files, f), append(fdnames, s.name)
 	}
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
-	cmd.Env = append(os.Environ(), handoff, "NOTIFY_SOCKET="+notify, "SD_TCP="+tcp, restartChildEnv+"=systemd-autostore",
+	cmd.Env = append(os.Environ(), handoff, "NOTIFY_SOCKET="+notify, "SD_TCP="+tcp, childtest.Env+"=systemd-autostore",
 		"LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+strings.Join(fdnames, ":"))
 	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr
