@@ -67,9 +67,16 @@ var masked = []string{
 	"e2scrub_reap.service",
 }
 
-// Main runs the machine's first process when this is one, and returns
-// otherwise. Call it first thing in TestMain.
+// Main runs the machine's first process, or a machine's watchdog, when
+// this is one, and returns otherwise. Call it first thing in TestMain.
 func Main() {
+	if cgroup, ok := os.LookupEnv(envWatch); ok {
+		if err := watchdog(cgroup); err != nil {
+			fmt.Fprintf(os.Stderr, "systemdtest: watchdog: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	base, ok := os.LookupEnv(envBoot)
 	if !ok {
 		return

@@ -36,10 +36,16 @@
 // Boot skips the test, with the reason, when the process is not root or
 // systemd (/lib/systemd/systemd, Debian's package systemd), nsenter or a
 // cgroup2 mount is missing; with FDPASS_SYSTEMDTEST_REQUIRED set, as CI
-// sets it, it fails the test instead. Everything a machine mounted and every process
-// it ran are gone when the test ends: the machine's PID 1 is killed, which
-// ends every process in its PID namespace, its mounts go with its mount
-// namespace, and the cgroups it made are removed.
+// sets it, it fails the test instead.
+//
+// Everything a machine mounted and every process it ran are gone when the
+// test ends, whether it passed or failed: the machine's PID 1 is killed,
+// which ends every process in its PID namespace, its mounts go with its
+// mount namespace, and the cgroups it made are removed. Nothing is ever
+// mounted in the host's mount namespace. Should the test process end
+// without its clean-up (killed, or at its -timeout), a watchdog process
+// started with the machine kills every process in the machine's cgroup
+// and removes it.
 //
 // Linux only; elsewhere Boot skips.
 package systemdtest

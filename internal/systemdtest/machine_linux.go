@@ -9,10 +9,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,6 +40,10 @@ type Machine struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    *os.File // the first process's standard output and error
+	// The write end of the pipe the watchdog reads: it closes when this
+	// process ends, however it ends.
+	watch   *os.File
+	watcher *exec.Cmd
 }
 
 // Boot boots a machine for t and returns it running; it is stopped and
@@ -81,6 +88,14 @@ func Boot(t testing.TB) *Machine {
 	if m.log, err = os.Create(filepath.Join(t.TempDir(), "machine.log")); err != nil {
 		t.Fatal(err)
 	}
+	// The watchdog, a process of its own in a session of its own, kills
+	// the machine and removes its cgroup when this process ends without
+	// having stopped it (a test binary that panics at its timeout runs no
+	// clean-up). The parent-death signal below does not make that sure:
+	// it may be lost when the machine is killed while it boots.
+	if err := m.startWatchdog(); err != nil {
+		t.Fatalf("systemdtest: start the watchdog: %v", err)
+	}
 	m.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	m.cmd.Env = append(os.Environ(), envBoot+"="+base)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
@@ -96,14 +111,28 @@ func Boot(t testing.TB) *Machine {
 		// Should this process die, the machine dies with it.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("systemdtest: start the machine: %v", err)
-	}
-	m.pid = m.cmd.Process.Pid
+	// The parent-death signal comes when the thread that started the
+	// machine ends, not the process: start it on a thread of its own that
+	// lasts until the machine has exited (or the process ends).
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: the thread ends with this goroutine, once the
+		// machine has gone.
+		if err := m.cmd.Start(); err != nil {
+			started <- err
+			close(m.exited)
+			return
+		}
+		started <- nil
 		m.cmd.Wait()
 		close(m.exited)
 	}()
+	if err := <-started; err != nil {
+		m.cmd = nil
+		t.Fatalf("systemdtest: start the machine: %v", err)
+	}
+	m.pid = m.cmd.Process.Pid
 	deadline := time.Now().Add(bootTimeout)
 	for {
 		out, err := m.Command("systemctl", "is-system-running").Output()
@@ -295,6 +324,51 @@ func (m *Machine) stop(t testing.TB) {
 	if err := removeCgroups(m.cgroup); err != nil {
 		t.Errorf("systemdtest: %v", err)
 	}
+	// The watchdog finds nothing left to do and exits.
+	if m.watch != nil {
+		m.watch.Close()
+		if err := m.watcher.Wait(); err != nil {
+			t.Errorf("systemdtest: the watchdog: %v", err)
+		}
+	}
+}
+
+// startWatchdog starts the watchdog of m's cgroup (see Main).
+func (m *Machine) startWatchdog() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	m.watcher = exec.Command(os.Args[0], "-test.run=^$")
+	m.watcher.Env = append(os.Environ(), envWatch+"="+m.cgroup)
+	m.watcher.ExtraFiles = []*os.File{r}
+	m.watcher.Stderr = os.Stderr
+	// Out of this process's session and process group: a ^C or a kill of
+	// the group does not end it before the machine.
+	m.watcher.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := m.watcher.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	m.watch = w
+	return nil
+}
+
+// envWatch, set in the watchdog, names the cgroup it watches over.
+const envWatch = "FDPASS_SYSTEMDTEST_WATCH"
+
+// watchdog waits until every process holding the pipe's write end (the
+// test process) has closed it or ended, then kills what is left in
+// cgroup and removes it.
+func watchdog(cgroup string) error {
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGQUIT)
+	pipe := os.NewFile(3, "watch")
+	io.Copy(io.Discard, pipe)
+	if err := emptyCgroup(cgroup); err != nil {
+		return err
+	}
+	return removeCgroups(cgroup)
 }
 
 func (m *Machine) ended() bool {
@@ -303,6 +377,32 @@ func (m *Machine) ended() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// emptyCgroup kills every process in dir and below (cgroup.kill, Linux
+// 5.14 and later) and waits until none is left.
+func emptyCgroup(dir string) error {
+	events := filepath.Join(dir, "cgroup.events")
+	deadline := time.Now().Add(bootTimeout)
+	for killed := false; ; {
+		b, err := os.ReadFile(events)
+		if errors.Is(err, os.ErrNotExist) || err == nil && bytes.Contains(b, []byte("populated 0")) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !killed {
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+				return fmt.Errorf("processes left in %s: %w", dir, err)
+			}
+			killed = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes left in %s after %v", dir, bootTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -3,12 +3,17 @@
 package systemdtest_test
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fdpass/fdpass/internal/systemdtest"
 )
@@ -72,4 +77,127 @@ func TestMachine(t *testing.T) {
 	if _, err := os.Stat(cgroup); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the machine's cgroup %s is still there: %v", cgroup, err)
 	}
+}
+
+// envRole makes TestMachineEnds, run again as a child, play a test that
+// boots a machine and then fails ("fail") or is killed ("kill").
+const envRole = "FDPASS_SYSTEMDTEST_TEST_ROLE"
+
+// TestMachineEnds: a test that fails, and a test process killed with
+// SIGKILL before any clean-up runs, leave no machine behind: no process
+// of it (its mount namespace, overlay, tmpfs and all, goes with the last
+// one), no cgroup, no mount on the host.
+func TestMachineEnds(t *testing.T) {
+	switch os.Getenv(envRole) {
+	case "":
+	case "fail":
+		m := systemdtest.Boot(t)
+		fmt.Printf("machine %d %s\n", m.PID(), m.Cgroup())
+		t.Fatal("failing on purpose, with a machine running")
+	case "kill":
+		m := systemdtest.Boot(t)
+		fmt.Printf("machine %d %s\n", m.PID(), m.Cgroup())
+		select {} // until killed
+	default:
+		t.Fatalf("%s=%q", envRole, os.Getenv(envRole))
+	}
+	mounts := hostMounts(t)
+	for _, role := range []string{"fail", "kill"} {
+		t.Run(role, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMachineEnds$", "-test.count=1")
+			// What the child's own clean-up cannot remove when killed
+			// stays in this test's temporary directory.
+			cmd.Env = append(os.Environ(), envRole+"="+role, "TMPDIR="+t.TempDir())
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(out)
+			pid, cgroup := 0, ""
+			var lines []string
+			for pid == 0 && sc.Scan() {
+				lines = append(lines, sc.Text())
+				fmt.Sscanf(sc.Text(), "machine %d %s", &pid, &cgroup)
+			}
+			if pid == 0 {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("the child booted no machine: %q", lines)
+			}
+			if role == "kill" {
+				if err := cmd.Process.Kill(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			go io.Copy(io.Discard, out)
+			err = cmd.Wait()
+			if err == nil {
+				t.Fatalf("the child test passed")
+			}
+			t.Logf("child test (%s): %v; its machine's PID 1 was %d", role, err, pid)
+			// The parent-death signal is asynchronous: wait for it.
+			deadline := time.Now().Add(30 * time.Second)
+			for alive(pid) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the machine's PID 1 (%d) outlived its test process by 30s", pid)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			deadline = time.Now().Add(30 * time.Second)
+			for {
+				_, err := os.Stat(cgroup)
+				if errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the machine's cgroup %s is still there: %v", cgroup, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	if got := hostMounts(t); got != mounts {
+		t.Errorf("the host's mounts changed:\nbefore:\n%s\nafter:\n%s", mounts, got)
+	}
+}
+
+// hostMounts returns this process's mount table: mount points and file
+// system types.
+func hostMounts(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// ID parent major:minor root mountpoint options ... - fstype source options
+		f := strings.Fields(l)
+		fstype := ""
+		for i, w := range f {
+			if w == "-" && i+1 < len(f) {
+				fstype = f[i+1]
+			}
+		}
+		if len(f) > 4 {
+			fmt.Fprintf(&s, "%s %s\n", f[4], fstype)
+		}
+	}
+	return s.String()
+}
+
+// alive reports whether process pid runs: it exists and is not a zombie
+// (an init that does not reap may leave the machine's PID 1 one).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...
+	_, after, ok := strings.Cut(string(b), ") ")
+	return ok && !strings.HasPrefix(after, "Z")
 }
