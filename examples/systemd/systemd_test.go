@@ -3,8 +3,8 @@
 // Package systemd_test runs examples/httpserver under the real systemd, as
 // PID 1 of a machine of its own (internal/systemdtest), with the units of
 // this directory, and drives it with systemctl under strict keep-alive
-// load: reloads, a reload onto a broken build, a crash, a restart, a stop
-// and a start.
+// load: reloads, a reload onto a broken build, a daemon-reload, a crash, a
+// restart, a stop and a start.
 package systemd_test
 
 import (
@@ -123,6 +123,24 @@ func testUnits(t *testing.T, withSocket bool) {
 		f.checkStored(t, wantStored)
 	})
 
+	// systemctl daemon-reload, as a package manager runs it, keeps the
+	// store: the crash that follows is survived with the socket stored
+	// before it.
+	t.Run("daemon-reload", func(t *testing.T) {
+		w := f.ld.Window()
+		old := f.m.MainPID(t, service)
+		f.m.Systemctl(t, "daemon-reload")
+		if pid := f.m.MainPID(t, service); pid != old {
+			t.Errorf("MainPID %d after daemon-reload, want %d", pid, old)
+		}
+		f.checkStored(t, wantStored)
+		st := w.Close()
+		t.Logf("daemon-reload: %v", st)
+		if st.Failed != 0 {
+			t.Errorf("%d requests failed across a daemon-reload: %q", st.Failed, st.Errors)
+		}
+	})
+
 	t.Run("kill", func(t *testing.T) {
 		w := f.ld.Window()
 		old := f.m.MainPID(t, service)
@@ -165,13 +183,9 @@ func testUnits(t *testing.T, withSocket bool) {
 		if c != nil {
 			c.Close()
 		}
-		if f.socket {
-			// The socket unit would start the service on a connection:
-			// it may be running already.
-			f.m.Systemctl(t, "start", service)
-		} else {
-			f.m.Systemctl(t, "start", service)
-		}
+		// With the socket unit the connection above (or the load's) may
+		// have started the service already; start waits for it then.
+		f.m.Systemctl(t, "start", service)
 		pid := f.awaitNewMain(t, old)
 		st := w.Close()
 		t.Logf("systemd %d, stop and start %d -> %d: store while stopped %s, connect while stopped: %v; %v", version, old, pid, stored, dialErr, st)
