@@ -223,9 +223,11 @@ func start(t *testing.T, withSocket bool) *fixture {
 	f := &fixture{m: m, addr: freeAddr(t), good: good, socket: withSocket}
 	f.install(t, binary, good)
 	_, port, _ := net.SplitHostPort(f.addr)
-	f.installUnit(t, service, "-listen :8080", "-listen "+f.addr)
+	// Only the port changes: the units listen on every address, as
+	// shipped, and the clients reach them on the loopback.
+	f.installUnit(t, service, "-listen :8080", "-listen :"+port)
 	if withSocket {
-		f.installUnit(t, socket, "ListenStream=8080", "ListenStream="+f.addr)
+		f.installUnit(t, socket, "ListenStream=8080", "ListenStream="+port)
 	}
 	m.Systemctl(t, "daemon-reload")
 	if withSocket {
