@@ -115,10 +115,20 @@ func testUnits(t *testing.T, withSocket bool) {
 		if j := f.m.Journal(service); !strings.Contains(j, "status 3 before READY") {
 			t.Errorf("the journal does not say why the reload failed:\n%s", j)
 		}
+		// The good build back, the next reload succeeds.
+		f.install(t, binary, f.good)
+		f.m.Systemctl(t, "reload", service)
+		pid := f.m.MainPID(t, service)
+		if pid == old || pid == 0 {
+			t.Fatalf("reload after a failed one: MainPID %d, was %d", pid, old)
+		}
+		if _, err := f.ld.AwaitInstance(strconv.Itoa(pid), settle); err != nil {
+			t.Fatal(err)
+		}
 		st := w.Close()
-		t.Logf("failed reload: %v", st)
+		t.Logf("failed reload, then a good one: %v", st)
 		if st.Failed != 0 {
-			t.Errorf("%d requests failed across a failed reload: %q", st.Failed, st.Errors)
+			t.Errorf("%d requests failed across a failed reload and the next: %q", st.Failed, st.Errors)
 		}
 		f.checkStored(t, wantStored)
 	})
