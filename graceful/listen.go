@@ -72,6 +72,7 @@ func (p *Process) listen(ns, network, addr string, create func() (net.Listener, 
 		f, ok = p.fromSystemd(want, network, addr)
 	}
 	var ln net.Listener
+	created := false
 	switch {
 	case v != nil:
 		ln = v.(net.Listener)
@@ -84,11 +85,15 @@ func (p *Process) listen(ns, network, addr string, create func() (net.Listener, 
 			return nil, err
 		}
 		ns = socketNetNS(ln, ns)
+		created = true
 	}
 	if u, isUnix := ln.(*net.UnixListener); isUnix {
 		u.SetUnlinkOnClose(false)
 	}
 	p.register(ln, handoffmsg.RoleListener, network, addr, ns)
+	if created {
+		p.systemdCreated(ln, ns)
+	}
 	p.log.Debug("graceful: listening", slog.String("network", network), slog.String("addr", addr), slog.Bool("inherited", ok))
 	return ln, nil
 }
@@ -126,6 +131,7 @@ func (p *Process) ListenPacket(network, addr string) (net.PacketConn, error) {
 			return nil, err
 		}
 		ns = socketNetNS(pc, ns)
+		defer p.systemdCreated(pc, ns)
 	}
 	p.register(pc, handoffmsg.RolePacket, network, addr, ns)
 	return pc, nil

@@ -75,6 +75,7 @@ func (p *Process) handoff(cand *candidate) bool {
 		return false
 	}
 	c.Close()
+	p.systemdTookOver()
 	p.mu.Lock()
 	p.handedOff = true
 	p.successor = cand.peer.PID
@@ -144,7 +145,6 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 		handoffmsg.SendError(c, handoffmsg.CodeAborted, "predecessor is closing")
 		return net.ErrClosed
 	}
-	p.systemdTakeover(pid)
 	// Live migration, when both asked for it: the connections move now,
 	// and stay this process's until DONE is acknowledged.
 	var mig *migrate.Outgoing
@@ -165,6 +165,9 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 			log.Warn("graceful: the successor does not migrate connections (no Options.Migrate there); they stay and drain")
 		}
 	}
+	// systemd follows the successor from here on: its READY=1 comes
+	// after DONE. A failure from here on names this process again.
+	p.systemdTakeover(pid)
 	// DONE is acknowledged: once Send returns nil the successor has it,
 	// and this process may stop.
 	if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgDone, Features: both}); err != nil {

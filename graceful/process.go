@@ -69,6 +69,15 @@ type Options struct {
 	// RequestUpgrade, which asks for it) with the environment it
 	// inherited, which names the supervisor.
 	Supervise bool
+
+	// NoStore keeps the sockets this Process creates out of systemd's
+	// descriptor store. By default, under systemd (NOTIFY_SOCKET set),
+	// each listener and packet socket the Process creates goes to the
+	// store at Ready, or at once when created after Ready, so that a
+	// service restarted after a crash finds it; a generation's Ready
+	// removes what it inherited or systemd passed and nothing used. The
+	// unit needs FileDescriptorStoreMax= (see package graceful/systemd).
+	NoStore bool
 }
 
 const (
@@ -105,6 +114,7 @@ type Process struct {
 	exited      bool
 	in          *inheritance               // the predecessor's offer, until Ready (successor.go)
 	sd          *systemd.Set               // descriptors systemd passed, until Ready
+	sys         sdState                    // systemd bookkeeping (systemd.go)
 	ln          *net.UnixListener          // the handoff listener
 	regs        []registration             // what goes to the successor (listen.go)
 	out         *unixmsg.Batch             // regs[:outN] as a batch, built lazily
@@ -262,7 +272,9 @@ func (p *Process) Ready() error {
 	if in == nil {
 		p.restoreStderr()
 	}
+	var gone []string
 	if in != nil {
+		gone = p.systemdUnused(in)
 		if unused := in.release(); unused > 0 {
 			p.log.Info("graceful: closed unused inherited descriptors", slog.Int("count", unused))
 		}
@@ -270,11 +282,12 @@ func (p *Process) Ready() error {
 		in.pred.Close()
 		if err != nil {
 			p.log.Error("graceful: handoff failed at READY", slog.Int("pid", in.pid), slog.Any("error", err))
+			p.systemdAbandoned(in.pid)
 			return fmt.Errorf("%w: predecessor pid %d: %w", ErrHandoff, in.pid, err)
 		}
 		p.log.Info("graceful: predecessor stopped; this generation serves", slog.Uint64("generation", p.Generation()))
 	}
-	p.systemdReady()
+	p.systemdReady(gone)
 	p.reportServing(os.Getpid())
 	p.mu.Lock()
 	p.owner = true

@@ -26,7 +26,8 @@ import (
 func systemdStore() error {
 	// Read before New: adopting systemd's descriptors unsets LISTEN_FDS.
 	restarted := os.Getenv("LISTEN_FDS") != ""
-	p, err := graceful.New(graceful.Options{Path: os.Getenv("SD_HANDOFF")})
+	// SD_NOSTORE: only the explicit Store below stores anything.
+	p, err := graceful.New(graceful.Options{Path: os.Getenv("SD_HANDOFF"), NoStore: os.Getenv("SD_NOSTORE") != ""})
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,8 @@ func systemdStore() error {
 }
 
 // TestSystemdStoreStopStart: process A parks its TCP listener and UDP
-// socket in (a stand-in for) systemd's descriptor store and exits; with no
+// socket in (a stand-in for) systemd's descriptor store with Store (and
+// nothing by itself: Options.NoStore) and exits; with no
 // process running, clients connect and a datagram is sent; process B,
 // started with what the store holds as LISTEN_FDS, adopts both and serves
 // every one of them: no connection refused, no datagram lost.
@@ -86,6 +88,7 @@ func TestSystemdStoreStopStart(t *testing.T) {
 		"SD_UDP=" + udpAddr,
 		"NOTIFY_SOCKET=" + filepath.Join(dir, "notify"),
 		"SD_CONNS=8",
+		"SD_NOSTORE=1",
 	}
 	a := startRestartChild(t, "", "systemd-store", nil, env...)
 	line := a.expect("stored")
@@ -96,6 +99,9 @@ func TestSystemdStoreStopStart(t *testing.T) {
 		t.Fatalf("stored %d descriptors, want 2", len(fds))
 	}
 	np.await(t, pidA, "STOPPING=1")
+	if n := np.count(pidA, "FDSTORE=1"); n != 1 {
+		t.Errorf("%d FDSTORE=1 messages with Options.NoStore, want the one of Store", n)
+	}
 
 	// No process runs: the kernel queues these on the stored sockets.
 	var conns []net.Conn

@@ -182,6 +182,19 @@ func (np *notifyPeer) index(pid int, text string) int {
 	return -1
 }
 
+// count returns how many messages so far from pid contain text.
+func (np *notifyPeer) count(pid int, text string) int {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	n := 0
+	for _, m := range np.msgs {
+		if m.pid == pid && strings.Contains(m.text, text) {
+			n++
+		}
+	}
+	return n
+}
+
 // await polls until a message from pid contains text, and returns its
 // index in arrival order.
 func (np *notifyPeer) await(t *testing.T, pid int, text string) int {

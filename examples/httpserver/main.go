@@ -142,13 +142,9 @@ wait:
 				}()
 				continue
 			}
-			// Stopping with no successor: under systemd, park the
-			// listener in the descriptor store, so that the next start
-			// adopts it and no connection is refused in between (this
-			// does nothing outside systemd).
-			if err := p.Store("http"); err != nil {
-				log.Printf("store: %v", err)
-			}
+			// Stopping with no successor. Under systemd the listener is
+			// in the descriptor store since Ready (or in the socket
+			// unit), so that the next start adopts it.
 			break wait
 		case err := <-serveErr:
 			return err

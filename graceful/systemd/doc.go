@@ -2,7 +2,9 @@
 // descriptors systemd passes (socket activation and the descriptor store),
 // tells systemd when the service is ready, reloading, stopping and which
 // process is its main one, and parks descriptors in systemd's descriptor
-// store so that even a stop followed by a start refuses no connection.
+// store so that a crash or a restart refuses no connection, nor, from
+// systemd 254 on with FileDescriptorStorePreserve=yes, a stop followed by
+// a start (before 254 the store is emptied on stop).
 //
 // It speaks the documented protocols of sd_listen_fds(3) and sd_notify(3)
 // with the standard library and golang.org/x/sys only; it does not link

@@ -2,12 +2,14 @@ package load
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -64,7 +66,7 @@ func (cl *client) run() {
 		}
 		end := time.Now()
 		cl.inFlight.Store(0)
-		r := cl.record(Request{Client: cl.id, Start: start, Duration: end.Sub(start), Instance: instance, Err: err}, cn, dialled, closing)
+		r := cl.record(Request{Client: cl.id, Start: start, Duration: end.Sub(start), Instance: instance, Err: err, Connect: cn == nil && err != nil}, cn, dialled, closing)
 		cl.l.done(r)
 		if err != nil || closing || !cl.keepAlive {
 			if cn != nil {
@@ -158,6 +160,12 @@ func (cl *client) record(r Request, cn *conn, dialled, closing bool) Request {
 	}
 	if r.Err != nil {
 		st.Failed++
+		if r.Connect {
+			st.ConnectFailed++
+			if errors.Is(r.Err, syscall.ECONNREFUSED) {
+				st.Refused++
+			}
+		}
 		kind := "keep-alive"
 		if !cl.keepAlive {
 			kind = "one-shot"

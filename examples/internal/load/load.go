@@ -166,6 +166,8 @@ func (l *Load) Stats() Stats {
 		s.Dials += cs.Dials
 		s.Migrated += cs.Migrated
 		s.Redialled += cs.Redialled
+		s.ConnectFailed += cs.ConnectFailed
+		s.Refused += cs.Refused
 		if cs.Slowest.Duration > s.Slowest.Duration {
 			s.Slowest = cs.Slowest
 		}

@@ -151,6 +151,40 @@ func TestFailureCountedNotRetried(t *testing.T) {
 	if st.Migrated != 0 || st.Redialled != 0 {
 		t.Errorf("%d migrated, %d redialled, want 0", st.Migrated, st.Redialled)
 	}
+	if st.ConnectFailed != 0 || st.Refused != 0 {
+		t.Errorf("%d requests counted as not connecting (%d refused); every one connected", st.ConnectFailed, st.Refused)
+	}
+}
+
+// TestRefused: requests to a port nothing listens on fail to connect, each
+// counted as refused; once a server listens there, they connect again.
+func TestRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	l, err := load.Start(load.Options{Addr: addr, KeepAlive: 2, OneShot: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Stats().Refused < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not 20 refused connects in 10s: %v", l.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st := l.Stop()
+	t.Log(st)
+	if st.Refused != st.Failed || st.ConnectFailed != st.Failed || st.OK != 0 || st.Dials != 0 {
+		t.Errorf("every request was refused, yet: %v", st)
+	}
+	if len(st.Errors) == 0 || !strings.Contains(st.Errors[0], "refused") {
+		t.Errorf("errors: %q", st.Errors)
+	}
 }
 
 // TestMigratedAndRedialled answers each connection's first two requests as

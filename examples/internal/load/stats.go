@@ -13,7 +13,10 @@ type Request struct {
 	Duration time.Duration // until the end of the body, or the error; for one in flight, so far
 	Instance string        // the instance that answered
 	Err      error         // why it failed; nil if it did not
-	InFlight bool          // not finished yet
+	// Connect says it failed to connect: the dial was refused, reset or
+	// timed out (Err says which).
+	Connect  bool
+	InFlight bool // not finished yet
 	// Moved says that another instance answered it than the one that
 	// answered its client's previous request: it crossed a takeover.
 	Moved bool
@@ -42,7 +45,12 @@ type ClientStats struct {
 	KeepAlive bool
 	OK        int64 // requests answered with 200 and a body that passed the check
 	Failed    int64 // requests that failed in any way
-	Dials     int64 // connections opened
+	// ConnectFailed counts the failed requests that could not connect
+	// (a dial error); Refused, those of them that the server's host
+	// refused (ECONNREFUSED: nothing listened on the port).
+	ConnectFailed int64
+	Refused       int64
+	Dials         int64 // connections opened
 	// Migrated counts responses that came from another instance than the
 	// previous response on the same connection (keep-alive clients only).
 	Migrated int64
@@ -62,6 +70,7 @@ type ClientStats struct {
 // window.
 type Stats struct {
 	OK, Failed, Dials, Migrated, Redialled int64 // sums of the clients' counts
+	ConnectFailed, Refused                 int64 // failed requests that could not connect, refused ones among them
 	// Slowest is the slowest finished request; in a window's Stats, the
 	// one that waited longest while the window was open (see Window).
 	Slowest Request
@@ -86,6 +95,8 @@ func (s Stats) Sub(base Stats) Stats {
 	d.Dials -= base.Dials
 	d.Migrated -= base.Migrated
 	d.Redialled -= base.Redialled
+	d.ConnectFailed -= base.ConnectFailed
+	d.Refused -= base.Refused
 	d.Elapsed -= base.Elapsed
 	d.ErrorCount -= base.ErrorCount
 	d.Errors = nil
@@ -106,12 +117,14 @@ func (s Stats) Sub(base Stats) Stats {
 		c.Dials -= b.Dials
 		c.Migrated -= b.Migrated
 		c.Redialled -= b.Redialled
+		c.ConnectFailed -= b.ConnectFailed
+		c.Refused -= b.Refused
 	}
 	return d
 }
 
 // String summarises the counts in one line.
 func (s Stats) String() string {
-	return fmt.Sprintf("%d requests ok, %d failed, %d dials, %d migrated, %d redialled, %d instances in %s; slowest %v",
-		s.OK, s.Failed, s.Dials, s.Migrated, s.Redialled, len(s.Instances), s.Elapsed.Round(time.Millisecond), s.Slowest)
+	return fmt.Sprintf("%d requests ok, %d failed (%d could not connect, %d refused), %d dials, %d migrated, %d redialled, %d instances in %s; slowest %v",
+		s.OK, s.Failed, s.ConnectFailed, s.Refused, s.Dials, s.Migrated, s.Redialled, len(s.Instances), s.Elapsed.Round(time.Millisecond), s.Slowest)
 }
