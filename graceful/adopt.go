@@ -24,6 +24,7 @@ type inheritance struct {
 	migrate bool               // both sides want FeatureMigrate
 	stream  bool               // and FeatureStreamConns
 	pid     int                // the predecessor's, as it says (0: it did not)
+	ns      ownNetNS           // this process's network namespace
 }
 
 // matchKey is what an inherited item is, as its meta says (see
@@ -36,7 +37,7 @@ type matchKey struct {
 // indexes the other items by what they are. On error b is the caller's to
 // close.
 func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
-	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len())}
+	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len()), ns: currentOwnNetNS()}
 	handoff := -1
 	for i, it := range b.Items() {
 		k := matchKey{
@@ -108,7 +109,8 @@ func (in *inheritance) convert() error {
 		}
 		idx, fds, ks = append(idx, i), append(fds, f), append(ks, it.Kind)
 	}
-	vals, err := kinds.ToValues(fds, ks, nil)
+	// unixmsg checked every kind on receipt.
+	vals, err := kinds.ToValuesVerified(fds, ks, nil)
 	if err != nil {
 		return err
 	}
@@ -136,7 +138,7 @@ func (in *inheritance) take(k matchKey, want kinds.Kind, log *slog.Logger) (any,
 			continue
 		}
 		if v, ok := in.vals[i]; ok {
-			if err := checkSocket(v, k.network, k.addr, ns); err != nil {
+			if err := checkSocket(v, k.network, k.addr, ns, in.ns); err != nil {
 				// Closed at Ready with what nobody adopted.
 				log.Warn("graceful: inherited socket does not match its label; left unused",
 					slog.String("addr", k.addr), slog.Any("error", err))

@@ -3,6 +3,7 @@
 package graceful
 
 import (
+	"runtime"
 	"syscall"
 
 	"github.com/fdpass/fdpass/fd"
@@ -27,18 +28,65 @@ func currentNetNS() string {
 // in, where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), else returns
 // def.
 func socketNetNS(v any, def string) string {
-	sc, ok := v.(syscall.Conn)
-	if !ok {
-		return def
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return def
-	}
 	var id fd.ID
 	var ierr error
-	if err := rc.Control(func(s uintptr) { id, ierr = kinds.SocketNetNS(int(s)) }); err != nil || ierr != nil {
+	if err := control(v, func(s int) { id, ierr = kinds.SocketNetNS(s) }); err != nil || ierr != nil {
 		return def
 	}
 	return id.String()
+}
+
+// ownNetNS is the calling thread's network namespace, named twice: by
+// identity (currentNetNS) and by the number the kernel gives it
+// (SO_NETNS_COOKIE, Linux 5.14 and later; 0 where it has none), which
+// every socket created in it answers with one getsockopt(2), no
+// privilege needed. SIOCGSKNS, by contrast, opens the namespace as a file
+// for each socket (an ioctl, an fstat and a close) and needs
+// CAP_NET_ADMIN.
+type ownNetNS struct {
+	id     string
+	cookie uint64
+}
+
+func currentOwnNetNS() ownNetNS {
+	// One thread for both names.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ns := ownNetNS{id: currentNetNS()}
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ns
+	}
+	defer unix.Close(s)
+	if c, err := unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE); err == nil {
+		ns.cookie = c
+	}
+	return ns
+}
+
+// holds reports whether the socket behind v was created in ns; known is
+// false where the kernel does not say.
+func (ns ownNetNS) holds(v any) (in, known bool) {
+	if ns.cookie == 0 {
+		return false, false
+	}
+	var c uint64
+	var cerr error
+	if err := control(v, func(s int) { c, cerr = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE) }); err != nil || cerr != nil {
+		return false, false
+	}
+	return c == ns.cookie, true
+}
+
+// control runs f on the descriptor behind v.
+func control(v any, f func(int)) error {
+	sc, ok := v.(syscall.Conn)
+	if !ok {
+		return syscall.EINVAL
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(s uintptr) { f(int(s)) })
 }

@@ -11,14 +11,16 @@ import (
 // before Listen or ListenPacket adopts an inherited socket, its kind has
 // been checked on receipt (unixmsg), and here its bound address is held
 // against the address it is labelled with, and its network namespace,
-// where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), against the one
-// asked for. A socket that does not match is left unused (and closed at
-// Ready); Listen then creates one.
+// where the kernel tells, against the one asked for: for this process's
+// own namespace (Listen, ListenPacket) by the namespace's cookie
+// (SO_NETNS_COOKIE), else by its identity (SIOCGSKNS, which needs
+// CAP_NET_ADMIN). A socket that does not match is left unused (and closed
+// at Ready); Listen then creates one.
 
 // checkSocket returns why v, an inherited listener or packet socket
 // labelled network and addr, does not match, or nil. want is the network
-// namespace Listen asks for.
-func checkSocket(v any, network, addr, want string) error {
+// namespace Listen asks for; own is this process's.
+func checkSocket(v any, network, addr, want string, own ownNetNS) error {
 	var local net.Addr
 	switch v := v.(type) {
 	case net.Listener:
@@ -30,6 +32,14 @@ func checkSocket(v any, network, addr, want string) error {
 	}
 	if err := checkAddr(local, network, addr); err != nil {
 		return err
+	}
+	if want != "" && want == own.id {
+		if in, known := own.holds(v); known {
+			if !in {
+				return fmt.Errorf("in another network namespace than this process's (%s)", want)
+			}
+			return nil
+		}
 	}
 	if want != "" {
 		if got := socketNetNS(v, ""); got != "" && got != want {
