@@ -17,10 +17,21 @@ import (
 // CAP_NET_ADMIN). A socket that does not match is left unused (and closed
 // at Ready); Listen then creates one.
 
+// nsAnswer says whether a socket was created in this process's network
+// namespace, as its cookie tells (ownNetNS.homes).
+type nsAnswer int8
+
+const (
+	nsUnknown   nsAnswer = iota // the kernel did not say
+	nsHere                      // in this process's namespace
+	nsElsewhere                 // in another
+)
+
 // checkSocket returns why v, an inherited listener or packet socket
 // labelled network and addr, does not match, or nil. want is the network
-// namespace Listen asks for; own is this process's.
-func checkSocket(v any, network, addr, want string, own ownNetNS) error {
+// namespace Listen asks for; own is this process's, and home whether v's
+// socket is in it.
+func checkSocket(v any, network, addr, want string, own ownNetNS, home nsAnswer) error {
 	var local net.Addr
 	switch v := v.(type) {
 	case net.Listener:
@@ -33,13 +44,11 @@ func checkSocket(v any, network, addr, want string, own ownNetNS) error {
 	if err := checkAddr(local, network, addr); err != nil {
 		return err
 	}
-	if want != "" && want == own.id {
-		if in, known := own.holds(v); known {
-			if !in {
-				return fmt.Errorf("in another network namespace than this process's (%s)", want)
-			}
-			return nil
+	if want != "" && want == own.id && home != nsUnknown {
+		if home == nsElsewhere {
+			return fmt.Errorf("in another network namespace than this process's (%s)", want)
 		}
+		return nil
 	}
 	if want != "" {
 		if got := socketNetNS(v, ""); got != "" && got != want {
