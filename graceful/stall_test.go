@@ -151,20 +151,8 @@ func TestStalledSuccessor(t *testing.T) {
 			restartCheckLeaks(t)
 			path := filepath.Join(t.TempDir(), "h.sock")
 			logs := make(chan string, 1000)
-			p, err := graceful.New(graceful.Options{Path: path, Timeout: timeout, QuiesceTimeout: time.Second, Migrate: true,
+			p, _ := readyGeneration(t, graceful.Options{Path: path, Timeout: timeout, QuiesceTimeout: time.Second, Migrate: true,
 				Logger: slog.New(chanHandler(logs))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			ln, err := p.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			if err := p.Ready(); err != nil {
-				t.Fatal(err)
-			}
 			clients := make([]net.Conn, 4)
 			for i := range clients {
 				clients[i] = trackedEcho(t, p)

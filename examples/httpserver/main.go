@@ -7,6 +7,8 @@
 //	curl localhost:3333
 //	go run ./examples/httpserver &   # takes over; the first one exits
 //	curl localhost:3333
+//	kill -HUP %1                     # the running instance starts its successor
+//	go run ./examples/httpserver -reload   # the same, and waits for the verdict
 //
 // Every response says which instance served it. The handoff socket
 // (-graceful) is where a new instance finds the running one; it passes to
@@ -33,7 +35,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -41,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/cli"
 	"github.com/fdpass/fdpass/graceful"
 )
 
@@ -49,13 +51,14 @@ import (
 const rolledBack = "graceful: handoff rolled back; still serving"
 
 func main() {
-	sock := flag.String("graceful", "/tmp/graceful.sock", "handoff socket `path` (or @abstract name)")
+	handoff := cli.Flags("httpserver")
 	addr := flag.String("listen", "localhost:3333", "HTTP listen `address`")
 	drain := flag.Duration("drain", 10*time.Second, "how long the old instance waits for requests in hand")
 	failBeforeReady := flag.Bool("fail-before-ready", false, "take the descriptors over, then exit without saying READY (to watch a rollback)")
 	verbose := flag.Bool("v", false, "log handoffs to standard error")
 	flag.Parse()
-	if err := run(*sock, *addr, *drain, *failBeforeReady, *verbose); err != nil {
+	handoff.Reload()
+	if err := run(handoff.Path(), *addr, *drain, *failBeforeReady, *verbose); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -119,11 +122,14 @@ wait:
 			break wait
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				// systemctl reload: start the successor ourselves, so
-				// that it runs in the service's control group.
-				if err := startSuccessor(); err != nil {
-					log.Printf("reload: %v", err)
-				}
+				// Start the successor, this binary again; Exit closes
+				// once it has taken over. On failure this instance
+				// serves on.
+				go func() {
+					if err := p.Upgrade(context.Background()); err != nil {
+						log.Printf("reload: %v", err)
+					}
+				}()
 				continue
 			}
 			// Stopping with no successor: under systemd, park the
@@ -153,18 +159,6 @@ wait:
 	}
 	fmt.Printf("exit pid=%d served=%d\n", os.Getpid(), served.Load())
 	return err
-}
-
-// startSuccessor runs this program again with the same arguments; it takes
-// over through the handoff socket.
-func startSuccessor() error {
-	cmd := exec.Command(os.Args[0], os.Args[1:]...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	go cmd.Wait()
-	return nil
 }
 
 // events prints a "rollback" event line for each rollback the Process
