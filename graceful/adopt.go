@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 
 	"github.com/fdpass/fdpass/fd"
@@ -19,11 +20,13 @@ import (
 type inheritance struct {
 	batch   *unixmsg.Batch
 	avail   map[matchKey][]int // untaken items of batch
-	vals    map[int]any        // items of batch converted ahead, until taken
+	vals    []any              // items of batch converted ahead, by index, until taken
+	homes   []nsAnswer         // whether each of vals is in ns
 	pred    *unixmsg.Conn      // to the predecessor
 	migrate bool               // both sides want FeatureMigrate
 	stream  bool               // and FeatureStreamConns
 	pid     int                // the predecessor's, as it says (0: it did not)
+	ns      ownNetNS           // this process's network namespace
 }
 
 // matchKey is what an inherited item is, as its meta says (see
@@ -36,7 +39,7 @@ type matchKey struct {
 // indexes the other items by what they are. On error b is the caller's to
 // close.
 func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
-	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len())}
+	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len()), ns: currentOwnNetNS()}
 	handoff := -1
 	for i, it := range b.Items() {
 		k := matchKey{
@@ -77,6 +80,9 @@ func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
 		return nil, err
 	}
 	p.ln = uln
+	// Room for a registration per inherited item, most of which will be
+	// adopted, at once rather than doubling as Listen goes.
+	p.regs = slices.Grow(p.regs, b.Len())
 	p.register(uln, handoffmsg.RoleHandoff, "unixpacket", p.opts.Path, "")
 	return in, nil
 }
@@ -108,13 +114,19 @@ func (in *inheritance) convert() error {
 		}
 		idx, fds, ks = append(idx, i), append(fds, f), append(ks, it.Kind)
 	}
-	vals, err := kinds.ToValues(fds, ks, nil)
+	// Whether each socket is in this process's namespace, read now, on
+	// every processor, rather than one by one as Listen asks.
+	homes := in.ns.homes(fds)
+	// unixmsg checked every kind on receipt.
+	vals, err := kinds.ToValuesVerified(fds, ks, nil)
 	if err != nil {
 		return err
 	}
-	in.vals = make(map[int]any, len(vals))
+	in.vals = make([]any, in.batch.Len())
+	in.homes = make([]nsAnswer, in.batch.Len())
 	for j, v := range vals {
 		in.vals[idx[j]] = v
+		in.homes[idx[j]] = homes[j]
 	}
 	return nil
 }
@@ -143,14 +155,14 @@ func (in *inheritance) takeUnder(k matchKey, ns string, want kinds.Kind, log *sl
 				slog.String("addr", k.addr), slog.String("kind", got.String()), slog.String("want", want.String()))
 			continue
 		}
-		if v, ok := in.vals[i]; ok {
-			if err := checkSocket(v, k.network, k.addr, ns); err != nil {
+		if v := in.vals[i]; v != nil {
+			if err := checkSocket(v, k.network, k.addr, ns, in.ns, in.homes[i]); err != nil {
 				// Closed at Ready with what nobody adopted.
 				log.Warn("graceful: inherited socket does not match its label; left unused",
 					slog.String("addr", k.addr), slog.Any("error", err))
 				continue
 			}
-			delete(in.vals, i)
+			in.vals[i] = nil
 			return v, -1, true, nil
 		}
 		f, err := in.batch.TakeFDAt(i)
@@ -174,7 +186,11 @@ func (in *inheritance) takeNamed(name string) (int, bool, error) {
 // release closes what was not adopted, and returns how many there were.
 // The connection to the predecessor stays open.
 func (in *inheritance) release() (unused int) {
-	unused = len(in.vals)
+	for _, v := range in.vals {
+		if v != nil {
+			unused++
+		}
+	}
 	for i := range in.batch.Len() {
 		if !in.batch.Taken(i) {
 			unused++
@@ -186,6 +202,6 @@ func (in *inheritance) release() (unused int) {
 			c.Close()
 		}
 	}
-	in.avail, in.vals = nil, nil
+	in.avail, in.vals, in.homes = nil, nil, nil
 	return unused
 }

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"golang.org/x/sys/unix"
 )
 
 var _ = registerRestartRole("migbench", roleMigBench)
@@ -108,6 +111,15 @@ func roleMigBench() error {
 	if err != nil {
 		return err
 	}
+	// How many connections carry bytes their client sent that no reader
+	// here has seen: handed over with them, or waiting in the socket
+	// (read after Ready, before anything is served).
+	unread := 0
+	for _, c := range conns {
+		if c.Buffered() > 0 || pendingBytes(c.Conn) > 0 {
+			unread++
+		}
+	}
 	for _, c := range conns {
 		if !bytes.Equal(c.State(), benchState(c.RemoteAddr())) {
 			badState.Add(1)
@@ -115,7 +127,7 @@ func roleMigBench() error {
 		serve(c, c.State())
 	}
 	stop = profile("predecessor")
-	say("ready gen=%d addr=%s migrated=%d badstate=%d took=%d cpu=%d", gen, ln.Addr(), len(conns), badState.Load(), took.Microseconds(), cpu.Microseconds())
+	say("ready gen=%d addr=%s migrated=%d badstate=%d unread=%d took=%d cpu=%d", gen, ln.Addr(), len(conns), badState.Load(), unread, took.Microseconds(), cpu.Microseconds())
 	<-p.Exit()
 	stop()
 	ln.Close()
@@ -126,6 +138,21 @@ func roleMigBench() error {
 	}
 	say("exit gen=%d", gen)
 	return nil
+}
+
+// pendingBytes returns how many bytes wait in c's socket to be read.
+func pendingBytes(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(s uintptr) { n, _ = unix.IoctlGetInt(int(s), unix.SIOCINQ) })
+	return n
 }
 
 // cpuTime returns the CPU time this process has spent, on all processors.
@@ -206,15 +233,32 @@ func pingAll(b *testing.B, conns []net.Conn, gen uint64) {
 //
 //	go test -run '^$' -bench BenchmarkMigrate -benchtime 5x ./graceful/
 //
-// On the project's 2-core VM: 158-220 ms/migration (target 200), bound by
-// CPU on both cores, which the two processes share: the predecessor
-// interrupts its readers a batch or two ahead of the CONNS batches it
-// streams, and the successor receives, checks each kind, registers each
-// socket with the poller, and touches fresh memory at 12-15 µs a page.
-// successor-cpu-ms/migration is the successor's CPU time during Ready, on
-// all processors. GT_MIGRATE_CONNS sets another count; GT_CPUPROFILE=dir
-// writes CPU profiles of both sides.
+// It runs twice:
+//
+//   - idle: the clients wait while the connections move;
+//   - busy: every client sends a line (in two writes a millisecond apart)
+//     and reads its answer twice a second (20,000 lines a second in all),
+//     through the migrations, so that readers are busy when the migration
+//     interrupts them, some in the middle of a line, and
+//     connections move with bytes nobody has read yet (unread-conns/op
+//     counts those the successor found so, a lower bound as bytes still
+//     arrive). Every line must be answered once, in order, by the
+//     generation that read it or a later one.
+//
+// On the project's 2-core VM: 158-220 ms/migration idle (target 200),
+// bound by CPU on both cores, which the two processes share: the
+// predecessor interrupts its readers a batch or two ahead of the CONNS
+// batches it streams, and the successor receives, checks each kind,
+// registers each socket with the poller, and touches fresh memory at
+// 12-15 µs a page. successor-cpu-ms/migration is the successor's CPU time
+// during Ready, on all processors. GT_MIGRATE_CONNS sets another count;
+// GT_CPUPROFILE=dir writes CPU profiles of both sides.
 func BenchmarkMigrate(b *testing.B) {
+	b.Run("idle", func(b *testing.B) { benchMigrate(b, false) })
+	b.Run("busy", func(b *testing.B) { benchMigrate(b, true) })
+}
+
+func benchMigrate(b *testing.B, busy bool) {
 	n := 10000
 	if s := os.Getenv("GT_MIGRATE_CONNS"); s != "" {
 		n, _ = strconv.Atoi(s)
@@ -230,7 +274,12 @@ func BenchmarkMigrate(b *testing.B) {
 		}
 	}()
 	pingAll(b, conns, 1)
+	var load *busyClients
+	if busy {
+		load = startBusy(conns, 500*time.Millisecond)
+	}
 	var total, cpu time.Duration
+	unread := 0
 	gen := uint64(1)
 	b.ResetTimer()
 	for range b.N {
@@ -239,19 +288,101 @@ func BenchmarkMigrate(b *testing.B) {
 		line := next.expect(fmt.Sprintf("ready gen=%d ", gen))
 		b.StopTimer()
 		if field(line, "migrated") != strconv.Itoa(n) || field(line, "badstate") != "0" {
+			if load != nil {
+				load.stop()
+			}
 			b.Fatalf("generation %d: %s, want %d connections migrated with their state", gen, line, n)
 		}
 		us, _ := strconv.Atoi(field(line, "took"))
 		total += time.Duration(us) * time.Microsecond
 		us, _ = strconv.Atoi(field(line, "cpu"))
 		cpu += time.Duration(us) * time.Microsecond
+		u, _ := strconv.Atoi(field(line, "unread"))
+		unread += u
 		prev.expect(fmt.Sprintf("exit gen=%d", gen-1))
 		prev.mustExit()
 		prev = next
 		b.StartTimer()
 	}
 	b.StopTimer()
+	if load != nil {
+		lines, err := load.stop()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if unread == 0 {
+			b.Fatalf("no connection moved with unread bytes in %d migrations under load", b.N)
+		}
+		b.ReportMetric(float64(lines)/float64(b.N), "lines/op")
+		b.ReportMetric(float64(unread)/float64(b.N), "unread-conns/op")
+	}
 	pingAll(b, conns, gen)
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/migration")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "successor-cpu-ms/migration")
+}
+
+// busyClients keeps every connection sending: a line, then its answer,
+// each period, until stopped.
+type busyClients struct {
+	done  chan struct{}
+	wg    sync.WaitGroup
+	lines atomic.Int64
+	bad   atomic.Value
+}
+
+// startBusy starts a client on each of conns, which send a numbered line
+// every period (the first after a random part of it, so that they spread)
+// and check that its answer comes back next, from the generation serving
+// then or a later one.
+func startBusy(conns []net.Conn, period time.Duration) *busyClients {
+	l := &busyClients{done: make(chan struct{})}
+	for i, c := range conns {
+		l.wg.Go(func() {
+			r := bufio.NewReader(c)
+			wait := time.Duration(rand.Int64N(int64(period)))
+			lastGen := uint64(0)
+			for seq := 0; ; seq++ {
+				select {
+				case <-l.done:
+					return
+				case <-time.After(wait):
+				}
+				wait = period
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				msg := fmt.Sprintf("busy %d %d\n", i, seq)
+				// In two writes a millisecond apart, so that some
+				// readers are interrupted in the middle of a line.
+				_, err := io.WriteString(c, msg[:5])
+				if err == nil {
+					time.Sleep(time.Millisecond)
+					_, err = io.WriteString(c, msg[5:])
+				}
+				if err != nil {
+					l.bad.Store(fmt.Errorf("connection %d, line %d: %w", i, seq, err))
+					return
+				}
+				answer, err := r.ReadString('\n')
+				g, rest, ok := strings.Cut(answer, " ")
+				gen, gerr := strconv.ParseUint(g, 10, 64)
+				if err != nil || !ok || gerr != nil || rest != msg || gen < lastGen {
+					l.bad.Store(fmt.Errorf("connection %d: answer %q, %v; want %q from generation %d or later", i, answer, err, msg, lastGen))
+					return
+				}
+				lastGen = gen
+				l.lines.Add(1)
+			}
+		})
+	}
+	return l
+}
+
+// stop stops the clients once their lines in flight are answered, and
+// returns how many lines were answered, or the first wrong answer.
+func (l *busyClients) stop() (int64, error) {
+	close(l.done)
+	l.wg.Wait()
+	if err, ok := l.bad.Load().(error); ok {
+		return l.lines.Load(), err
+	}
+	return l.lines.Load(), nil
 }

@@ -307,7 +307,7 @@ func offerRun(o *offerPool, itemBytes, askBytes []byte) error {
 		held := func() []bool {
 			h := make([]bool, b.Len())
 			for i := range h {
-				_, converted := in.vals[i]
+				converted := i < len(in.vals) && in.vals[i] != nil
 				h[i] = !b.Taken(i) || converted
 			}
 			return h
@@ -536,9 +536,9 @@ const (
 	aLoopback0, aAny0, aUnix, aPacket, aGram, aUDP, aAnyUDP, aDevNull, aName, aJunk, aService, aLocalhost0, aMapped4 = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23
 
 	// The item's namespace byte.
-	nsHere, nsNone, nsOther = 0, 1, 2
-	nsNoKey                 = 4
-	nsExtraMeta             = 8
+	itemNSHere, itemNSNone, itemNSOther = 0, 1, 2
+	nsNoKey                             = 4
+	nsExtraMeta                         = 8
 
 	// The request's what byte.
 	askListen, askPacket, askFile, askNamed = 0, 1, 2, 3
@@ -562,53 +562,53 @@ func offerSeeds() []offerSeed {
 	handoff := it(vPacket, rHandoff, nUnixpacket, aPacket, nsNoKey)
 	return []offerSeed{
 		{name: "predecessor-like", add: true,
-			items: cat(handoff, it(vT4, rListener, nTCP, a4, nsHere), it(vUDP, rPacket, nUDP, aUDP, nsHere),
-				it(vNull, rFile, nFlag2, aDevNull, nsNoKey), it(vT6, rListener, nTCP6, a6, nsHere), it(vUnix, rListener, nUnix, aUnix, nsHere),
+			items: cat(handoff, it(vT4, rListener, nTCP, a4, itemNSHere), it(vUDP, rPacket, nUDP, aUDP, itemNSHere),
+				it(vNull, rFile, nFlag2, aDevNull, nsNoKey), it(vT6, rListener, nTCP6, a6, itemNSHere), it(vUnix, rListener, nUnix, aUnix, itemNSHere),
 				it(vNull, rNamed, nEmpty, aName, nsNoKey)),
 			asks: cat(ask(askListen, nTCP, a4, 0), ask(askPacket, nUDP, aUDP, 0), ask(askFile, 0, aDevNull, flagRDWR),
 				ask(askListen, nTCP6, a6, 0), ask(askListen, nUnix, aUnix, 0), ask(askNamed, 0, aName, 0))},
-		{name: "asked-twice", items: cat(handoff, it(vT4, rListener, nTCP, a4, nsHere)),
+		{name: "asked-twice", items: cat(handoff, it(vT4, rListener, nTCP, a4, itemNSHere)),
 			asks: cat(ask(askListen, nTCP, a4, 0), ask(askListen, nTCP, a4, 0))},
 		{name: "no-netns-key", items: cat(handoff, it(vT4, rListener, nTCP, a4, nsNoKey)), asks: ask(askListen, nTCP, a4, 0)},
-		{name: "netns-other", items: cat(handoff, it(vT4, rListener, nTCP, a4, nsOther)), asks: cat(ask(askListen, nTCP, a4, 0), ask(askListen, nTCP, a4, askOtherNS)), add: true},
+		{name: "netns-other", items: cat(handoff, it(vT4, rListener, nTCP, a4, itemNSOther)), asks: cat(ask(askListen, nTCP, a4, 0), ask(askListen, nTCP, a4, askOtherNS)), add: true},
 		{name: "netns-none-asked-other", items: cat(handoff, it(vT4, rListener, nTCP, a4, nsNoKey)), asks: ask(askListen, nTCP, a4, askOtherNS)},
-		{name: "netns-exact-bad-none-good", items: cat(handoff, it(vT4Any, rListener, nTCP, a4, nsHere), it(vT4, rListener, nTCP, a4, nsNoKey)),
+		{name: "netns-exact-bad-none-good", items: cat(handoff, it(vT4Any, rListener, nTCP, a4, itemNSHere), it(vT4, rListener, nTCP, a4, nsNoKey)),
 			asks: ask(askListen, nTCP, a4, 0)},
-		{name: "bound-any-labelled-loopback", items: cat(handoff, it(vT4Any, rListener, nTCP4, aLoopback0, nsHere)), asks: ask(askListen, nTCP4, aLoopback0, 0)},
-		{name: "bound-loopback-labelled-any", items: cat(handoff, it(vT4, rListener, nTCP, aAny4Port, nsHere)), asks: ask(askListen, nTCP, aAny4Port, 0)},
-		{name: "port-0-label", items: cat(handoff, it(vT4, rListener, nTCP, aLoopback0, nsHere)), asks: ask(askListen, nTCP, aLoopback0, 0)},
-		{name: "host-name-label", items: cat(handoff, it(vT4, rListener, nTCP, aLocalhost4, nsHere), it(vT4, rListener, nTCP, aLocalhost0, nsHere)),
+		{name: "bound-any-labelled-loopback", items: cat(handoff, it(vT4Any, rListener, nTCP4, aLoopback0, itemNSHere)), asks: ask(askListen, nTCP4, aLoopback0, 0)},
+		{name: "bound-loopback-labelled-any", items: cat(handoff, it(vT4, rListener, nTCP, aAny4Port, itemNSHere)), asks: ask(askListen, nTCP, aAny4Port, 0)},
+		{name: "port-0-label", items: cat(handoff, it(vT4, rListener, nTCP, aLoopback0, itemNSHere)), asks: ask(askListen, nTCP, aLoopback0, 0)},
+		{name: "host-name-label", items: cat(handoff, it(vT4, rListener, nTCP, aLocalhost4, itemNSHere), it(vT4, rListener, nTCP, aLocalhost0, itemNSHere)),
 			asks: cat(ask(askListen, nTCP, aLocalhost4, 0), ask(askListen, nTCP, aLocalhost0, 0))},
-		{name: "service-name-label", items: cat(handoff, it(vT4, rListener, nTCP, aService, nsHere)), asks: ask(askListen, nTCP, aService, 0)},
-		{name: "mapped-label", items: cat(handoff, it(vT4, rListener, nTCP, aMapped4, nsHere)), asks: ask(askListen, nTCP, aMapped4, 0)},
-		{name: "junk-label", items: cat(handoff, it(vT4, rListener, nTCP, aJunk, nsHere)), asks: ask(askListen, nTCP, aJunk, 0)},
-		{name: "v6-labelled-tcp4", items: cat(handoff, it(vTAny, rListener, nTCP4, aAnyPort, nsHere)), asks: ask(askListen, nTCP4, aAnyPort, 0)},
-		{name: "v6-any-labelled-tcp", items: cat(handoff, it(vTAny, rListener, nTCP, aAnyPort, nsHere), it(vTAny, rListener, nTCP6, aV6AnyPort, nsHere)),
+		{name: "service-name-label", items: cat(handoff, it(vT4, rListener, nTCP, aService, itemNSHere)), asks: ask(askListen, nTCP, aService, 0)},
+		{name: "mapped-label", items: cat(handoff, it(vT4, rListener, nTCP, aMapped4, itemNSHere)), asks: ask(askListen, nTCP, aMapped4, 0)},
+		{name: "junk-label", items: cat(handoff, it(vT4, rListener, nTCP, aJunk, itemNSHere)), asks: ask(askListen, nTCP, aJunk, 0)},
+		{name: "v6-labelled-tcp4", items: cat(handoff, it(vTAny, rListener, nTCP4, aAnyPort, itemNSHere)), asks: ask(askListen, nTCP4, aAnyPort, 0)},
+		{name: "v6-any-labelled-tcp", items: cat(handoff, it(vTAny, rListener, nTCP, aAnyPort, itemNSHere), it(vTAny, rListener, nTCP6, aV6AnyPort, itemNSHere)),
 			asks: cat(ask(askListen, nTCP, aAnyPort, 0), ask(askListen, nTCP6, aV6AnyPort, 0))},
-		{name: "v4-labelled-tcp6", items: cat(handoff, it(vT4Any, rListener, nTCP6, aAny4Any, nsHere)), asks: ask(askListen, nTCP6, aAny4Any, 0)},
-		{name: "packet-labelled-unix", items: cat(handoff, it(vPacket, rListener, nUnix, aPacket, nsHere)), asks: ask(askListen, nUnix, aPacket, 0)},
-		{name: "stream-labelled-unixpacket", items: cat(handoff, it(vUnix, rListener, nUnixpacket, aUnix, nsHere)), asks: ask(askListen, nUnixpacket, aUnix, 0)},
-		{name: "unix-path-mismatch", items: cat(handoff, it(vUnix, rListener, nUnix, aPacket, nsHere)), asks: ask(askListen, nUnix, aPacket, 0)},
-		{name: "udp-labelled-listener", items: cat(handoff, it(vUDP, rListener, nTCP, aUDP, nsHere)), asks: ask(askListen, nTCP, aUDP, 0)},
-		{name: "listener-labelled-packet", items: cat(handoff, it(vT4, rPacket, nUDP, a4, nsHere)), asks: ask(askPacket, nUDP, a4, 0)},
-		{name: "gram", items: cat(handoff, it(vGram, rPacket, nUnixgram, aGram, nsHere)), asks: ask(askPacket, nUnixgram, aGram, 0)},
-		{name: "udp6-labelled", items: cat(handoff, it(vUDP, rPacket, nUDP6, aUDP, nsHere)), asks: ask(askPacket, nUDP6, aUDP, 0)},
-		{name: "conn-labelled-listener", items: cat(handoff, it(vConn, rListener, nTCP, a4, nsHere)), asks: ask(askListen, nTCP, a4, 0)},
+		{name: "v4-labelled-tcp6", items: cat(handoff, it(vT4Any, rListener, nTCP6, aAny4Any, itemNSHere)), asks: ask(askListen, nTCP6, aAny4Any, 0)},
+		{name: "packet-labelled-unix", items: cat(handoff, it(vPacket, rListener, nUnix, aPacket, itemNSHere)), asks: ask(askListen, nUnix, aPacket, 0)},
+		{name: "stream-labelled-unixpacket", items: cat(handoff, it(vUnix, rListener, nUnixpacket, aUnix, itemNSHere)), asks: ask(askListen, nUnixpacket, aUnix, 0)},
+		{name: "unix-path-mismatch", items: cat(handoff, it(vUnix, rListener, nUnix, aPacket, itemNSHere)), asks: ask(askListen, nUnix, aPacket, 0)},
+		{name: "udp-labelled-listener", items: cat(handoff, it(vUDP, rListener, nTCP, aUDP, itemNSHere)), asks: ask(askListen, nTCP, aUDP, 0)},
+		{name: "listener-labelled-packet", items: cat(handoff, it(vT4, rPacket, nUDP, a4, itemNSHere)), asks: ask(askPacket, nUDP, a4, 0)},
+		{name: "gram", items: cat(handoff, it(vGram, rPacket, nUnixgram, aGram, itemNSHere)), asks: ask(askPacket, nUnixgram, aGram, 0)},
+		{name: "udp6-labelled", items: cat(handoff, it(vUDP, rPacket, nUDP6, aUDP, itemNSHere)), asks: ask(askPacket, nUDP6, aUDP, 0)},
+		{name: "conn-labelled-listener", items: cat(handoff, it(vConn, rListener, nTCP, a4, itemNSHere)), asks: ask(askListen, nTCP, a4, 0)},
 		{name: "file-flags", items: cat(handoff, it(vNull, rFile, nFlag0, aDevNull, nsNoKey), it(vNull, rFile, nFlagAppend, aDevNull, nsNoKey)),
 			asks: cat(ask(askFile, 0, aDevNull, flagRDWR), ask(askFile, 0, aDevNull, flagRDONLY), ask(askFile, 0, aDevNull, flagAppend))},
-		{name: "file-with-netns", items: cat(handoff, it(vNull, rFile, nFlag0, aDevNull, nsHere)), asks: ask(askFile, 0, aDevNull, flagRDONLY)},
+		{name: "file-with-netns", items: cat(handoff, it(vNull, rFile, nFlag0, aDevNull, itemNSHere)), asks: ask(askFile, 0, aDevNull, flagRDONLY)},
 		{name: "socket-labelled-file", items: cat(handoff, it(vT4, rFile, nFlag0, aDevNull, nsNoKey)), asks: ask(askFile, 0, aDevNull, flagRDONLY)},
 		{name: "named-any-kind", items: cat(handoff, it(vT4, rNamed, nEmpty, aName, nsNoKey), it(vNull, rNamed, nTCP, aName, nsNoKey)),
 			asks: cat(ask(askNamed, 0, aName, 0), ask(askNamed, 0, aName, 0))},
-		{name: "roles-unknown", items: cat(handoff, it(vT4, rConn, nTCP, a4, nsHere), it(vT4, rEmpty, nTCP, a4, nsHere), it(vT4, rCaps, nTCP, a4, nsHere)),
+		{name: "roles-unknown", items: cat(handoff, it(vT4, rConn, nTCP, a4, itemNSHere), it(vT4, rEmpty, nTCP, a4, itemNSHere), it(vT4, rCaps, nTCP, a4, itemNSHere)),
 			asks: ask(askListen, nTCP, a4, 0)},
-		{name: "extra-meta", items: cat(handoff, it(vT4, rListener, nTCP, a4, nsHere|nsExtraMeta)), asks: ask(askListen, nTCP, a4, 0)},
-		{name: "listen-unsupported-network", items: cat(handoff, it(vUDP, rListener, nUDP, aUDP, nsHere)), asks: ask(askListen, nUDP, aUDP, 0)},
+		{name: "extra-meta", items: cat(handoff, it(vT4, rListener, nTCP, a4, itemNSHere|nsExtraMeta)), asks: ask(askListen, nTCP, a4, 0)},
+		{name: "listen-unsupported-network", items: cat(handoff, it(vUDP, rListener, nUDP, aUDP, itemNSHere)), asks: ask(askListen, nUDP, aUDP, 0)},
 		{name: "handoff-only", items: handoff, add: true},
 		{name: "handoff-extra-meta", items: it(vPacket, rHandoff, nUnixpacket, aPacket, nsExtraMeta)},
-		{name: "no-handoff", items: it(vT4, rListener, nTCP, a4, nsHere)},
+		{name: "no-handoff", items: it(vT4, rListener, nTCP, a4, itemNSHere)},
 		{name: "two-handoffs", items: cat(handoff, handoff)},
-		{name: "handoff-of-wrong-kind", items: it(vT4, rHandoff, nTCP, a4, nsHere)},
+		{name: "handoff-of-wrong-kind", items: it(vT4, rHandoff, nTCP, a4, itemNSHere)},
 		{name: "handoff-stream-listener", items: it(vUnix, rHandoff, nUnix, aUnix, nsNoKey)},
 		{name: "empty", items: nil},
 	}

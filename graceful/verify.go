@@ -13,15 +13,27 @@ import (
 // been checked on receipt (unixmsg), and here its bound address is held
 // against the address it is labelled with (and its type or family
 // against the network: SOCK_SEQPACKET for unixpacket, AF_INET for tcp4),
-// and its network namespace,
-// where the kernel tells (SIOCGSKNS needs CAP_NET_ADMIN), against the one
-// asked for. A socket that does not match is left unused (and closed at
-// Ready); Listen then creates one.
+// and its network namespace, where the kernel tells, against the one
+// asked for: for this process's own namespace (Listen, ListenPacket) by
+// the namespace's cookie (SO_NETNS_COOKIE), else by its identity
+// (SIOCGSKNS, which needs CAP_NET_ADMIN). A socket that does not match is
+// left unused (and closed at Ready); Listen then creates one.
+
+// nsAnswer says whether a socket was created in this process's network
+// namespace, as its cookie tells (ownNetNS.homes).
+type nsAnswer int8
+
+const (
+	nsUnknown   nsAnswer = iota // the kernel did not say
+	nsHere                      // in this process's namespace
+	nsElsewhere                 // in another
+)
 
 // checkSocket returns why v, an inherited listener or packet socket
 // labelled network and addr, does not match, or nil. want is the network
-// namespace Listen asks for.
-func checkSocket(v any, network, addr, want string) error {
+// namespace Listen asks for; own is this process's, and home whether v's
+// socket is in it.
+func checkSocket(v any, network, addr, want string, own ownNetNS, home nsAnswer) error {
 	var local net.Addr
 	switch v := v.(type) {
 	case net.Listener:
@@ -33,6 +45,12 @@ func checkSocket(v any, network, addr, want string) error {
 	}
 	if err := checkAddr(local, network, addr); err != nil {
 		return err
+	}
+	if want != "" && want == own.id && home != nsUnknown {
+		if home == nsElsewhere {
+			return fmt.Errorf("in another network namespace than this process's (%s)", want)
+		}
+		return nil
 	}
 	if want != "" {
 		if got := socketNetNS(v, ""); got != "" && got != want {

@@ -352,7 +352,23 @@ func ToValues(fds []int, ks []Kind, names []string) ([]any, error) {
 		}
 		return nil, fmt.Errorf("kinds: ToValues: %d descriptors, %d kinds, %d names", len(fds), len(ks), len(names))
 	}
-	return toValues(fds, ks, names)
+	return toValues(fds, ks, names, true)
+}
+
+// ToValuesVerified is ToValues for descriptors whose kinds have been
+// checked already, by VerifyAll or Verify, or by unixmsg on receipt: it
+// does not check them again, which saves a system call a socket. A
+// descriptor that is not of its kind after all fails to convert, or
+// converts to a value that does not work (a listener on a connected
+// socket, say): use it only on what was verified.
+func ToValuesVerified(fds []int, ks []Kind, names []string) ([]any, error) {
+	if len(ks) != len(fds) || (names != nil && len(names) != len(fds)) {
+		for _, f := range fds {
+			closeFD(f)
+		}
+		return nil, fmt.Errorf("kinds: ToValuesVerified: %d descriptors, %d kinds, %d names", len(fds), len(ks), len(names))
+	}
+	return toValues(fds, ks, names, false)
 }
 
 func nameAt(names []string, i int) string {

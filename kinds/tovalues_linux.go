@@ -21,8 +21,9 @@ import (
 // time, the *os.File that net.File* wants can be a slot: one descriptor
 // number held by a file that the poller never sees (it is made from a
 // blocking eventfd), onto which each socket is duplicated with dup3(2) in
-// turn. That leaves eight, and the sockets' own descriptors are closed
-// in runs, with a close_range(2) each.
+// turn. That leaves eight (seven for ToValuesVerified, which does not
+// Verify), and the sockets' own descriptors are closed in runs, with a
+// close_range(2) each.
 
 // minSlotBatch is the number of sockets below which a slot (three system
 // calls to make and close) does not pay.
@@ -49,7 +50,7 @@ func (s *slot) close() {
 	}
 }
 
-func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
+func toValues(fds []int, ks []Kind, names []string, check bool) ([]any, error) {
 	n := len(fds)
 	vals := make([]any, n)
 	errs := make([]error, n)
@@ -76,7 +77,7 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 					return
 				}
 				for i := start; i < min(start+closeRun, n); i++ {
-					v, kept, err := toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+					v, kept, err := toValueVia(&s, n, fds[i], ks[i], nameAt(names, i), check)
 					for try := 0; kept && errors.Is(err, syscall.EMFILE) && try < 100; try++ {
 						// Out of descriptors: from now on every worker
 						// closes each socket's own descriptor as soon as
@@ -86,7 +87,7 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 						fd.CloseAll(done)
 						done = done[:0]
 						runtime.Gosched()
-						v, kept, err = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i))
+						v, kept, err = toValueVia(&s, n, fds[i], ks[i], nameAt(names, i), check)
 					}
 					vals[i], errs[i] = v, err
 					if kept {
@@ -106,10 +107,19 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 	for i, err := range errs {
 		if err != nil {
 			closeValues(vals)
-			return nil, fmt.Errorf("kinds: ToValues: item %d: %w", i, err)
+			return nil, fmt.Errorf("kinds: %s: item %d: %w", funcName(check), i, err)
 		}
 	}
 	return vals, nil
+}
+
+// funcName names the exported function that converts with or without
+// checks.
+func funcName(check bool) string {
+	if check {
+		return "ToValues"
+	}
+	return "ToValuesVerified"
 }
 
 // closeRun is how many items a worker converts before it closes their
@@ -117,9 +127,9 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 const closeRun = 32
 
 // toValueVia converts one descriptor, sockets through the worker's slot
-// (made on first use). kept reports that fd is left open for the caller
-// to close.
-func toValueVia(s **slot, n, rawfd int, k Kind, name string) (v any, kept bool, err error) {
+// (made on first use), checking its kind first if check is set. kept
+// reports that fd is left open for the caller to close.
+func toValueVia(s **slot, n, rawfd int, k Kind, name string, check bool) (v any, kept bool, err error) {
 	var conv func(*os.File) (any, error)
 	var what string
 	switch k {
@@ -130,20 +140,31 @@ func toValueVia(s **slot, n, rawfd int, k Kind, name string) (v any, kept bool, 
 	case UDP, UnixDatagram:
 		what, conv = "net.PacketConn", func(f *os.File) (any, error) { return net.FilePacketConn(f) }
 	}
-	if conv == nil || n < minSlotBatch {
+	if conv == nil || (n < minSlotBatch && check) {
 		v, err := ToValue(rawfd, k, name)
 		return v, false, err
 	}
 	fail := func(err error) (any, bool, error) {
 		return nil, true, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
 	}
+	if n < minSlotBatch {
+		f := os.NewFile(uintptr(rawfd), what)
+		v, err := conv(f)
+		f.Close()
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: %s: %w", ErrConvert, what, err)
+		}
+		return v, false, nil
+	}
 	if *s == nil {
 		if *s, err = newSlot(); err != nil {
 			return fail(err)
 		}
 	}
-	if err := Verify(rawfd, k); err != nil {
-		return fail(err)
+	if check {
+		if err := Verify(rawfd, k); err != nil {
+			return fail(err)
+		}
 	}
 	if err := unix.Dup3(rawfd, (*s).fd, unix.O_CLOEXEC); err != nil {
 		return fail(os.NewSyscallError("dup3", err))

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,10 +67,27 @@ func closeAll(vals []any) {
 	}
 }
 
+// toValuesFuncs are ToValues and ToValuesVerified, which must convert
+// alike what is of its kind.
+var toValuesFuncs = []struct {
+	name string
+	f    func([]int, []kinds.Kind, []string) ([]any, error)
+}{
+	{"ToValues", kinds.ToValues},
+	{"ToValuesVerified", kinds.ToValuesVerified},
+}
+
 // TestToValues converts batches of mixed kinds, small (one at a time) and
-// large (through slots, in parallel): every value is of its kind's type
-// and its descriptor is the socket's; nothing leaks.
+// large (through slots, in parallel), with ToValues and ToValuesVerified:
+// every value is of its kind's type and its descriptor is the socket's;
+// nothing leaks.
 func TestToValues(t *testing.T) {
+	for _, tv := range toValuesFuncs {
+		t.Run(tv.name, func(t *testing.T) { testToValues(t, tv.f) })
+	}
+}
+
+func testToValues(t *testing.T, toValues func([]int, []kinds.Kind, []string) ([]any, error)) {
 	for _, n := range []int{3, 200} {
 		checkLeaks(t)
 		fds, ks := ownedFDs(t, n)
@@ -81,7 +99,7 @@ func TestToValues(t *testing.T) {
 			}
 			ids[i] = id
 		}
-		vals, err := kinds.ToValues(fds, ks, nil)
+		vals, err := toValues(fds, ks, nil)
 		if err != nil {
 			t.Fatalf("n=%d: %v", n, err)
 		}
@@ -123,12 +141,37 @@ func TestToValuesMismatch(t *testing.T) {
 	}
 }
 
+// TestToValuesVerifiedNotSocket: ToValuesVerified does not check kinds,
+// but a descriptor that is no socket, declared as one, still fails the
+// batch in the conversion, naming it, and every descriptor and value is
+// closed.
+func TestToValuesVerifiedNotSocket(t *testing.T) {
+	for _, n := range []int{7, 200} {
+		checkLeaks(t)
+		fds, ks := ownedFDs(t, n)
+		bad := slices.Index(ks[n/2:], kinds.File) + n/2
+		if bad < n/2 {
+			bad = slices.Index(ks, kinds.File)
+		}
+		ks[bad] = kinds.TCPListener
+		vals, err := kinds.ToValuesVerified(fds, ks, nil)
+		if err == nil || !errors.Is(err, kinds.ErrConvert) || vals != nil {
+			t.Fatalf("n=%d: ToValuesVerified = %v, %v; want ErrConvert", n, vals, err)
+		}
+		t.Logf("n=%d: %v", n, err)
+	}
+}
+
 // TestToValuesLengths: mismatched lengths close every descriptor.
 func TestToValuesLengths(t *testing.T) {
-	checkLeaks(t)
-	fds, ks := ownedFDs(t, 4)
-	if _, err := kinds.ToValues(fds, ks[:3], nil); err == nil {
-		t.Fatal("no error for 4 descriptors and 3 kinds")
+	for _, tv := range toValuesFuncs {
+		t.Run(tv.name, func(t *testing.T) {
+			checkLeaks(t)
+			fds, ks := ownedFDs(t, 4)
+			if _, err := tv.f(fds, ks[:3], nil); err == nil {
+				t.Fatal("no error for 4 descriptors and 3 kinds")
+			}
+		})
 	}
 }
 
@@ -199,7 +242,8 @@ func TestToValuesFewDescriptorsSpare(t *testing.T) {
 }
 
 // BenchmarkToValues converts 1,000 descriptors of distinct TCP listeners
-// per op: "each" with ToValue one at a time, "all" with ToValues. It is
+// per op: "each" with ToValue one at a time, "all" with ToValues,
+// "verified" with ToValuesVerified (no kind checks). It is
 // the floor under a handoff of 1,000 listeners (graceful's
 // BenchmarkHandoff), whatever the exchange costs.
 func BenchmarkToValues(b *testing.B) {
@@ -244,6 +288,7 @@ func BenchmarkToValues(b *testing.B) {
 			return vals, nil
 		}},
 		{"all", func(fds []int) ([]any, error) { return kinds.ToValues(fds, ks, nil) }},
+		{"verified", func(fds []int) ([]any, error) { return kinds.ToValuesVerified(fds, ks, nil) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var total time.Duration

@@ -4,7 +4,7 @@ package kinds
 
 import "fmt"
 
-func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
+func toValues(fds []int, ks []Kind, names []string, check bool) ([]any, error) {
 	vals := make([]any, len(fds))
 	for i, f := range fds {
 		v, err := ToValue(f, ks[i], nameAt(names, i))
@@ -13,7 +13,11 @@ func toValues(fds []int, ks []Kind, names []string) ([]any, error) {
 			for _, rest := range fds[i+1:] {
 				closeFD(rest)
 			}
-			return nil, fmt.Errorf("kinds: ToValues: item %d: %w", i, err)
+			name := "ToValuesVerified"
+			if check {
+				name = "ToValues"
+			}
+			return nil, fmt.Errorf("kinds: %s: item %d: %w", name, i, err)
 		}
 		vals[i] = v
 	}

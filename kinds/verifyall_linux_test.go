@@ -605,3 +605,42 @@ func verifyEach(fds []int, want []kinds.Kind) (int, error) {
 	}
 	return -1, nil
 }
+
+// TestVerifyAllFirstOfMany: with several wrong declarations in a large
+// batch, VerifyAll names the first, whatever the kinds around it and
+// whichever path checks it. A position in quick is declared a TCP listener
+// or UDP socket (checked with one call), one in slow a unix socket
+// (checked through the ring).
+func TestVerifyAllFirstOfMany(t *testing.T) {
+	checkLeaks(t)
+	const n = 4096
+	fds, want := mixedFDs(t, n)
+	for _, c := range []struct{ quick, slow []int }{
+		{quick: []int{3000}},
+		{quick: []int{3000, 100}},
+		{quick: []int{2000, 2001, 4095}},
+		{quick: []int{1, 1030, 2050, 3070}},
+		{quick: []int{4095}, slow: []int{7}},
+		{quick: []int{8, 3000}, slow: []int{9, 4000}},
+		{quick: []int{2500, 1200}, slow: []int{1300}},
+	} {
+		declared := slices.Clone(want)
+		for _, pos := range c.quick {
+			declared[pos] = kinds.TCPListener
+			if want[pos] == kinds.TCPListener {
+				declared[pos] = kinds.UDP
+			}
+		}
+		for _, pos := range c.slow {
+			declared[pos] = kinds.UnixConn
+			if want[pos] == kinds.UnixConn {
+				declared[pos] = kinds.UnixListener
+			}
+		}
+		what := fmt.Sprintf("%d descriptors, wrong at %v and %v", n, c.quick, c.slow)
+		i, err := verifyAllPaths(t, what, fds, declared)
+		if first := slices.Min(append(slices.Clone(c.quick), c.slow...)); i != first || err == nil {
+			t.Errorf("%s: VerifyAll = %d, %v; want %d and a mismatch", what, i, err, first)
+		}
+	}
+}

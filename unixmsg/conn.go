@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtable"
 	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
 )
@@ -62,10 +63,11 @@ type Conn struct {
 	slim     Limits // what it sends
 	messages bool
 
-	rmu  sync.Mutex
-	dec  *wire.Decoder
-	rbuf []byte
-	oob  []byte
+	rmu      sync.Mutex
+	dec      *wire.Decoder
+	rbuf     []byte
+	oob      []byte
+	reserved bool // the descriptor table was sized for the batch in progress
 
 	wmu     sync.Mutex
 	scratch []byte // EncodeBatch's buffer, kept from batch to batch
@@ -350,7 +352,14 @@ func (c *Conn) next(ctx context.Context) (wire.Message, error) {
 					// A cancellation that raced with the last read is
 					// moot: the message is whole.
 					stop()
+					c.reserved = false
 					return m, nil
+				}
+				if k := c.dec.Expecting(); k >= fdtable.Min && !c.reserved {
+					// Many descriptors to come: make room for them all
+					// at once (see package fdtable).
+					c.reserved = true
+					c.reserveFDs(k)
 				}
 				continue
 			}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtable"
 	"github.com/fdpass/fdpass/internal/rawsock"
 	"github.com/fdpass/fdpass/unixmsg/wire"
 	"golang.org/x/sys/unix"
@@ -99,6 +100,11 @@ func (c *Conn) recvOnce() (n int, fds []int, eof bool, err error) {
 		return 0, nil, true, nil
 	}
 	return n, fds, false, nil
+}
+
+// reserveFDs makes room in the descriptor table for n descriptors.
+func (c *Conn) reserveFDs(n int) {
+	c.rc.Control(func(s uintptr) { fdtable.Reserve(int(s), n) })
 }
 
 // peerGone reports whether the peer has shut the connection down.

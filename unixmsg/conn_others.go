@@ -12,5 +12,6 @@ func socketPair() (*net.UnixConn, *net.UnixConn, error) { return nil, nil, ErrUn
 func (c *Conn) recvOnce() (int, []int, bool, error)     { return 0, nil, false, ErrUnsupported }
 func (c *Conn) writeFrame([]byte, []byte, []int) error  { return ErrUnsupported }
 func (c *Conn) tryWrite([]byte)                         {}
+func (c *Conn) reserveFDs(int)                          {}
 
 func socketTypeAt(string) (int, bool) { return 0, false }

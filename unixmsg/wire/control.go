@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +46,9 @@ func ParseControl(oob []byte) (fds []int, err error) {
 			if len(data)%4 != 0 {
 				return fds, errf(ErrMalformed, "SCM_RIGHTS of %d bytes", len(data))
 			}
+			// One allocation for the message's descriptors, not one
+			// per doubling (a message brings up to 253).
+			fds = slices.Grow(fds, len(data)/4)
 			for i := 0; i+4 <= len(data); i += 4 {
 				fds = append(fds, int(int32(binary.NativeEndian.Uint32(data[i:]))))
 			}

@@ -269,6 +269,15 @@ func (d *Decoder) Idle() bool {
 	return len(d.buf) == 0 && !d.inBatch && len(d.groups) == 0 && len(d.out) == 0 && len(d.discard) == 0
 }
 
+// Expecting returns how many descriptors the batch in progress has
+// announced (in its HEAD) that have not arrived yet, or 0 outside a batch.
+func (d *Decoder) Expecting() int {
+	if !d.inBatch || d.err != nil {
+		return 0
+	}
+	return max(int(d.head.Items)-len(d.fds), 0)
+}
+
 // Err returns the error that stopped the decoder, or nil.
 func (d *Decoder) Err() error { return d.err }
 

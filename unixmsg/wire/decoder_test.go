@@ -413,3 +413,49 @@ func TestDecoderStreamChunking(t *testing.T) {
 		})
 	}
 }
+
+// TestDecoderExpecting: Expecting counts down from what HEAD announces as
+// frames bring descriptors, and is 0 outside a batch and after an error.
+func TestDecoderExpecting(t *testing.T) {
+	checkLeaks(t)
+	frames := hsFrames(t, 600)
+	nfds := []int{0, 253, 253, 94}
+	var fk hsFake
+	d := wire.NewDecoder(wire.Limits{}, false)
+	if got := d.Expecting(); got != 0 {
+		t.Errorf("before HEAD: Expecting() = %d, want 0", got)
+	}
+	left := 600
+	for i, fr := range frames {
+		if err := d.Feed(fr, fk.n(nfds[i])); err != nil {
+			t.Fatalf("Feed frame %d: %v", i, err)
+		}
+		left -= nfds[i]
+		if got := d.Expecting(); got != left {
+			t.Errorf("after frame %d: Expecting() = %d, want %d", i, got, left)
+		}
+	}
+	if got := d.Expecting(); got != 0 {
+		t.Errorf("after the batch: Expecting() = %d, want 0", got)
+	}
+	if m, ok := d.Next(); !ok || len(m.FDs) != 600 {
+		t.Fatalf("Next: %d descriptors, %v", len(m.FDs), ok)
+	}
+
+	// A broken batch expects nothing more.
+	d = wire.NewDecoder(wire.Limits{}, false)
+	if err := d.Feed(frames[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Expecting(); got != 600 {
+		t.Errorf("after HEAD: Expecting() = %d, want 600", got)
+	}
+	fds := fk.n(300)
+	if err := d.Feed(frames[1], fds); err == nil {
+		t.Fatal("a frame with 47 descriptors too many was accepted")
+	}
+	if got := d.Expecting(); got != 0 {
+		t.Errorf("after an error: Expecting() = %d, want 0", got)
+	}
+	d.Drain()
+}
