@@ -98,14 +98,16 @@ func handoffFields(m handoffmsg.Message) handoffmsg.Message {
 		k.Items, k.Total = m.Items, m.Total
 	case handoffmsg.MsgAdopted:
 		k.Items = m.Items
+	case handoffmsg.MsgUpgraded:
+		k.PID = m.PID
 	case handoffmsg.MsgError:
 		k.Code, k.Reason = m.Code, m.Reason
 	}
 	return k
 }
 
-// buildMessage reads a Message from b: the type (mod 16, so that 0 and 8
-// to 15 are unknown), then every field whatever the type, the reason last with
+// buildMessage reads a Message from b: the type (mod 24, so that 0, 8 to
+// 15 and 18 to 23 are unknown), then every field whatever the type, the reason last with
 // a two-byte length that may exceed MaxReasonLen (cut to what is left).
 func buildMessage(b []byte) handoffmsg.Message {
 	r := reader{b}
@@ -118,13 +120,14 @@ func buildMessage(b []byte) handoffmsg.Message {
 	u16 := func() uint16 { return binary.LittleEndian.Uint16(le(2)) }
 	u32 := func() uint32 { return binary.LittleEndian.Uint32(le(4)) }
 	u64 := func() uint64 { return binary.LittleEndian.Uint64(le(8)) }
-	m := handoffmsg.Message{Type: handoffmsg.MessageType(r.byte() % 16)}
+	m := handoffmsg.Message{Type: handoffmsg.MessageType(r.byte() % 24)}
 	m.MinVersion, m.MaxVersion, m.Version = u16(), u16(), u16()
 	m.Features = u32()
 	m.Generation = u64()
 	m.Items, m.TimeoutMillis = u32(), u32()
 	m.Code = handoffmsg.ErrorCode(u16())
 	m.Total = u32()
+	m.PID = u32()
 	n := int(u16())
 	if n > 0 {
 		// Long reasons come from repeating what is left.

@@ -26,19 +26,7 @@ func TestIdlePeersDoNotBlock(t *testing.T) {
 	restartCheckLeaks(t)
 	path := filepath.Join(t.TempDir(), "h.sock")
 	logs := make(chan string, 100)
-	p, err := graceful.New(graceful.Options{Path: path, Logger: slog.New(chanHandler(logs))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ln, err := p.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := p.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := readyGeneration(t, graceful.Options{Path: path, Logger: slog.New(chanHandler(logs))})
 	var idle []net.Conn
 	for range 3 {
 		c, err := net.Dial("unixpacket", path)
@@ -49,19 +37,7 @@ func TestIdlePeersDoNotBlock(t *testing.T) {
 		idle = append(idle, c)
 	}
 	start := time.Now()
-	p2, err := graceful.New(graceful.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p2.Close()
-	ln2, err := p2.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln2.Close()
-	if err := p2.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	readyGeneration(t, graceful.Options{Path: path})
 	<-p.Exit()
 	// The idle peers are dropped after 2 s; the successor must not have
 	// waited for that.
@@ -141,19 +117,7 @@ func TestFloodFromOtherUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := fmt.Sprintf("@fdpass-graceful-flood-%d", os.Getpid())
-	p, err := graceful.New(graceful.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ln, err := p.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := p.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	p, ln := readyGeneration(t, graceful.Options{Path: path})
 	// The duplicates for the next successor are made at Ready: count
 	// from when they are.
 	exchange(t, path, []byte("hello"))

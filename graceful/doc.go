@@ -27,6 +27,22 @@
 // by default, Options.Authorize for more); the socket file is created with
 // Options.Mode.
 //
+// # Security
+//
+// Peers of the handoff socket are checked with SO_PEERCRED for their role
+// (same uid by default; Options.Authorize): successors, and requesters of
+// an upgrade (RequestUpgrade). What a peer can cost before that is
+// bounded: its first message must come within 2 seconds and is read with
+// no room for descriptors (the kernel closes any it pushes) and at most 2
+// KiB; at most 4 successors wait for their turn; each turn, the migration
+// included, ends within Options.Timeout. A successor checks what it is
+// offered against the descriptors themselves (kind, bound address,
+// network namespace) and bounds a migration (Options.MaxMigrated,
+// MaxMigratedBytes). The socket file is created with Options.Mode, never
+// wider; SocketPath picks a directory only this user can reach. The
+// handler API decodes Meta.Custom with encoding/gob only from its peer,
+// which a Server or Receive already accepted.
+//
 // The package also keeps the handler API of the library it grew from
 // (Serve, Handler, Receive, FdListener, Meta, ...): a server that hands
 // descriptors to every client that connects.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -15,12 +14,16 @@ import (
 )
 
 // A web server that restarts without refusing a connection or failing a
-// request: SIGHUP starts the same binary again, which takes the listener
-// and the keep-alive connections over; this process then drains what
-// stayed and exits.
+// request: SIGHUP starts the same binary again (Upgrade), which takes the
+// listener and the keep-alive connections over; this process then drains
+// what stayed and exits. The path is one only this user can reach.
 func Example_restart() {
+	path, err := graceful.SocketPath("myapp")
+	if err != nil {
+		log.Fatal(err)
+	}
 	p, err := graceful.New(graceful.Options{
-		Path:    "/run/myapp/handoff.sock",
+		Path:    path,
 		Migrate: true,
 		Logger:  slog.Default(),
 	})
@@ -56,15 +59,13 @@ func Example_restart() {
 				stop = true
 				break
 			}
-			// Start the successor; it takes over through the handoff
-			// socket, and Exit closes once it is ready.
-			cmd := exec.Command(os.Args[0], os.Args[1:]...)
-			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-			if err := cmd.Start(); err != nil {
-				log.Print(err)
-				continue
-			}
-			go cmd.Wait()
+			// Start this binary again; it takes over, or the verdict
+			// says why not and this process serves on.
+			go func() {
+				if err := p.Upgrade(context.Background()); err != nil {
+					log.Print(err)
+				}
+			}()
 		}
 	}
 	// Finish what stayed: each connection's next response says

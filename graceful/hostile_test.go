@@ -26,19 +26,7 @@ import (
 func TestRestartHostileSuccessor(t *testing.T) {
 	restartCheckLeaks(t)
 	path := filepath.Join(t.TempDir(), "h.sock")
-	p, err := graceful.New(graceful.Options{Path: path, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ln, err := p.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := p.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	p, ln := readyGeneration(t, graceful.Options{Path: path, Timeout: 5 * time.Second})
 	// The Process duplicates its descriptors before it answers the first
 	// peer: let it, before counting.
 	exchange(t, path, []byte("hello"))
@@ -68,19 +56,7 @@ func TestRestartHostileSuccessor(t *testing.T) {
 		t.Fatal("handed off to a hostile peer")
 	}
 	// Still serving handoffs.
-	p2, err := graceful.New(graceful.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p2.Close()
-	ln2, err := p2.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln2.Close()
-	if err := p2.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	_, ln2 := readyGeneration(t, graceful.Options{Path: path})
 	<-p.Exit()
 	if ln2.Addr().String() != ln.Addr().String() {
 		t.Errorf("successor listens on %s, want %s", ln2.Addr(), ln.Addr())

@@ -55,6 +55,7 @@ type HTTPServer struct {
 	ln       *httpListener
 	queue    []*Conn // migrated in before Serve
 	conns    map[net.Conn]int
+	resumed  map[net.Conn]int // rounds counted in conns before their StateNew
 }
 
 // httpState tags the state of a migrating HTTP connection.
@@ -95,7 +96,7 @@ func (g httpGate) Abandoned(c *Conn) {
 // instead of srv.Serve, and Drain after Exit instead of srv.Shutdown. The
 // HTTP connections that migrate in are served by it.
 func (p *Process) HTTP(srv *http.Server) *HTTPServer {
-	hs := &HTTPServer{p: p, srv: srv, user: srv.ConnState, conns: map[net.Conn]int{}, zero: make(chan struct{}, 1)}
+	hs := &HTTPServer{p: p, srv: srv, user: srv.ConnState, conns: map[net.Conn]int{}, resumed: map[net.Conn]int{}, zero: make(chan struct{}, 1)}
 	hs.gate = httpGate{hs: hs, empty: httpReadSize()}
 	if hs.gate.empty == 0 {
 		p.log.Warn("graceful: cannot tell how net/http reads a connection; HTTP connections will not migrate")
@@ -263,14 +264,16 @@ func (hs *HTTPServer) connState(nc net.Conn, st http.ConnState) {
 	hs.mu.Lock()
 	switch st {
 	case http.StateNew:
-		hs.conns[nc]++
+		if hs.resumed[nc] > 0 {
+			// Counted when it resumed.
+			if hs.resumed[nc]--; hs.resumed[nc] == 0 {
+				delete(hs.resumed, nc)
+			}
+		} else {
+			hs.conns[nc]++
+		}
 	case http.StateClosed, http.StateHijacked:
-		if hs.conns[nc]--; hs.conns[nc] <= 0 {
-			delete(hs.conns, nc)
-		}
-		if len(hs.conns) == 0 {
-			hs.signalZero()
-		}
+		hs.uncount(nc)
 	}
 	hs.mu.Unlock()
 	if hs.user != nil {
@@ -360,6 +363,14 @@ func (hs *HTTPServer) serveOne(parent net.Listener, c net.Conn) {
 	case <-one.served:
 	case <-ret:
 		// The Server was closed (Drain ran out of time): nothing serves.
+		hs.mu.Lock()
+		if hs.resumed[c] > 0 {
+			if hs.resumed[c]--; hs.resumed[c] == 0 {
+				delete(hs.resumed, c)
+			}
+			hs.uncount(c)
+		}
+		hs.mu.Unlock()
 		c.Close()
 	}
 }
@@ -409,13 +420,32 @@ func (l *httpListener) Close() error {
 }
 
 // resume gives a connection that did not migrate back to net/http.
+//
+// It is counted at once, before net/http has closed its first round:
+// otherwise Drain could find no connection in between, return, and let the
+// process exit with the connection's next request unread (the kernel
+// answers that with a reset).
 func (hs *HTTPServer) resume(c *Conn) {
 	hs.mu.Lock()
 	ln := hs.ln
+	if ln != nil {
+		hs.conns[c]++
+		hs.resumed[c]++
+	}
 	hs.mu.Unlock()
 	if ln == nil {
 		c.Close()
 		return
 	}
 	go ln.push(c)
+}
+
+// uncount ends one round of nc, with hs.mu held.
+func (hs *HTTPServer) uncount(nc net.Conn) {
+	if hs.conns[nc]--; hs.conns[nc] <= 0 {
+		delete(hs.conns, nc)
+	}
+	if len(hs.conns) == 0 {
+		hs.signalZero()
+	}
 }

@@ -21,8 +21,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,46 +190,20 @@ func (g *httpGens) takeover() (prev *restartChild, ready time.Duration) {
 	return prev, ready
 }
 
-// until returns the lines the child says up to the first that starts with
-// prefix, included.
-func (c *restartChild) until(prefix string) []string {
+// until returns the lines the child said up to the first that contains
+// s, included.
+func (c *restartChild) until(s string) []string {
 	c.t.Helper()
-	var lines []string
-	timeout := time.NewTimer(60 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				c.t.Fatalf("%s ended without saying %q: %v", c.name, prefix, c.wait())
-			}
-			lines = append(lines, l)
-			if strings.HasPrefix(l, prefix) {
-				return lines
-			}
-		case <-timeout.C:
-			c.t.Fatalf("%s did not say %q in time", c.name, prefix)
-		}
-	}
+	line := c.c.Expect(s)
+	out := c.c.Output()
+	return out[:slices.Index(out, line)+1]
 }
 
-// rest returns the lines the child says until it ends.
+// rest returns every line the child said, once it has ended.
 func (c *restartChild) rest() []string {
 	c.t.Helper()
-	var lines []string
-	timeout := time.NewTimer(60 * time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				return lines
-			}
-			lines = append(lines, l)
-		case <-timeout.C:
-			c.t.Fatalf("%s did not end in time", c.name)
-		}
-	}
+	c.wait()
+	return c.c.Output()
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key to dir and

@@ -31,29 +31,7 @@ type httpGen struct {
 
 func startHTTPGen(t *testing.T, path string) *httpGen {
 	t.Helper()
-	// The connection that stays holds the migration up this long.
-	p, err := graceful.New(graceful.Options{Path: path, Timeout: 10 * time.Second, Migrate: true, QuiesceTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &httpGen{p: p, served: make(chan error, 1), release: make(chan struct{}), blocked: make(chan struct{}, 1)}
-	gen := p.Generation()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/block" {
-			g.blocked <- struct{}{}
-			<-g.release
-		}
-		fmt.Fprintf(w, "gen=%d %s", gen, r.URL.Path)
-	})}
-	g.hs = p.HTTP(srv)
-	if g.ln, err = p.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.served <- g.hs.Serve(g.ln) }()
-	if err := p.Ready(); err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return startHTTPGenServing(t, path, false)
 }
 
 // stop drains a generation that was taken over.
@@ -166,4 +144,87 @@ func TestMigrateHTTP(t *testing.T) {
 	partial.Close()
 	g2.ln.Close()
 	g2.stop(t)
+}
+
+// TestMigrateHTTPBeforeServe: connections that migrate in before the
+// successor's Serve runs are served once it does, and so are new ones.
+func TestMigrateHTTPBeforeServe(t *testing.T) {
+	restartCheckLeaks(t)
+	path := filepath.Join(t.TempDir(), "h.sock")
+	g1 := startHTTPGen(t, path)
+	addr := g1.ln.Addr().String()
+	get := func(p string) string { return "GET " + p + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	for i := range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		if body, _ := httpExchange(t, c, r, get(fmt.Sprint("/a", i))); body != fmt.Sprintf("gen=1 /a%d", i) {
+			t.Fatalf("connection %d: %q", i, body)
+		}
+		conns, readers = append(conns, c), append(readers, r)
+	}
+	g2 := startHTTPGenServing(t, path, true)
+	<-g1.p.Exit()
+	for i, c := range conns {
+		if body, _ := httpExchange(t, c, readers[i], get(fmt.Sprint("/b", i))); body != fmt.Sprintf("gen=2 /b%d", i) {
+			t.Errorf("connection %d after the takeover: %q", i, body)
+		}
+	}
+	g1.stop(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if body, _ := httpExchange(t, c, bufio.NewReader(c), get("/new")); body != "gen=2 /new" {
+		t.Errorf("a new connection: %q", body)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	c.Close()
+	g2.ln.Close()
+	g2.stop(t)
+}
+
+// startHTTPGenServing starts a generation that calls Serve before Ready,
+// or (serveAfterReady) only once Ready has returned, as a goroutine that
+// has not run yet by then does.
+func startHTTPGenServing(t *testing.T, path string, serveAfterReady bool) *httpGen {
+	t.Helper()
+	// The connection that stays holds the migration up this long.
+	p, err := graceful.New(graceful.Options{Path: path, Timeout: 10 * time.Second, Migrate: true, QuiesceTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &httpGen{p: p, served: make(chan error, 1), release: make(chan struct{}), blocked: make(chan struct{}, 1)}
+	gen := p.Generation()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			g.blocked <- struct{}{}
+			<-g.release
+		}
+		fmt.Fprintf(w, "gen=%d %s", gen, r.URL.Path)
+	})}
+	g.hs = p.HTTP(srv)
+	if g.ln, err = p.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if !serveAfterReady {
+		go func() { g.served <- g.hs.Serve(g.ln) }()
+	}
+	if err := p.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if serveAfterReady {
+		go func() { g.served <- g.hs.Serve(g.ln) }()
+	}
+	return g
 }

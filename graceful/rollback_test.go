@@ -74,7 +74,9 @@ func TestRestartRollback(t *testing.T) {
 			s.wait()
 		}},
 		{"stopped", func(t *testing.T, dir string) {
-			s := startRestartChild(t, "", "gen", nil, genEnv(dir, 10*time.Second, envMode+"=hold")...)
+			// In a process group of its own, so that no signal for this
+			// process's group reaches it.
+			s := startRestartChild(t, "", "gen", &syscall.SysProcAttr{Setpgid: true}, genEnv(dir, 10*time.Second, envMode+"=hold")...)
 			s.expect("received gen=2 ")
 			s.cmd.Process.Signal(syscall.SIGSTOP)
 			t.Cleanup(func() { s.cmd.Process.Kill() })
@@ -120,19 +122,7 @@ func TestRestartSlowSuccessor(t *testing.T) {
 	restartCheckLeaks(t)
 	path := filepath.Join(t.TempDir(), "h.sock")
 	logs := make(chan string, 100)
-	p1, err := graceful.New(graceful.Options{Path: path, Timeout: 200 * time.Millisecond, Logger: slog.New(chanHandler(logs))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p1.Close()
-	ln1, err := p1.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln1.Close()
-	if err := p1.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	p1, ln1 := readyGeneration(t, graceful.Options{Path: path, Timeout: 200 * time.Millisecond, Logger: slog.New(chanHandler(logs))})
 	p2, err := graceful.New(graceful.Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
@@ -154,19 +144,7 @@ func TestRestartSlowSuccessor(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the late successor removed the socket file: %v", err)
 	}
-	p3, err := graceful.New(graceful.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p3.Close()
-	ln3, err := p3.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln3.Close()
-	if err := p3.Ready(); err != nil {
-		t.Fatal(err)
-	}
+	_, ln3 := readyGeneration(t, graceful.Options{Path: path})
 	<-p1.Exit()
 	if socketID(ln3) != socketID(ln1) {
 		t.Error("listener not inherited")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 )
 
@@ -60,28 +61,13 @@ func classifyDial(path string, err error) (pathState, error) {
 	return pathOther, fmt.Errorf("graceful: handoff socket %s: %w", path, err)
 }
 
-// fileType names what a non-socket file is, for error messages.
-func fileType(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m.IsRegular():
-		return "a regular file"
-	case m&os.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	}
-	return m.String()
-}
-
 // listenHandoff creates the handoff listener at path with the given mode.
-// A file system socket is bound in a private directory, given its mode,
-// and linked into place, so that it is never reachable with a wider mode
-// and never replaces a socket that appeared meanwhile (errRetry). With
-// replace, the stale file at path is removed first.
+// A file system socket is bound at path itself with a umask that leaves it
+// 0600 or narrower, on a thread of its own whose umask nothing else sees,
+// then given its mode: it is never reachable with a wider mode, its name
+// is path (in every address an error reports), and bind(2) never replaces
+// a socket that appeared meanwhile (errRetry). With replace, the stale
+// file at path is removed first.
 func listenHandoff(path string, mode os.FileMode, replace bool) (*net.UnixListener, error) {
 	if isAbstract(path) {
 		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -90,40 +76,56 @@ func listenHandoff(path string, mode os.FileMode, replace bool) (*net.UnixListen
 		}
 		return ln, err
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".fdpass")
-	if err != nil {
-		return nil, createError(path, "mkdir", err)
+	if replace {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, createError(path, "remove", err)
+		}
 	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "s")
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: tmp, Net: "unixpacket"})
+	ln, err := listenPrivately(path, mode)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%w: %w", errRetry, err)
+	}
 	if err != nil {
 		return nil, createError(path, "listen", err)
 	}
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, mode.Perm()); err != nil {
+	if err := os.Chmod(path, mode.Perm()); err != nil {
 		ln.Close()
+		os.Remove(path)
 		return nil, createError(path, "chmod", err)
-	}
-	if replace {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			ln.Close()
-			return nil, err
-		}
-	}
-	if err := os.Link(tmp, path); err != nil {
-		ln.Close()
-		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("%w: %w", errRetry, err)
-		}
-		return nil, createError(path, "link", err)
 	}
 	return ln, nil
 }
 
-// createError reports a failure to create the handoff socket at path. The
-// socket is made in a private directory beside path, which the error does
-// not name: the caller knows only path.
+// listenPrivately binds a SOCK_SEQPACKET listener at path with a umask
+// that grants no more than mode and 0600 do. The umask belongs to the
+// process's file-system context, shared by its threads: the bind runs on
+// a locked thread that first takes a context of its own (unshare
+// CLONE_FS), and that thread is retired afterwards, never handed back to
+// other goroutines.
+func listenPrivately(path string, mode os.FileMode) (*net.UnixListener, error) {
+	type result struct {
+		ln  *net.UnixListener
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Not unlocked: the goroutine's end retires the thread.
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			done <- result{err: os.NewSyscallError("unshare CLONE_FS", err)}
+			return
+		}
+		unix.Umask(int(^(mode.Perm() & 0o600) & 0o777))
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+		done <- result{ln, err}
+	}()
+	r := <-done
+	return r.ln, r.err
+}
+
+// createError reports a failure to create the handoff socket at path,
+// naming the path and, where access is the trouble, what to do.
 func createError(path, step string, err error) error {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {

@@ -212,19 +212,7 @@ func TestRestartOtherUID(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := make(chan string, 100)
-			p, err := graceful.New(graceful.Options{Path: tc.path, Logger: slog.New(chanHandler(logs))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			ln, err := p.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			if err := p.Ready(); err != nil {
-				t.Fatal(err)
-			}
+			p, _ := readyGeneration(t, graceful.Options{Path: tc.path, Logger: slog.New(chanHandler(logs))})
 			c := startRestartChild(t, bin, "otheruid", nobody, envPath+"="+tc.path)
 			c.expect(tc.want)
 			c.mustExit()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/childtest"
 )
 
 // systemdStore plays a service across a stop and start: without
@@ -125,7 +126,7 @@ func TestSystemdStoreStopStart(t *testing.T) {
 		defer files[i].Close()
 	}
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
-	cmd.Env = append(append(os.Environ(), env...), restartChildEnv+"=systemd-store",
+	cmd.Env = append(append(os.Environ(), env...), childtest.Env+"=systemd-store",
 		"LISTEN_FDS=2", "LISTEN_FDNAMES=fdpass:fdpass")
 	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr

@@ -18,6 +18,7 @@ import (
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/childtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -243,7 +244,7 @@ func TestSystemdActivationAndNotify(t *testing.T) {
 	// systemd sets LISTEN_PID to the service's own PID: a shell that
 	// execs the test binary knows it.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
-	cmd.Env = append(append(os.Environ(), env...), restartChildEnv+"=systemd-generation", "LISTEN_FDS=2", "LISTEN_FDNAMES=web:spare")
+	cmd.Env = append(append(os.Environ(), env...), childtest.Env+"=systemd-generation", "LISTEN_FDS=2", "LISTEN_FDNAMES=web:spare")
 	cmd.ExtraFiles = []*os.File{lf, sf}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

@@ -77,7 +77,7 @@ func TestMigratedConnsOrder(t *testing.T) {
 }
 
 // TestCreateErrorPath: when the handoff socket cannot be created, the error
-// names the path asked for, not the private directory it is made in.
+// names the path asked for, and no other.
 func TestCreateErrorPath(t *testing.T) {
 	restartCheckLeaks(t)
 	path := filepath.Join(t.TempDir(), "missing", "handoff.sock")

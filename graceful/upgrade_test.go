@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/childtest"
 )
 
 // The upgrade tests run this process as the predecessor; Upgrade starts
@@ -87,15 +88,14 @@ type upgradeFixture struct {
 	mu      sync.Mutex
 }
 
-func newUpgradeFixture(t *testing.T, timeout time.Duration) *upgradeFixture {
+func newUpgradeFixture(t *testing.T, timeout time.Duration, adjust ...func(*graceful.Options)) *upgradeFixture {
 	t.Helper()
 	// Registered first, so checked last: after the successors are
 	// killed and reaped.
 	restartCheckLeaks(t)
 	dir := t.TempDir()
 	f := &upgradeFixture{path: filepath.Join(dir, "handoff.sock"), pidFile: filepath.Join(dir, "pid"), mode: "healthy"}
-	var err error
-	f.p, err = graceful.New(graceful.Options{
+	opts := graceful.Options{
 		Path:    f.path,
 		Timeout: timeout,
 		Migrate: true,
@@ -104,12 +104,17 @@ func newUpgradeFixture(t *testing.T, timeout time.Duration) *upgradeFixture {
 			mode := f.mode
 			f.mu.Unlock()
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), restartChildEnv+"=upgrade-gen", envPath+"="+f.path,
+			cmd.Env = append(os.Environ(), childtest.Env+"=upgrade-gen", envPath+"="+f.path,
 				envUpgradeMode+"="+mode, envPIDFile+"="+f.pidFile)
 			cmd.Stdout = os.Stdout
 			return cmd, nil
 		},
-	})
+	}
+	for _, f := range adjust {
+		f(&opts)
+	}
+	var err error
+	f.p, err = graceful.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +263,29 @@ func TestUpgradeFailures(t *testing.T) {
 	}
 }
 
+// TestUpgradeRefused: a successor the predecessor's checks refuse is a
+// failed upgrade, which says so.
+func TestUpgradeRefused(t *testing.T) {
+	f := newUpgradeFixture(t, 10*time.Second, func(o *graceful.Options) {
+		o.Authorize = func(p graceful.Peer) error {
+			if p.Role == graceful.RoleSuccessor {
+				return errors.New("no successors today")
+			}
+			return nil
+		}
+	})
+	err := f.p.Upgrade(context.Background())
+	if !errors.Is(err, graceful.ErrUpgrade) || !errors.Is(err, graceful.ErrUnauthorized) || !strings.Contains(err.Error(), "no successors today") {
+		t.Errorf("Upgrade: %v, want ErrUpgrade and ErrUnauthorized with the reason", err)
+	}
+	if pid := f.successorPID(t); alive(pid) {
+		t.Errorf("the refused successor %d still runs", pid)
+	}
+	if f.p.HandedOff() {
+		t.Error("handed off to a refused successor")
+	}
+}
+
 func TestUpgradeConcurrent(t *testing.T) {
 	f := newUpgradeFixture(t, 3*time.Second)
 	f.setMode("hang")
@@ -291,10 +319,19 @@ func TestUpgradeConcurrent(t *testing.T) {
 func TestUpgradeContext(t *testing.T) {
 	f := newUpgradeFixture(t, 30*time.Second)
 	f.setMode("hang")
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Cancelled once the successor runs (it has written its pid).
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(f.pidFile); err == nil {
+				return
+			}
+		}
+	}()
 	err := f.p.Upgrade(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, graceful.ErrUpgrade) {
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, graceful.ErrUpgrade) {
 		t.Errorf("Upgrade: %v, want the context's error", err)
 	}
 	if pid := f.successorPID(t); alive(pid) {

@@ -377,9 +377,9 @@ func closeValues(vals []any) {
 // VerifyAll checks that each fds[i] is of kind want[i], as Verify does, and
 // returns the index of the first descriptor that is not, with its error, or
 // -1 and nil. On Linux, TCP and UDP sockets take one getsockopt(2) each;
-// descriptors of other kinds, 1,024 or more of them, are read through
-// io_uring, many per system call, where the kernel allows it. No
-// descriptor is affected.
+// descriptors of other kinds, when there are 1,024 or more of them, are read
+// through io_uring, many per system call, where the kernel allows it (Linux
+// 6.7 and later), and one at a time otherwise. No descriptor is affected.
 func VerifyAll(fds []int, want []Kind) (int, error) {
 	if len(want) != len(fds) {
 		return 0, fmt.Errorf("kinds: VerifyAll: %d descriptors, %d kinds", len(fds), len(want))

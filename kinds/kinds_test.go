@@ -1182,9 +1182,9 @@ func TestToValue(t *testing.T) {
 	}
 }
 
-// TestVerifyAllTable checks that VerifyAll, which reads socket options in
-// batches through io_uring, agrees with Verify, one descriptor at a time,
-// on every descriptor of the Detect table declared as every kind.
+// TestVerifyAllTable checks that VerifyAll agrees with Verify, one
+// descriptor at a time, and so with Detect, on every descriptor of the
+// Detect table declared as every kind, through the ring and without it.
 func TestVerifyAllTable(t *testing.T) {
 	checkLeaks(t)
 	var fds []int
@@ -1211,9 +1211,8 @@ func TestVerifyAllTable(t *testing.T) {
 	if len(fds) == 0 {
 		t.Fatal("no descriptors")
 	}
-	// Enough copies to take the batch path: the library uses io_uring only
-	// from a threshold on (1024 descriptors of kinds other than TCP and UDP
-	// when this was written).
+	// Enough copies that VerifyAll itself takes the ring for the kinds
+	// other than TCP and UDP (verifyAllPaths also forces each path).
 	var all []int
 	var want []kinds.Kind
 	for len(all) < 4200 {
@@ -1221,35 +1220,23 @@ func TestVerifyAllTable(t *testing.T) {
 		want = append(want, real...)
 	}
 
-	// expect is what VerifyAll must return: the first descriptor that
-	// Verify rejects.
-	expect := func(want []kinds.Kind) (int, error) {
-		for i, f := range all {
-			if err := kinds.Verify(f, want[i]); err != nil {
-				return i, err
-			}
-		}
-		return -1, nil
-	}
 	check := func(what string, want []kinds.Kind) {
 		t.Helper()
-		wi, werr := expect(want)
-		gi, gerr := kinds.VerifyAll(all, want)
-		if gi != wi || (gerr == nil) != (werr == nil) {
+		wi, werr := verifyEach(all, want)
+		gi, gerr := verifyAllPaths(t, what, all, want)
+		if gi != wi || !sameError(gerr, werr) {
 			t.Errorf("%s: VerifyAll = %d, %v; Verify one by one: %d, %v", what, gi, gerr, wi, werr)
 			return
 		}
-		if werr == nil {
-			return
-		}
-		var gme, wme *kinds.MismatchError
-		if errors.As(werr, &wme) != errors.As(gerr, &gme) || (wme != nil && *wme != *gme) {
-			t.Errorf("%s: VerifyAll error %v; Verify says %v", what, gerr, werr)
+		var me *kinds.MismatchError
+		if errors.As(werr, &me) && want[wi].Valid() && me.Got != real[wi%len(real)] {
+			t.Errorf("%s: the mismatch at %d names %s; Detect says %s", what, wi, me.Got, real[wi%len(real)])
 		}
 	}
 	check("detected kinds", want)
 	for p := range fds {
-		for k := kinds.TCPListener; k <= kinds.Other; k++ {
+		// Invalid and one past Other too: Verify names no kind then.
+		for k := kinds.Invalid; k <= kinds.Other+1; k++ {
 			if k == want[p] {
 				continue
 			}

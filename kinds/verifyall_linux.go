@@ -4,6 +4,7 @@ package kinds
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -22,20 +23,44 @@ import (
 // with SOCKET_URING_OP_GETSOCKOPT) the four socket options that name a
 // socket's kind are read for hundreds of descriptors per system call. Where
 // io_uring is missing or refused (older kernels, seccomp profiles that
-// forbid it), or for a descriptor it cannot answer for (non-sockets, unix
-// sockets), the descriptor gets the one-at-a-time check instead; the answer
-// is the same either way.
+// forbid it), or for a descriptor it cannot answer for (namespace handles,
+// empty files, anonymous inodes), the descriptor gets the one-at-a-time
+// check instead; the answer is the same either way.
 
-// minRingBatch is the batch size below which setting up a ring costs more
-// than it saves: setting one up and tearing it down takes 0.5 to 1.5 ms on
-// the project's machines, about a thousand getsockopt(2) calls
-// (BenchmarkVerify).
+// minRingBatch is the number of descriptors of kinds other than TCP and
+// UDP from which a ring is used. Setting one up and tearing it down, with
+// the io_uring context and workers the kernel sets up for a thread new to
+// io_uring, costs as much as a few hundred one-at-a-time checks. On a
+// 2-core virtual machine, for fresh descriptors checked on such a thread
+// (BenchmarkVerifyAllCold, as in a process that has just received them;
+// medians of 6 runs), the ring took 0.53-0.85x the time of one at a time
+// at 1,024 descriptors of unix sockets or regular files, 0.81x for a mix
+// of them, and tied for character devices (1.03x); from 4,096, 0.45-0.72x
+// for every kind. At 768 a mix lost (1.19x). Checking the same batch again
+// and again (BenchmarkVerifyAllPaths), the ring wins from 768.
 const minRingBatch = 1024
 
 // sockOpts are the SOL_SOCKET options read for each socket, in order.
 var sockOpts = [4]int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL, unix.SO_ACCEPTCONN}
 
+// pathStats records how verifyAll checked a batch, so that tests can tell
+// which path ran.
+type pathStats struct {
+	oneCall int   // TCP and UDP kinds: one getsockopt(2) each
+	each    int   // other kinds checked one at a time, no ring wanted
+	ring    int   // answered by the ring
+	behind  int   // given to the ring, then checked one at a time
+	ringErr error // why the ring was refused or stopped, if it was
+}
+
 func verifyAll(fds []int, want []Kind) (int, error) {
+	var st pathStats
+	return verifyAllFrom(fds, want, minRingBatch, &st)
+}
+
+// verifyAllFrom is verifyAll with a ring from ringMin descriptors on,
+// recording the paths taken in st.
+func verifyAllFrom(fds []int, want []Kind, ringMin int, st *pathStats) (int, error) {
 	// TCP and UDP kinds take one system call each (Verify's fast path),
 	// where a ring spends five operations on each; with the sockets cold
 	// in cache, as after a transfer, one at a time is the cheaper (1,024
@@ -48,6 +73,7 @@ func verifyAll(fds []int, want []Kind) (int, error) {
 			slow = append(slow, i)
 			continue
 		}
+		st.oneCall++
 		if err := Verify(fds[i], k); err != nil {
 			first, ferr = i, err
 			break
@@ -55,7 +81,7 @@ func verifyAll(fds []int, want []Kind) (int, error) {
 	}
 	// slow holds only indices before first: a failure among them comes
 	// first.
-	if i, err := verifySome(fds, want, slow); err != nil {
+	if i, err := verifySome(fds, want, slow, ringMin, st); err != nil {
 		return i, err
 	}
 	if ferr != nil {
@@ -70,31 +96,58 @@ func oneCall(k Kind) bool {
 }
 
 // verifySome verifies fds[i] against want[i] for each i in idx (ascending),
-// through a ring when there are enough of them, and returns the first
-// failure.
-func verifySome(fds []int, want []Kind, idx []int) (int, error) {
-	if len(idx) >= minRingBatch {
-		if r, err := newRing(ringEntries); err == nil {
-			defer r.close()
-			sf := make([]int, len(idx))
-			sw := make([]Kind, len(idx))
-			for j, i := range idx {
-				sf[j], sw[j] = fds[i], want[i]
-			}
-			j, err := r.verify(sf, sw)
-			if err != nil {
-				return idx[j], err
-			}
-			return -1, nil
+// through a ring when there are at least ringMin of them, and returns the
+// first failure.
+func verifySome(fds []int, want []Kind, idx []int, ringMin int, st *pathStats) (int, error) {
+	if len(idx) == 0 {
+		return -1, nil
+	}
+	if len(idx) >= ringMin {
+		i, used, err := verifyRing(fds, want, idx, st)
+		if used {
+			return i, err
 		}
+		st.ringErr = err
 	}
 	for _, i := range idx {
+		st.each++
 		if err := Verify(fds[i], want[i]); err != nil {
 			return i, err
 		}
 	}
 	return -1, nil
 }
+
+// verifyRing is verifySome through a ring; used is false, with the reason
+// in err, when no ring could be used.
+func verifyRing(fds []int, want []Kind, idx []int, st *pathStats) (i int, used bool, err error) {
+	r, err := newRing(ringEntries)
+	if err != nil {
+		return 0, false, err
+	}
+	defer r.close()
+	sf := make([]int, len(idx))
+	sw := make([]Kind, len(idx))
+	for j, i := range idx {
+		if fds[i] == r.fd {
+			// A number that was not open when VerifyAll was called,
+			// now the ring's own: checked one at a time, after the
+			// ring is closed, it is reported as not open, as Verify
+			// would.
+			return 0, false, errRingFD
+		}
+		sf[j], sw[j] = fds[i], want[i]
+	}
+	j, err := r.verify(sf, sw, st)
+	if err != nil {
+		return idx[j], true, err
+	}
+	return -1, true, nil
+}
+
+// errRingFD says that a ring was not used because its own descriptor
+// number was among those to verify.
+var errRingFD = errors.New("kinds: the ring's descriptor number is in the batch")
 
 const (
 	ringEntries          = 1024 // SQEs per ring: 256 descriptors of 4 options
@@ -286,28 +339,36 @@ func (r *ring) probe(fds []int, stx []unix.Statx_t, vals []int32, ok []bool) err
 	return nil
 }
 
-func (r *ring) verify(fds []int, want []Kind) (int, error) {
+func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
 	stx := make([]unix.Statx_t, chunk)
 	vals := make([]int32, chunk*len(sockOpts))
 	ok := make([]bool, chunk)
 	for start := 0; start < len(fds); start += chunk {
 		part := fds[start:min(start+chunk, len(fds))]
 		clear(ok)
-		if err := r.probe(part, stx, vals, ok); err != nil {
-			clear(ok)
+		if st.ringErr == nil {
+			if err := r.probe(part, stx, vals, ok); err != nil {
+				// The ring is no longer to be trusted: this
+				// chunk and the rest are checked one at a time.
+				clear(ok)
+				st.ringErr = err
+			}
 		}
 		for j, f := range part {
 			i := start + j
-			got, known := Invalid, ok[j]
+			// Verify names no kind for an invalid declaration.
+			got, known := Invalid, ok[j] && want[i].Valid()
 			if known {
 				got, known = kindOf(&stx[j], vals[j*len(sockOpts):])
 			}
 			if !known {
+				st.behind++
 				if err := Verify(f, want[i]); err != nil {
 					return i, err
 				}
 				continue
 			}
+			st.ring++
 			if got != want[i] {
 				return i, &MismatchError{Want: want[i], Got: got}
 			}

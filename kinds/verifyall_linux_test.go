@@ -5,10 +5,15 @@ package kinds_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/kinds"
@@ -76,38 +81,92 @@ func mixedFDs(tb testing.TB, n int) ([]int, []kinds.Kind) {
 }
 
 func TestVerifyAllAgreesWithVerify(t *testing.T) {
+	checkLeaks(t)
 	for _, n := range []int{5, 300, 1023, 1024, 3000} {
 		fds, want := mixedFDs(t, n)
-		if i, err := kinds.VerifyAll(fds, want); err != nil || i != -1 {
-			t.Fatalf("n=%d: VerifyAll of the detected kinds = %d, %v; want -1, nil", n, i, err)
+		what := fmt.Sprintf("n=%d, the detected kinds", n)
+		if i, err := verifyAllPaths(t, what, fds, want); err != nil || i != -1 {
+			t.Fatalf("%s: VerifyAll = %d, %v; want -1, nil", what, i, err)
 		}
 		// Declare each position wrong in turn, against every kind; the
 		// batch check must name that position and the kind Verify sees.
 		for _, pos := range []int{0, n / 2, n - 1} {
-			for k := kinds.TCPListener; k <= kinds.Other; k++ {
+			for k := kinds.Invalid; k <= kinds.Other+1; k++ {
 				if k == want[pos] {
 					continue
 				}
 				bad := append([]kinds.Kind(nil), want...)
 				bad[pos] = k
-				i, err := kinds.VerifyAll(fds, bad)
+				what := fmt.Sprintf("n=%d pos=%d declared %s (really %s)", n, pos, k, want[pos])
+				i, err := verifyAllPaths(t, what, fds, bad)
 				single := kinds.Verify(fds[pos], k)
 				if i != pos || err == nil {
-					t.Fatalf("n=%d pos=%d declared %s (really %s): VerifyAll = %d, %v", n, pos, k, want[pos], i, err)
+					t.Fatalf("%s: VerifyAll = %d, %v", what, i, err)
 				}
 				var me, se *kinds.MismatchError
 				if !errors.As(err, &me) || !errors.As(single, &se) {
-					t.Fatalf("n=%d pos=%d declared %s: errors %v / %v are not MismatchErrors", n, pos, k, err, single)
+					t.Fatalf("%s: errors %v / %v are not MismatchErrors", what, err, single)
 				}
-				if me.Got != want[pos] || *me != *se {
-					t.Errorf("n=%d pos=%d declared %s: VerifyAll says %+v, Verify says %+v, really %s", n, pos, k, *me, *se, want[pos])
+				got := want[pos] // Verify names no kind for an invalid one
+				if !k.Valid() {
+					got = kinds.Invalid
+				}
+				if me.Got != got || *me != *se {
+					t.Errorf("%s: VerifyAll says %+v, Verify says %+v", what, *me, *se)
 				}
 			}
 		}
 	}
 }
 
+// ringOK says whether this kernel can read socket options through
+// io_uring (see ringSupport).
+var ringOK = sync.OnceValue(func() bool { ok, _ := ringSupport(); return ok })
+
+// verifyAllPaths returns what VerifyAll returns for the batch, after
+// running the same batch through the ring whatever its size and one
+// descriptor at a time whatever its size. It fails the test unless all
+// three answer alike (the same index, and the same mismatch or error) and
+// the ring, where the kernel has it, was not refused.
+func verifyAllPaths(t *testing.T, what string, fds []int, want []kinds.Kind) (int, error) {
+	t.Helper()
+	i, err := kinds.VerifyAll(fds, want)
+	for _, p := range []struct {
+		name    string
+		ringMin int
+	}{{"through the ring", 0}, {"one at a time", math.MaxInt}} {
+		pi, st, perr := kinds.VerifyAllFrom(fds, want, p.ringMin)
+		if pi != i || !sameError(err, perr) {
+			t.Errorf("%s: VerifyAll = %d, %v; %s: %d, %v", what, i, err, p.name, pi, perr)
+		}
+		if p.ringMin == 0 && st.RingErr != nil && ringOK() {
+			t.Errorf("%s: the ring was refused or failed: %v", what, st.RingErr)
+		}
+		if p.ringMin != 0 && st.Ring+st.Behind != 0 {
+			t.Errorf("%s: %s took the ring: %+v", what, p.name, st)
+		}
+	}
+	return i, err
+}
+
+// sameError reports whether a and b are both nil, equal mismatches, or
+// other errors with the same message.
+func sameError(a, b error) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	var am, bm *kinds.MismatchError
+	if errors.As(a, &am) != errors.As(b, &bm) {
+		return false
+	}
+	if am != nil {
+		return *am == *bm
+	}
+	return a.Error() == b.Error()
+}
+
 func TestVerifyAllRawSockets(t *testing.T) {
+	checkLeaks(t)
 	// Sockets that look like TCP or UDP by protocol number alone must not
 	// pass as TCP or UDP.
 	var fds []int
@@ -130,7 +189,7 @@ func TestVerifyAllRawSockets(t *testing.T) {
 	if len(fds) == 0 {
 		t.Skip("no raw sockets could be created")
 	}
-	// Pad to a size that takes the io_uring path.
+	// Pad to a size that takes the io_uring path (1,250 of ring kinds).
 	pad, padWant := mixedFDs(t, 2000)
 	all := append(append([]int(nil), fds...), pad...)
 	for i := range fds {
@@ -139,7 +198,7 @@ func TestVerifyAllRawSockets(t *testing.T) {
 		for _, k := range []kinds.Kind{kinds.TCPListener, kinds.TCPConn, kinds.UDP, kinds.UnixConn, kinds.UnixDatagram} {
 			w := append(append([]kinds.Kind(nil), want...), padWant...)
 			w[i] = k
-			j, err := kinds.VerifyAll(all, w)
+			j, err := verifyAllPaths(t, fmt.Sprintf("socket %d declared %s", i, k), all, w)
 			if j != i || !errors.Is(err, kinds.ErrMismatch) {
 				t.Errorf("socket %d declared %s: VerifyAll = %d, %v; want %d, a mismatch", i, k, j, err, i)
 			}
@@ -204,4 +263,345 @@ func BenchmarkVerify(b *testing.B) {
 		})
 		fd.CloseAll(fds)
 	}
+}
+
+// A maker opens one or more descriptors of one kind.
+type maker func(tb testing.TB) ([]int, kinds.Kind)
+
+func makeListener(typ int) maker {
+	return func(tb testing.TB) ([]int, kinds.Kind) {
+		s, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		// An empty name autobinds an abstract address.
+		if err := unix.Bind(s, &unix.SockaddrUnix{}); err != nil {
+			tb.Fatal(err)
+		}
+		if err := unix.Listen(s, 1); err != nil {
+			tb.Fatal(err)
+		}
+		return []int{s}, kinds.UnixListener
+	}
+}
+
+func makePair(typ int, k kinds.Kind) maker {
+	return func(tb testing.TB) ([]int, kinds.Kind) {
+		p, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return p[:], k
+	}
+}
+
+func makeFile(name string) maker {
+	return func(tb testing.TB) ([]int, kinds.Kind) {
+		n, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return []int{n}, kinds.File
+	}
+}
+
+// ringBatch opens n distinct descriptors, cycling through makers, and
+// returns them with their kinds; the caller closes them.
+func ringBatch(tb testing.TB, n int, makers ...maker) ([]int, []kinds.Kind) {
+	fds := make([]int, 0, n+1)
+	want := make([]kinds.Kind, 0, n+1)
+	for i := 0; len(fds) < n; i++ {
+		got, k := makers[i%len(makers)](tb)
+		for _, f := range got {
+			fds = append(fds, f)
+			want = append(want, k)
+		}
+	}
+	fd.CloseAll(fds[n:])
+	return fds[:n], want[:n]
+}
+
+// ringKinds opens descriptors of every kind VerifyAll reads through the
+// ring and can answer for there: unix stream and seqpacket listeners and
+// conns, unix datagram sockets, a regular file, a directory and a character
+// device.
+func ringKinds(tb testing.TB) []maker {
+	dir := tb.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return []maker{
+		makeListener(unix.SOCK_STREAM), makePair(unix.SOCK_STREAM, kinds.UnixConn),
+		makeListener(unix.SOCK_SEQPACKET), makePair(unix.SOCK_SEQPACKET, kinds.UnixConn),
+		makePair(unix.SOCK_DGRAM, kinds.UnixDatagram), makeFile(file), makeFile(dir), makeFile("/dev/null"),
+	}
+}
+
+// ownedRingBatch is ringBatch with the descriptors closed when the test
+// ends.
+func ownedRingBatch(tb testing.TB, n int) ([]int, []kinds.Kind) {
+	fds, want := ringBatch(tb, n, ringKinds(tb)...)
+	tb.Cleanup(func() { fd.CloseAll(fds) })
+	return fds, want
+}
+
+// ringSupport reports whether this kernel can read socket options through
+// io_uring, found without the package's help; why says what is missing.
+// A ring refused for any other reason (a seccomp profile, say) is not an
+// absence of support: the tests that need the ring fail then.
+func ringSupport() (ok bool, why string) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return false, fmt.Sprintf("uname: %v", err)
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return false, fmt.Sprintf("cannot read kernel release %q: %v", release, err)
+	}
+	if major < 6 || major == 6 && minor < 7 {
+		return false, "kernel " + release + " has no SOCKET_URING_OP_GETSOCKOPT (Linux 6.7)"
+	}
+	var params [120]byte // struct io_uring_params
+	r, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params[0])), 0)
+	switch {
+	case e == 0:
+		unix.Close(int(r))
+		return true, ""
+	case e == unix.ENOSYS:
+		return false, "kernel built without io_uring (io_uring_setup: ENOSYS)"
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil && strings.TrimSpace(string(b)) != "0" {
+		return false, fmt.Sprintf("io_uring disabled by kernel.io_uring_disabled=%s (io_uring_setup: %v)", strings.TrimSpace(string(b)), e)
+	}
+	return true, ""
+}
+
+func needRing(t *testing.T) {
+	t.Helper()
+	if ok, why := ringSupport(); !ok {
+		t.Skip(why)
+	}
+}
+
+// oneCallFDs returns n descriptors of TCP and UDP kinds, which VerifyAll
+// checks one system call each whatever their number; they are closed
+// when the test ends.
+func oneCallFDs(t *testing.T, n int) ([]int, []kinds.Kind) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	vals := []any{ln, c, pc}
+	fds := make([]int, n)
+	want := make([]kinds.Kind, n)
+	t.Cleanup(func() { fd.CloseAll(fds) })
+	for i := range fds {
+		fds[i] = -1
+	}
+	for i := range fds {
+		nfd, info, err := kinds.FromValue(vals[i%len(vals)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds[i], want[i] = nfd, info.Kind
+	}
+	return fds, want
+}
+
+// interleave merges two batches, one of b after every few of a.
+func interleave(a []int, ak []kinds.Kind, b []int, bk []kinds.Kind) ([]int, []kinds.Kind) {
+	var fds []int
+	var want []kinds.Kind
+	for i, j := 0, 0; i < len(a) || j < len(b); {
+		if i < len(a) {
+			fds, want = append(fds, a[i]), append(want, ak[i])
+			i++
+		}
+		if j < len(b) && (i%2 == 0 || i >= len(a)) {
+			fds, want = append(fds, b[j]), append(want, bk[j])
+			j++
+		}
+	}
+	return fds, want
+}
+
+// TestVerifyAllPath shows which path VerifyAll takes: one descriptor at a
+// time below MinRingBatch descriptors of the kinds that the ring reads, how
+// many TCP and UDP descriptors come with them notwithstanding, and the ring
+// from there on, answering for every descriptor it can read.
+func TestVerifyAllPath(t *testing.T) {
+	checkLeaks(t)
+	needRing(t)
+	ringFDs, ringWant := ownedRingBatch(t, kinds.MinRingBatch)
+	oneFDs, oneWant := oneCallFDs(t, 400)
+	for _, tc := range []struct {
+		name string
+		n    int // descriptors of ring kinds
+		ring bool
+	}{
+		{"just under", kinds.MinRingBatch - 1, false},
+		{"at", kinds.MinRingBatch, true},
+	} {
+		fds, want := interleave(ringFDs[:tc.n], ringWant[:tc.n], oneFDs, oneWant)
+		i, st, err := kinds.VerifyAllFrom(fds, want, kinds.MinRingBatch)
+		if i != -1 || err != nil {
+			t.Fatalf("%s: %d of ring kinds and %d TCP and UDP: VerifyAll = %d, %v", tc.name, tc.n, len(oneFDs), i, err)
+		}
+		if gi, gerr := kinds.VerifyAll(fds, want); gi != -1 || gerr != nil {
+			t.Fatalf("%s: VerifyAll = %d, %v", tc.name, gi, gerr)
+		}
+		want1 := kinds.PathStats{OneCall: len(oneFDs), Each: tc.n}
+		if tc.ring {
+			want1 = kinds.PathStats{OneCall: len(oneFDs), Ring: tc.n}
+		}
+		if st != want1 {
+			t.Errorf("%s the threshold (%d of ring kinds, %d TCP and UDP): paths %+v, want %+v", tc.name, tc.n, len(oneFDs), st, want1)
+		}
+	}
+
+	// Descriptors the ring cannot name are checked one at a time behind
+	// it: namespace handles and empty files (nsfs, pidfs and real empty
+	// files all look alike to statx) and anonymous inodes.
+	ns, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	empty, err := os.Create(filepath.Join(t.TempDir(), "empty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ev)
+	fds := append([]int{int(ns.Fd()), int(empty.Fd()), ev}, ringFDs[:kinds.MinRingBatch-3]...)
+	want := append([]kinds.Kind{kinds.NetNS, kinds.File, kinds.Other}, ringWant[:kinds.MinRingBatch-3]...)
+	i, st, err := kinds.VerifyAllFrom(fds, want, kinds.MinRingBatch)
+	if i != -1 || err != nil {
+		t.Fatalf("with a namespace handle, an empty file and an eventfd: VerifyAll = %d, %v", i, err)
+	}
+	if w := (kinds.PathStats{Ring: kinds.MinRingBatch - 3, Behind: 3}); st != w {
+		t.Errorf("with a namespace handle, an empty file and an eventfd: paths %+v, want %+v", st, w)
+	}
+}
+
+// TestVerifyAllRingRefused: when the kernel refuses a ring (here because
+// the process has no descriptor number left for it), every descriptor is
+// checked one at a time, with the same answers.
+func TestVerifyAllRingRefused(t *testing.T) {
+	checkLeaks(t)
+	fds, want := ownedRingBatch(t, 2*kinds.MinRingBatch)
+	bad := slices.Clone(want)
+	bad[kinds.MinRingBatch] = kinds.UDP
+	wi, werr := verifyEach(fds, bad)
+	var wme *kinds.MismatchError
+	if wi != kinds.MinRingBatch || !errors.As(werr, &wme) {
+		t.Fatalf("Verify one at a time: %d, %v; want %d and a mismatch", wi, werr, kinds.MinRingBatch)
+	}
+
+	// Fill every free descriptor number below the highest open one and
+	// set the limit just above it.
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	highest := slices.Max(fds)
+	var filler []int
+	defer func() { fd.CloseAll(filler) }()
+	for {
+		e, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e > highest {
+			filler = append(filler, e)
+			highest = e
+			break
+		}
+		filler = append(filler, e)
+	}
+	low := lim
+	low.Cur = uint64(highest + 1)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
+	}
+	i, st, err := kinds.VerifyAllFrom(fds, want, kinds.MinRingBatch)
+	bi, bst, berr := kinds.VerifyAllFrom(fds, bad, kinds.MinRingBatch)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if i != -1 || err != nil {
+		t.Errorf("detected kinds, no ring: VerifyAll = %d, %v", i, err)
+	}
+	if !errors.Is(st.RingErr, unix.EMFILE) || st.Ring != 0 || st.Behind != 0 || st.Each != len(fds) {
+		t.Errorf("detected kinds: paths %+v; want every descriptor one at a time, the ring refused with EMFILE", st)
+	}
+	var gme *kinds.MismatchError
+	if bi != wi || !errors.As(berr, &gme) || *gme != *wme {
+		t.Errorf("one declared udp, no ring: VerifyAll = %d, %v; Verify one at a time: %d, %v", bi, berr, wi, werr)
+	}
+	// The descriptor declared udp is checked first, then the ones
+	// before it.
+	if w := (kinds.PathStats{OneCall: 1, Each: kinds.MinRingBatch}); !errors.Is(bst.RingErr, unix.EMFILE) || bst.OneCall != w.OneCall || bst.Each != w.Each || bst.Ring != 0 || bst.Behind != 0 {
+		t.Errorf("one declared udp: paths %+v; want %+v, the ring refused with EMFILE", bst, w)
+	}
+}
+
+// TestVerifyAllClosedNumber: a descriptor number that is not open is
+// reported as Verify reports it, even when the ring VerifyAll opens takes
+// that very number.
+func TestVerifyAllClosedNumber(t *testing.T) {
+	checkLeaks(t)
+	needRing(t)
+	fds, want := ownedRingBatch(t, kinds.MinRingBatch)
+	// The lowest free number: the next descriptor opened gets it.
+	free, err := unix.FcntlInt(uintptr(fds[0]), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	for _, pos := range []int{0, kinds.MinRingBatch / 2, kinds.MinRingBatch} {
+		for _, k := range []kinds.Kind{kinds.UnixConn, kinds.File, kinds.TCPConn} {
+			f := slices.Insert(slices.Clone(fds), pos, free)
+			w := slices.Insert(slices.Clone(want), pos, k)
+			wi, werr := verifyEach(f, w)
+			if wi != pos || !errors.Is(werr, unix.EBADF) {
+				t.Fatalf("Verify one at a time, %d not open, declared %s: %d, %v", free, k, wi, werr)
+			}
+			i, err := kinds.VerifyAll(f, w)
+			if i != wi || err == nil || err.Error() != werr.Error() {
+				t.Errorf("%d not open at %d, declared %s: VerifyAll = %d, %v; Verify one at a time: %d, %v", free, pos, k, i, err, wi, werr)
+			}
+			if isOpen(free) {
+				t.Fatalf("%d left open", free)
+			}
+		}
+	}
+}
+
+// verifyEach is what VerifyAll must return: the first descriptor that
+// Verify rejects.
+func verifyEach(fds []int, want []kinds.Kind) (int, error) {
+	for i, f := range fds {
+		if err := kinds.Verify(f, want[i]); err != nil {
+			return i, err
+		}
+	}
+	return -1, nil
 }

@@ -41,19 +41,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/cli"
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
 )
 
 func main() {
-	sock := flag.String("graceful", "/tmp/chat.sock", "handoff socket `path` (or @abstract name)")
+	handoff := cli.Flags("chat")
 	addr := flag.String("listen", "localhost:4444", "listen `address`")
 	timeout := flag.Duration("timeout", 30*time.Second, "handoff timeout")
 	drain := flag.Duration("drain", 10*time.Second, "how long the old instance serves connections that did not migrate")
 	stall := flag.Bool("stall-migration", false, "as a successor, receive the connections and hang before acknowledging them (to watch a rollback)")
 	verbose := flag.Bool("v", false, "log handoffs to standard error")
 	flag.Parse()
-	if err := run(*sock, *addr, *timeout, *drain, *stall, *verbose); err != nil {
+	handoff.Reload()
+	if err := run(handoff.Path(), *addr, *timeout, *drain, *stall, *verbose); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -113,11 +115,16 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 	accepting := make(chan struct{})
 	go func() {
 		defer close(accepting)
+		var b cli.Backoff
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				if b.Retry(err) {
+					continue
+				}
 				return
 			}
+			b.Reset()
 			s.serve(p.Track(c), session{nick: "anon"})
 		}
 	}()
@@ -141,6 +148,7 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 	fmt.Printf("ready pid=%d generation=%d inherited=%t migrated=%d addr=%s\n",
 		os.Getpid(), s.gen, p.Inherited(), len(migrated), ln.Addr())
 
+	defer cli.UpgradeOnHUP(p)()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {

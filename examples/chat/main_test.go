@@ -17,23 +17,49 @@ import (
 	"github.com/fdpass/fdpass/examples/internal/proc"
 )
 
-const clients = 1000
+const (
+	clients = 1000
+	// exchangeTimeout bounds each line's exchange: a takeover that holds
+	// the connections for longer fails the exchange.
+	exchangeTimeout = 10 * time.Second
+)
 
 // client is one chat client: it sends numbered lines, one at a time, each
 // in two writes, and checks that every answer carries its nickname, the
 // session's count and the line, in order.
 type client struct {
-	id    int
-	c     net.Conn
-	r     *bufio.Reader
-	nick  string
-	count int
-	gen   atomic.Int64 // generation of the last answer
-	lines atomic.Int64 // lines answered
-	err   error
+	id      int
+	c       net.Conn
+	r       *bufio.Reader
+	nick    string
+	count   int
+	gen     atomic.Int64 // generation of the last answer
+	lines   atomic.Int64 // lines answered
+	slowest atomic.Int64 // the slowest exchange, in nanoseconds
+
+	mu  sync.Mutex
+	err error // the first failure; the client stops at it
+}
+
+// fail records the failure that stops the client.
+func (cl *client) fail(err error) {
+	cl.mu.Lock()
+	cl.err = err
+	cl.mu.Unlock()
+}
+
+// failure returns the failure that stopped the client, if any.
+func (cl *client) failure() error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.err
 }
 
 func (cl *client) exchange(line string) error {
+	start := time.Now()
+	if err := cl.c.SetDeadline(start.Add(exchangeTimeout)); err != nil {
+		return err
+	}
 	cut := len(line) / 2
 	if _, err := io.WriteString(cl.c, line[:cut]); err != nil {
 		return err
@@ -56,6 +82,9 @@ func (cl *client) exchange(line string) error {
 	}
 	cl.gen.Store(int64(g))
 	cl.lines.Add(1)
+	if d := int64(time.Since(start)); d > cl.slowest.Load() {
+		cl.slowest.Store(d) // only this client's goroutine stores
+	}
 	return nil
 }
 
@@ -67,7 +96,7 @@ func (cl *client) run(stop <-chan struct{}) {
 		default:
 		}
 		if err := cl.exchange(fmt.Sprintf("line %d from %s", seq, cl.nick)); err != nil {
-			cl.err = err
+			cl.fail(err)
 			return
 		}
 	}
@@ -87,16 +116,27 @@ func awaitAll(t *testing.T, cls []*client, what string, cond func(*client) bool)
 		if n == len(cls) {
 			return
 		}
-		for _, cl := range cls {
-			if cl.err != nil {
-				t.Fatalf("%s: %v", what, cl.err)
-			}
+		if n, first := failures(cls); n > 0 {
+			t.Fatalf("%s: %d clients failed; first: %v", what, n, first)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %d of %d clients", what, n, len(cls))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// failures counts the clients that failed and returns the first failure.
+func failures(cls []*client) (n int, first error) {
+	for _, cl := range cls {
+		if err := cl.failure(); err != nil {
+			if n == 0 {
+				first = err
+			}
+			n++
+		}
+	}
+	return n, first
 }
 
 // checkExit waits for an instance to exit after a takeover and checks
@@ -134,19 +174,11 @@ func TestSessionsSurviveTakeovers(t *testing.T) {
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
 	dir := t.TempDir()
-	bin, err := proc.Build(dir, "github.com/fdpass/fdpass/examples/chat")
-	if err != nil {
-		t.Skipf("cannot build the example: %v", err)
-	}
+	bin := proc.BuildT(t, dir, "github.com/fdpass/fdpass/examples/chat")
 	args := []string{"-graceful", filepath.Join(dir, "handoff.sock"), "-listen", "127.0.0.1:0", "-timeout", "20s"}
 	start := func(extra ...string) *proc.Instance {
 		t.Helper()
-		in, err := proc.Start(bin, append(append([]string(nil), args...), extra...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(in.Kill)
-		return in
+		return proc.StartT(t, bin, append(append([]string(nil), args...), extra...)...)
 	}
 	current := start()
 	line, err := current.Await("ready ", 30*time.Second)
@@ -168,10 +200,9 @@ func TestSessionsSurviveTakeovers(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, cl := range cls {
 		wg.Go(func() {
-			cl.c.SetDeadline(time.Now().Add(3 * time.Minute))
 			cl.nick = fmt.Sprintf("user%d", cl.id)
 			if err := cl.exchange("NICK " + cl.nick); err != nil {
-				cl.err = err
+				cl.fail(err)
 				return
 			}
 			cl.run(stop)
@@ -233,14 +264,15 @@ func TestSessionsSurviveTakeovers(t *testing.T) {
 
 	close(stop)
 	wg.Wait()
-	total := int64(0)
-	for _, cl := range cls {
-		if cl.err != nil {
-			t.Errorf("client %d: %v", cl.id, cl.err)
-		}
-		total += cl.lines.Load()
+	if n, first := failures(cls); n > 0 {
+		t.Errorf("%d clients failed; first: %v", n, first)
 	}
-	t.Logf("%d clients, %d lines answered across %d generations", len(cls), total, gen)
+	total, slowest := int64(0), time.Duration(0)
+	for _, cl := range cls {
+		total += cl.lines.Load()
+		slowest = max(slowest, time.Duration(cl.slowest.Load()))
+	}
+	t.Logf("%d clients, %d lines answered across %d generations; slowest exchange %v", len(cls), total, gen, slowest)
 	for _, cl := range cls {
 		cl.c.Close()
 	}

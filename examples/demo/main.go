@@ -7,86 +7,91 @@
 //	go run ./examples/demo
 //
 // The clients are strict: a request that fails is counted, never retried.
-// The demo exits with status 1 if any request failed or a takeover did not
-// happen.
+// A keep-alive connection that the next instance answers, never redialled,
+// counts as migrated; one that the server closed with "Connection: close"
+// and the client dialled anew counts as redialled. The demo exits with
+// status 1 if any request failed, a takeover did not happen or moved no
+// connection, or the failing successor did not fail as intended.
+//
+// On a terminal a progress line is updated in place; otherwise the demo
+// prints plain lines only.
 package main
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/load"
 	"github.com/fdpass/fdpass/examples/internal/proc"
 )
 
 func main() {
-	takeovers := flag.Int("takeovers", 6, "successful takeovers to perform")
-	interval := flag.Duration("interval", 1500*time.Millisecond, "time between takeovers")
-	keepAlive := flag.Int("keepalive", 16, "clients that reuse one connection")
-	oneShot := flag.Int("oneshot", 8, "clients that open a connection per request")
+	cfg := config{out: os.Stdout, live: isTerminal(os.Stdout)}
+	flag.IntVar(&cfg.takeovers, "takeovers", 6, "successful takeovers to perform")
+	flag.DurationVar(&cfg.interval, "interval", 1500*time.Millisecond, "time between takeovers")
+	flag.IntVar(&cfg.keepAlive, "keepalive", 16, "clients that reuse one connection")
+	flag.IntVar(&cfg.oneShot, "oneshot", 8, "clients that open a connection per request")
 	flag.Parse()
-	if err := run(*takeovers, *interval, *keepAlive, *oneShot); err != nil {
+	if _, err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-type stats struct {
-	requests, failed atomic.Int64
-	mu               sync.Mutex
-	instances        map[string]int64
-	firstErrs        []string
+// config is what run does.
+type config struct {
+	takeovers          int
+	interval           time.Duration
+	keepAlive, oneShot int
+	out                io.Writer
+	live               bool // out is a terminal: update a progress line in place
 }
 
-func (s *stats) ok(instance string) {
-	s.requests.Add(1)
-	s.mu.Lock()
-	s.instances[instance]++
-	s.mu.Unlock()
+// report is what run measured.
+type report struct {
+	load.Stats // over the whole run
+	// Takeovers holds each takeover's counts, from the start of the
+	// successor until every client was answered by it; their Slowest
+	// counts from the successor's READY.
+	Takeovers []load.Stats
+	Handoffs  []time.Duration // each successor's start until its Ready returned (READY, then the connections' handoff), as it reports
+	// Rollbacks counts the successors that failed before READY, as they
+	// said, and that the running instance reported as rolled back.
+	Rollbacks int
 }
 
-func (s *stats) served() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.instances)
-}
+// failExit is the exit status of a successor started with
+// -fail-before-ready.
+const failExit = 3
 
-func (s *stats) fail(err error) {
-	s.requests.Add(1)
-	s.failed.Add(1)
-	s.mu.Lock()
-	if len(s.firstErrs) < 5 {
-		s.firstErrs = append(s.firstErrs, err.Error())
-	}
-	s.mu.Unlock()
-}
+// awaitMove bounds the wait for every client to reach a new instance.
+const awaitMove = 15 * time.Second
 
-func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
+func run(cfg config) (report, error) {
+	var rep report
 	dir, err := os.MkdirTemp("", "fdpass-demo")
 	if err != nil {
-		return err
+		return rep, err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Println("building examples/httpserver ...")
+	fmt.Fprintln(cfg.out, "building examples/httpserver ...")
 	bin, err := proc.Build(dir, "github.com/fdpass/fdpass/examples/httpserver")
 	if err != nil {
-		return err
+		return rep, err
 	}
 	addr, err := freeAddr()
 	if err != nil {
-		return err
+		return rep, err
 	}
 	sock := filepath.Join(dir, "handoff.sock")
 	args := []string{"-graceful", sock, "-listen", addr}
@@ -97,30 +102,43 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 			p.Kill()
 		}
 	}()
-	first, err := proc.Start(bin, args...)
+	start := func(extra ...string) (*proc.Instance, error) {
+		in, err := proc.Start(bin, append(slices.Clip(args), extra...)...)
+		if err == nil {
+			procs = append(procs, in)
+		}
+		return in, err
+	}
+	current, err := start()
 	if err != nil {
-		return err
+		return rep, err
 	}
-	procs = append(procs, first)
-	if _, err := first.Await("ready", 10*time.Second); err != nil {
-		return err
+	if _, err := current.Await("ready", 10*time.Second); err != nil {
+		return rep, err
 	}
-	fmt.Printf("serving on http://%s, handoff socket %s\n", addr, sock)
+	fmt.Fprintf(cfg.out, "serving on http://%s, handoff socket %s\n", addr, sock)
 
-	st := &stats{instances: map[string]int64{}}
-	ctx, stopLoad := context.WithCancel(context.Background())
-	defer stopLoad()
-	var load sync.WaitGroup
-	for range keepAlive {
-		load.Go(func() { keepAliveClient(ctx, addr, st) })
+	ld, err := load.Start(load.Options{
+		Addr:      addr,
+		KeepAlive: cfg.keepAlive,
+		OneShot:   cfg.oneShot,
+		Check: func(body []byte) error {
+			if !strings.HasPrefix(string(body), "served by instance") {
+				return errors.New("unexpected body")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return rep, err
 	}
-	for range oneShot {
-		load.Go(func() { oneShotClient(ctx, addr, st) })
-	}
-	start := time.Now()
+	defer ld.Stop()
+	began := time.Now()
+	out := &printer{w: cfg.out, live: cfg.live}
 	progress := func() {
-		fmt.Printf("\r%5.1fs  requests %-8d failed %-4d instances %d ",
-			time.Since(start).Seconds(), st.requests.Load(), st.failed.Load(), st.served())
+		st := ld.Stats()
+		out.progress(fmt.Sprintf("%5.1fs  requests %-8d failed %-4d migrated %-5d redialled %-4d instances %d",
+			time.Since(began).Seconds(), st.OK+st.Failed, st.Failed, st.Migrated, st.Redialled, len(st.Instances)))
 	}
 	ticker := time.NewTicker(250 * time.Millisecond)
 	defer ticker.Stop()
@@ -129,159 +147,215 @@ func run(takeovers int, interval time.Duration, keepAlive, oneShot int) error {
 		for {
 			select {
 			case <-ticker.C:
-				progress()
+				if cfg.live {
+					progress()
+				}
 			case <-end:
 				return
 			}
 		}
 	}
+	event := func(format string, a ...any) {
+		out.line(fmt.Sprintf("%5.1fs  ", time.Since(began).Seconds()) + fmt.Sprintf(format, a...))
+	}
 
-	var handoffs []time.Duration
-	rollbacks := 0
-	current := first
-	for done, round := 0, 0; done < takeovers; round++ {
-		wait(interval)
+	if _, err := ld.AwaitInstance(strconv.Itoa(current.PID()), awaitMove); err != nil {
+		return rep, err
+	}
+	for round := 0; len(rep.Takeovers) < cfg.takeovers; round++ {
+		wait(cfg.interval)
 		if round == 2 {
 			// A successor that takes the descriptors and dies before
 			// READY: the running instance must keep serving.
-			bad, err := proc.Start(bin, append(args, "-fail-before-ready")...)
+			bad, err := start("-fail-before-ready")
 			if err != nil {
-				return err
+				return rep, err
 			}
-			procs = append(procs, bad)
-			if err := bad.Wait(10 * time.Second); err == nil {
-				return errors.New("the failing successor exited cleanly")
+			reason, err := rollback(bad, current)
+			if err != nil {
+				return rep, fmt.Errorf("the failing successor: %w", err)
 			}
-			if current.Exited() {
-				return errors.New("the running instance stopped after a failed successor")
+			if err := servesOn(ld, current); err != nil {
+				return rep, fmt.Errorf("after the rollback: %w", err)
 			}
-			rollbacks++
+			rep.Rollbacks++
+			event("rollback: successor %d exited with status %d before READY; instance %d serves on (%s)",
+				bad.PID(), failExit, current.PID(), reason)
 			continue
 		}
-		next, err := proc.Start(bin, args...)
+		// The counts cover the whole takeover; the slowest request is
+		// counted from READY: until then the running instance serves
+		// alone while the successor starts up.
+		w := ld.Window()
+		next, err := start()
 		if err != nil {
-			return err
+			return rep, err
 		}
-		procs = append(procs, next)
+		if _, err := next.Await("taking-over", 10*time.Second); err != nil {
+			return rep, err
+		}
+		fromReady := ld.Window()
 		line, err := next.Await("ready", 10*time.Second)
 		if err != nil {
-			return err
+			return rep, err
 		}
 		d, _ := time.ParseDuration(proc.Field(line, "handoff"))
-		handoffs = append(handoffs, d)
 		if err := current.Wait(15 * time.Second); err != nil {
-			return fmt.Errorf("the old instance: %w", err)
+			return rep, fmt.Errorf("the old instance: %w", err)
 		}
+		if _, err := ld.AwaitInstance(strconv.Itoa(next.PID()), awaitMove); err != nil {
+			return rep, err
+		}
+		st := w.Close()
+		st.Slowest = fromReady.Close().Slowest
+		rep.Takeovers = append(rep.Takeovers, st)
+		rep.Handoffs = append(rep.Handoffs, d)
+		event("takeover %d: instance %d -> %d, handoff %v, %d connections migrated, %d redialled, %d requests failed, slowest request %v",
+			len(rep.Takeovers), current.PID(), next.PID(), d, st.Migrated, st.Redialled, st.Failed, st.Slowest.Duration.Round(100*time.Microsecond))
 		current = next
-		done++
 	}
-	wait(interval)
-	stopLoad()
-	load.Wait()
-	progress()
-	fmt.Println()
-
-	slices.Sort(handoffs)
-	fmt.Println()
-	fmt.Println("report")
-	fmt.Printf("  requests sent     %d\n", st.requests.Load())
-	fmt.Printf("  requests failed   %d\n", st.failed.Load())
-	fmt.Printf("  takeovers         %d\n", len(handoffs))
-	fmt.Printf("  rollbacks         %d (a successor that died before READY)\n", rollbacks)
-	fmt.Printf("  instances served  %d\n", st.served())
-	if len(handoffs) > 0 {
-		fmt.Printf("  handoff time      min %s  median %s  max %s (successor start to READY)\n",
-			handoffs[0], handoffs[len(handoffs)/2], handoffs[len(handoffs)-1])
+	wait(cfg.interval)
+	rep.Stats = ld.Stop()
+	if cfg.live {
+		progress()
 	}
-	for _, e := range st.firstErrs {
-		fmt.Println("  error:", e)
+	out.end()
+	for _, p := range procs {
+		if err := p.Races(); err != nil {
+			return rep, err
+		}
 	}
-	if st.failed.Load() > 0 {
-		return fmt.Errorf("%d requests failed", st.failed.Load())
-	}
-	if n := st.served(); n != takeovers+1 {
-		return fmt.Errorf("%d instances served, want %d", n, takeovers+1)
-	}
-	return nil
+	rep.print(cfg.out)
+	return rep, rep.check(cfg)
 }
 
-// keepAliveClient sends requests one after another on one connection,
-// opening a new one only when the server closes it cleanly (after a
-// response with "Connection: close"), the way a load generator such as wrk
-// does. It does not retry: an error is a failed request.
-func keepAliveClient(ctx context.Context, addr string, st *stats) {
-	var c net.Conn
-	var br *bufio.Reader
-	defer func() {
-		if c != nil {
-			c.Close()
-		}
-	}()
-	for ctx.Err() == nil {
-		if c == nil {
-			var err error
-			if c, err = net.Dial("tcp", addr); err != nil {
-				st.fail(err)
-				continue
+// rollback waits for the successor bad to fail as -fail-before-ready
+// makes it (it says so, and exits with status failExit), and for the
+// running instance to report that it rolled back. It returns the reason
+// the running instance gave.
+func rollback(bad, running *proc.Instance) (string, error) {
+	line, err := bad.Await("failing", 10*time.Second)
+	if err != nil {
+		return "", err
+	}
+	if pid := proc.Field(line, "pid"); pid != strconv.Itoa(bad.PID()) {
+		return "", fmt.Errorf("it said %q", line)
+	}
+	var exit *exec.ExitError
+	if err := bad.Wait(10 * time.Second); !errors.As(err, &exit) || exit.ExitCode() != failExit {
+		return "", fmt.Errorf("it exited with %v, want exit status %d", err, failExit)
+	}
+	line, err = running.Await("rollback", 10*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("the running instance reported no rollback: %w", err)
+	}
+	if s := proc.Field(line, "successor"); s != strconv.Itoa(bad.PID()) {
+		return "", fmt.Errorf("the running instance reported the rollback of successor %s, want %d: %q", s, bad.PID(), line)
+	}
+	if running.Exited() {
+		return "", errors.New("the running instance stopped")
+	}
+	_, reason, _ := strings.Cut(line, "error=")
+	return reason, nil
+}
+
+// servesOn checks that every client is answered by in again.
+func servesOn(ld *load.Load, in *proc.Instance) error {
+	before := ld.Stats()
+	deadline := time.Now().Add(awaitMove)
+	for {
+		st := ld.Stats().Sub(before)
+		n := 0
+		for _, c := range st.Clients {
+			if c.OK > 0 && c.Instance == strconv.Itoa(in.PID()) {
+				n++
 			}
-			br = bufio.NewReader(c)
 		}
-		instance, closing, err := get(c, br, addr, true)
-		if err != nil {
-			st.fail(err)
-			c.Close()
-			c = nil
-			continue
+		if n == len(st.Clients) {
+			return nil
 		}
-		st.ok(instance)
-		if closing {
-			c.Close()
-			c = nil
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d clients answered by instance %d within %v", n, len(st.Clients), in.PID(), awaitMove)
 		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
-// oneShotClient opens a connection for each request.
-func oneShotClient(ctx context.Context, addr string, st *stats) {
-	for ctx.Err() == nil {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			st.fail(err)
-			continue
+func (r report) print(w io.Writer) {
+	fmt.Fprintln(w, "report")
+	fmt.Fprintf(w, "  requests sent       %d\n", r.OK+r.Failed)
+	fmt.Fprintf(w, "  requests failed     %d\n", r.Failed)
+	fmt.Fprintf(w, "  connections dialled %d\n", r.Dials)
+	fmt.Fprintf(w, "  migrated            %d (a keep-alive connection answered by the next instance, never redialled)\n", r.Migrated)
+	fmt.Fprintf(w, "  redialled           %d (closed by the server with \"Connection: close\", dialled anew)\n", r.Redialled)
+	fmt.Fprintf(w, "  takeovers           %d\n", len(r.Takeovers))
+	fmt.Fprintf(w, "  rollbacks           %d (a successor that exited before READY; the running instance reported it and served on)\n", r.Rollbacks)
+	fmt.Fprintf(w, "  instances served    %d\n", len(r.Instances))
+	if len(r.Handoffs) > 0 {
+		h := slices.Sorted(slices.Values(r.Handoffs))
+		fmt.Fprintf(w, "  handoff time        min %s  median %s  max %s (from the successor's start until READY and the connections' handoff are done)\n",
+			h[0], h[len(h)/2], h[len(h)-1])
+	}
+	if len(r.Takeovers) > 0 {
+		var s []time.Duration
+		for _, t := range r.Takeovers {
+			s = append(s, t.Slowest.Duration.Round(100*time.Microsecond))
 		}
-		instance, _, err := get(c, bufio.NewReader(c), addr, false)
-		c.Close()
-		if err != nil {
-			st.fail(err)
-			continue
-		}
-		st.ok(instance)
+		slices.Sort(s)
+		fmt.Fprintf(w, "  slowest request     %v overall; of a takeover (READY until every client is answered by the successor) min %s  median %s  max %s\n",
+			r.Slowest, s[0], s[len(s)/2], s[len(s)-1])
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintln(w, "  error:", e)
 	}
 }
 
-// get sends one GET on c and reads the response.
-func get(c net.Conn, br *bufio.Reader, addr string, keepAlive bool) (instance string, closing bool, err error) {
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	conn := "keep-alive"
-	if !keepAlive {
-		conn = "close"
+// check returns an error if the run showed a failure.
+func (r report) check(cfg config) error {
+	var errs []error
+	if r.Failed > 0 {
+		errs = append(errs, fmt.Errorf("%d requests failed", r.Failed))
 	}
-	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n\r\n", addr, conn); err != nil {
-		return "", false, err
+	if n := len(r.Instances); n != cfg.takeovers+1 {
+		errs = append(errs, fmt.Errorf("%d instances served, want %d", n, cfg.takeovers+1))
 	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return "", false, err
+	for i, t := range r.Takeovers {
+		if cfg.keepAlive > 0 && t.Migrated == 0 {
+			errs = append(errs, fmt.Errorf("takeover %d migrated no connection", i+1))
+		}
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return "", false, err
+	return errors.Join(errs...)
+}
+
+// printer writes event lines, and on a terminal a progress line that each
+// update rewrites in place.
+type printer struct {
+	w        io.Writer
+	live     bool
+	progWide int // width of the progress line on screen
+}
+
+func (p *printer) progress(s string) {
+	fmt.Fprintf(p.w, "\r%-*s", p.progWide, s)
+	p.progWide = len(s)
+}
+
+func (p *printer) line(s string) {
+	if p.live && p.progWide > 0 {
+		// Over the progress line; the next update writes it anew below.
+		fmt.Fprintf(p.w, "\r%-*s\r", p.progWide, "")
+		p.progWide = 0
 	}
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "served by instance") {
-		return "", false, fmt.Errorf("unexpected response %s: %q", resp.Status, body)
+	fmt.Fprintln(p.w, s)
+}
+
+// end ends the output before the report: the progress line stays.
+func (p *printer) end() {
+	if p.live && p.progWide > 0 {
+		fmt.Fprintln(p.w)
+		p.progWide = 0
 	}
-	return resp.Header.Get("X-Instance"), resp.Close, nil
+	fmt.Fprintln(p.w)
 }
 
 func freeAddr() (string, error) {

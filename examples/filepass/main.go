@@ -27,16 +27,18 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/fdpass/fdpass/examples/internal/cli"
 	"github.com/fdpass/fdpass/graceful"
 	"golang.org/x/sys/unix"
 )
 
 func main() {
-	sock := flag.String("graceful", "/tmp/graceful-filepass.sock", "handoff socket `path` (or @abstract name)")
+	handoff := cli.Flags("filepass")
 	logPath := flag.String("log", "/tmp/filepass.log", "the log `file` every generation appends to")
 	every := flag.Duration("every", time.Millisecond, "time between lines")
 	flag.Parse()
-	if err := run(*sock, *logPath, *every); err != nil {
+	handoff.Reload()
+	if err := run(handoff.Path(), *logPath, *every); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -74,6 +76,7 @@ func run(sock, logPath string, every time.Duration) error {
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t next=%d\n", os.Getpid(), p.Generation(), p.Inherited(), st.next.Load())
 
+	defer cli.UpgradeOnHUP(p)()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	tick := time.NewTicker(every)

@@ -20,10 +20,7 @@ import (
 // generation found the state its predecessor left.
 func TestLogInOrderAcrossTakeovers(t *testing.T) {
 	dir := t.TempDir()
-	bin, err := proc.Build(dir, "github.com/fdpass/fdpass/examples/filepass")
-	if err != nil {
-		t.Skipf("cannot build the example: %v", err)
-	}
+	bin := proc.BuildT(t, dir, "github.com/fdpass/fdpass/examples/filepass")
 	logPath := filepath.Join(dir, "service.log")
 	args := []string{"-graceful", filepath.Join(dir, "handoff.sock"), "-log", logPath}
 
@@ -44,11 +41,7 @@ func TestLogInOrderAcrossTakeovers(t *testing.T) {
 		}
 	}
 
-	current, err := proc.Start(bin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(current.Kill)
+	current := proc.StartT(t, bin, args...)
 	line, err := current.Await("ready", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +52,7 @@ func TestLogInOrderAcrossTakeovers(t *testing.T) {
 	pids := []int{current.PID()}
 	for range 5 {
 		linesBy(current.PID(), 30)
-		next, err := proc.Start(bin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(next.Kill)
+		next := proc.StartT(t, bin, args...)
 		line, err := next.Await("ready", 10*time.Second)
 		if err != nil {
 			t.Fatal(err)

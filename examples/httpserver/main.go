@@ -7,6 +7,8 @@
 //	curl localhost:3333
 //	go run ./examples/httpserver &   # takes over; the first one exits
 //	curl localhost:3333
+//	kill -HUP %1                     # the running instance starts its successor
+//	go run ./examples/httpserver -reload   # the same, and waits for the verdict
 //
 // Every response says which instance served it. The handoff socket
 // (-graceful) is where a new instance finds the running one; it passes to
@@ -16,7 +18,10 @@
 //
 // The process reports on standard output, one line per event:
 //
+//	taking-over pid=1240 generation=3   (a successor, as it says READY)
 //	ready pid=1234 generation=2 inherited=true handoff=3.1ms addr=127.0.0.1:3333
+//	rollback pid=1234 successor=1240 error="..."   (a successor failed; this one serves on)
+//	failing pid=1240 generation=3   (with -fail-before-ready, before it exits with status 3)
 //	exit pid=1234 served=5120
 package main
 
@@ -30,35 +35,41 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/cli"
 	"github.com/fdpass/fdpass/graceful"
 )
 
+// rolledBack is the message with which a Process reports that a successor
+// failed and it serves on.
+const rolledBack = "graceful: handoff rolled back; still serving"
+
 func main() {
-	sock := flag.String("graceful", "/tmp/graceful.sock", "handoff socket `path` (or @abstract name)")
+	handoff := cli.Flags("httpserver")
 	addr := flag.String("listen", "localhost:3333", "HTTP listen `address`")
 	drain := flag.Duration("drain", 10*time.Second, "how long the old instance waits for requests in hand")
 	failBeforeReady := flag.Bool("fail-before-ready", false, "take the descriptors over, then exit without saying READY (to watch a rollback)")
 	verbose := flag.Bool("v", false, "log handoffs to standard error")
 	flag.Parse()
-	if err := run(*sock, *addr, *drain, *failBeforeReady, *verbose); err != nil {
+	handoff.Reload()
+	if err := run(handoff.Path(), *addr, *drain, *failBeforeReady, *verbose); err != nil {
 		log.Fatal(err)
 	}
 }
 
 func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) error {
 	start := time.Now()
-	var logger *slog.Logger
+	var h events
 	if verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		h.next = slog.NewTextHandler(os.Stderr, nil)
 	}
-	p, err := graceful.New(graceful.Options{Path: sock, Logger: logger, Migrate: true})
+	p, err := graceful.New(graceful.Options{Path: sock, Logger: slog.New(h), Migrate: true})
 	if err != nil {
 		return err
 	}
@@ -89,6 +100,11 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	hs := p.HTTP(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if p.Inherited() {
+		// From READY on the predecessor stops accepting and hands its
+		// keep-alive connections over.
+		fmt.Printf("taking-over pid=%d generation=%d\n", os.Getpid(), p.Generation())
+	}
 	if err := p.Ready(); err != nil {
 		return err
 	}
@@ -106,11 +122,14 @@ wait:
 			break wait
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				// systemctl reload: start the successor ourselves, so
-				// that it runs in the service's control group.
-				if err := startSuccessor(); err != nil {
-					log.Printf("reload: %v", err)
-				}
+				// Start the successor, this binary again; Exit closes
+				// once it has taken over. On failure this instance
+				// serves on.
+				go func() {
+					if err := p.Upgrade(context.Background()); err != nil {
+						log.Printf("reload: %v", err)
+					}
+				}()
 				continue
 			}
 			// Stopping with no successor: under systemd, park the
@@ -142,14 +161,50 @@ wait:
 	return err
 }
 
-// startSuccessor runs this program again with the same arguments; it takes
-// over through the handoff socket.
-func startSuccessor() error {
-	cmd := exec.Command(os.Args[0], os.Args[1:]...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
+// events prints a "rollback" event line for each rollback the Process
+// reports to its Logger, and passes every report on to next, if set.
+type events struct {
+	next  slog.Handler
+	attrs []slog.Attr // added with WithAttrs: the successor's pid
+}
+
+func (h events) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn || h.next != nil && h.next.Enabled(ctx, l)
+}
+
+func (h events) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == rolledBack {
+		successor, reason := "", ""
+		for _, a := range h.attrs {
+			if a.Key == "pid" {
+				successor = a.Value.String()
+			}
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "error" {
+				reason = a.Value.String()
+			}
+			return true
+		})
+		fmt.Printf("rollback pid=%d successor=%s error=%q\n", os.Getpid(), successor, reason)
 	}
-	go cmd.Wait()
+	if h.next != nil && h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
 	return nil
+}
+
+func (h events) WithAttrs(as []slog.Attr) slog.Handler {
+	if h.next != nil {
+		h.next = h.next.WithAttrs(as)
+	}
+	h.attrs = append(slices.Clip(h.attrs), as...)
+	return h
+}
+
+func (h events) WithGroup(name string) slog.Handler {
+	if h.next != nil {
+		h.next = h.next.WithGroup(name)
+	}
+	return h
 }

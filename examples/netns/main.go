@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fdpass/fdpass/examples/internal/cli"
 	"log"
 	"os"
 
@@ -81,11 +82,16 @@ func broker(name, addr, sock string) error {
 	if err := b.Add("netns", h, meta, nil); err != nil {
 		return err
 	}
+	var backoff cli.Backoff
 	for {
 		c, err := l.Accept()
 		if err != nil {
+			if backoff.Retry(err) {
+				continue
+			}
 			return err
 		}
+		backoff.Reset()
 		if err := c.Send(&b); err != nil {
 			log.Printf("worker: %v", err)
 		}
@@ -144,11 +150,16 @@ func worker(sock string) error {
 	}
 	defer ln.Close()
 	fmt.Printf("ready worker pid=%d netns=%s id=%s own-netns=%s addr=%s\n", os.Getpid(), meta.Value("netns"), actual, here, ln.Addr())
+	var backoff cli.Backoff
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
+			if backoff.Retry(err) {
+				continue
+			}
 			return err
 		}
+		backoff.Reset()
 		go func() {
 			defer conn.Close()
 			fmt.Fprintf(conn, "hello from worker pid %d, serving namespace %s from namespace %s\n", os.Getpid(), meta.Value("netns"), here)

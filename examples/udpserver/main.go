@@ -22,14 +22,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/cli"
 	"github.com/fdpass/fdpass/graceful"
 )
 
 func main() {
-	sock := flag.String("graceful", "/tmp/graceful-udp.sock", "handoff socket `path` (or @abstract name)")
+	handoff := cli.Flags("udpserver")
 	addr := flag.String("listen", "localhost:3334", "UDP listen `address`")
 	flag.Parse()
-	if err := run(*sock, *addr); err != nil {
+	handoff.Reload()
+	if err := run(handoff.Path(), *addr); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -50,6 +52,7 @@ func run(sock, addr string) error {
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t addr=%s\n", os.Getpid(), p.Generation(), p.Inherited(), pc.LocalAddr())
 
+	defer cli.UpgradeOnHUP(p)()
 	stop := make(chan struct{})
 	go func() {
 		sig := make(chan os.Signal, 1)

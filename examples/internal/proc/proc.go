@@ -1,42 +1,58 @@
 // Package proc runs the example programs as separate processes for the
 // demo and the end-to-end tests: it builds them, starts them and follows
 // the event lines they print on standard output.
+//
+// When the binary that uses it runs under the race detector, the examples
+// are built with it too, and a data race that an example reports on its
+// standard error is an error of its Instance (Races, Wait).
 package proc
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
 // Build compiles the example package pkg (an import path) into dir and
-// returns the binary's path.
+// returns the binary's path. It builds with -race when this binary runs
+// under the race detector.
 func Build(dir, pkg string) (string, error) {
 	bin := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build %s: %w", pkg, err)
+		return "", fmt.Errorf("go %s: %w", strings.Join(cmd.Args[1:], " "), err)
 	}
 	return bin, nil
 }
 
 // Instance is one running example process.
 type Instance struct {
-	cmd   *exec.Cmd
-	lines chan string
-	done  chan struct{}
-	err   error
+	cmd    *exec.Cmd
+	lines  chan string
+	done   chan struct{}
+	err    error
+	stderr *raceWatch
 }
 
 // Start starts bin with args. Its standard error goes to ours.
 func Start(bin string, args ...string) (*Instance, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
+	w := &raceWatch{w: os.Stderr}
+	// An io.Writer rather than a file: Wait returns once all of it is
+	// copied, so a report printed before the exit is seen.
+	cmd.Stderr = w
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -44,7 +60,7 @@ func Start(bin string, args ...string) (*Instance, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	in := &Instance{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{})}
+	in := &Instance{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), stderr: w}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -89,11 +105,12 @@ func (in *Instance) Await(prefix string, d time.Duration) (string, error) {
 	}
 }
 
-// Wait waits at most d for the process to exit and returns its error.
+// Wait waits at most d for the process to exit and returns its error,
+// and the data races it reported.
 func (in *Instance) Wait(d time.Duration) error {
 	select {
 	case <-in.done:
-		return in.err
+		return errors.Join(in.err, in.Races())
 	case <-time.After(d):
 		return fmt.Errorf("process %d still running after %s", in.PID(), d)
 	}
@@ -125,4 +142,43 @@ func Field(line, key string) string {
 		}
 	}
 	return ""
+}
+
+// Races returns an error if the process has reported a data race on its
+// standard error (see the race detector's GORACE options: the report goes
+// there as soon as the race is found).
+func (in *Instance) Races() error {
+	if n := in.stderr.count(); n > 0 {
+		return fmt.Errorf("process %d reported %d data races (see its standard error)", in.PID(), n)
+	}
+	return nil
+}
+
+// raceMark starts the race detector's report of a data race.
+const raceMark = "WARNING: DATA RACE"
+
+// raceWatch copies a process's standard error to w and counts the data
+// races reported in it.
+type raceWatch struct {
+	w     *os.File
+	mu    sync.Mutex
+	tail  []byte // the end of the last write, in case the mark straddles two
+	races int
+}
+
+func (rw *raceWatch) Write(b []byte) (int, error) {
+	rw.mu.Lock()
+	buf := append(rw.tail, b...)
+	rw.races += bytes.Count(buf, []byte(raceMark))
+	// Keep what could be the start of a mark, and never a whole one.
+	keep := min(len(buf), len(raceMark)-1)
+	rw.tail = append(rw.tail[:0], buf[len(buf)-keep:]...)
+	rw.mu.Unlock()
+	return rw.w.Write(b)
+}
+
+func (rw *raceWatch) count() int {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return rw.races
 }

@@ -1,0 +1,6 @@
+// Command broken does not compile, for the tests of proc.
+package main
+
+func main() {
+	undefined()
+}
