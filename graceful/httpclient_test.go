@@ -24,17 +24,22 @@ import (
 
 // loadStats are what a load saw. A retry is a failure: Go's transports
 // send a request again on another connection, unasked, when the first
-// broke before an answer.
+// broke before an answer (or refused its stream); a request they wrote
+// more than once counts as retried (httptrace WroteHeaders). A request for
+// which the transport took a connection, found it closing (GOAWAY) before
+// it wrote anything and took another counts as repicked, not a failure.
 type loadStats struct {
 	ok, failed, retried, dials int64
+	repicked                   int64
 	migrated, redialled        int64 // strict HTTP/1 clients: same connection, new answerer; or Connection: close
 	slowest                    time.Duration
+	slowestH1                  time.Duration // of the strict HTTP/1 clients
 	errs                       []string
 }
 
 func (s loadStats) String() string {
-	return fmt.Sprintf("%d ok, %d failed, %d retried, %d dials, %d migrated, %d redialled, slowest %v",
-		s.ok, s.failed, s.retried, s.dials, s.migrated, s.redialled, s.slowest.Round(time.Millisecond))
+	return fmt.Sprintf("%d ok, %d failed, %d retried, %d repicked, %d dials, %d migrated, %d redialled, slowest %v (HTTP/1 %v)",
+		s.ok, s.failed, s.retried, s.repicked, s.dials, s.migrated, s.redialled, s.slowest.Round(time.Millisecond), s.slowestH1.Round(time.Millisecond))
 }
 
 // load runs clients until stop.
@@ -72,12 +77,12 @@ func (l *load) window() loadStats {
 	defer l.mu.Unlock()
 	st := l.st
 	st.errs = append([]string(nil), st.errs...)
-	l.st.slowest = 0
+	l.st.slowest, l.st.slowestH1 = 0, 0
 	return st
 }
 
 // allAt waits until every client's last answer came from generation gen.
-func (l *load) allAt(t *testing.T, clients int, gen int) {
+func (l *load) allAt(t testing.TB, clients int, gen int) {
 	t.Helper()
 	want := fmt.Sprint(gen)
 	deadline := time.Now().Add(30 * time.Second)
@@ -162,8 +167,10 @@ func (l *load) h1Clients(addr string, n, first int, path string, pause time.Dura
 					c = nil
 					continue
 				}
-				l.done(id, gen, time.Since(start))
+				took := time.Since(start)
+				l.done(id, gen, took)
 				l.mu.Lock()
+				l.st.slowestH1 = max(l.st.slowestH1, took)
 				if prev != "" && gen != prev {
 					l.st.migrated++
 				}
@@ -223,8 +230,11 @@ func (l *load) goClients(tr *http.Transport, url string, n, first int, pause tim
 		l.wg.Go(func() {
 			defer tr.CloseIdleConnections()
 			for !l.stopped() {
-				var conns atomic.Int32
-				trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
+				var conns, wrote atomic.Int32
+				trace := &httptrace.ClientTrace{
+					GotConn:      func(httptrace.GotConnInfo) { conns.Add(1) },
+					WroteHeaders: func() { wrote.Add(1) },
+				}
 				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url, nil)
 				if err != nil {
 					panic(err)
@@ -238,11 +248,18 @@ func (l *load) goClients(tr *http.Transport, url string, n, first int, pause tim
 						err = fmt.Errorf("status %d", resp.StatusCode)
 					}
 				}
-				if err == nil && conns.Load() > 1 {
+				if err == nil && wrote.Load() > 1 {
 					l.mu.Lock()
 					l.st.retried++
 					l.mu.Unlock()
-					err = fmt.Errorf("client %d: sent on %d connections", id, conns.Load())
+					err = fmt.Errorf("client %d: sent %d times, on %d connections", id, wrote.Load(), conns.Load())
+				} else if err == nil && conns.Load() > 1 {
+					// The transport picked a connection that had
+					// received GOAWAY, and took another before it
+					// sent anything: not a retry.
+					l.mu.Lock()
+					l.st.repicked++
+					l.mu.Unlock()
 				}
 				if err != nil {
 					l.fail(fmt.Errorf("client %d: %w", id, err))

@@ -157,14 +157,14 @@ func httpGenEnv(dir string, quiesce time.Duration, extra ...string) []string {
 
 // httpGens runs generations of the "httpgen" role one after another.
 type httpGens struct {
-	t       *testing.T
+	t       testing.TB
 	env     []string
 	current *restartChild
 	gen     int
 	addr    string
 }
 
-func startHTTPGens(t *testing.T, env []string) *httpGens {
+func startHTTPGens(t testing.TB, env []string) *httpGens {
 	t.Helper()
 	g := &httpGens{t: t, env: env}
 	g.current = startRestartChild(t, "", "httpgen", nil, env...)
