@@ -191,7 +191,10 @@ func run(cfg config) (report, error) {
 		if err != nil {
 			return rep, err
 		}
-		if _, err := next.Await("taking-over", 10*time.Second); err != nil {
+		// As long as a successor may take under graceful's handoff
+		// timeout: on a machine loaded by other work a fresh process
+		// can take seconds to start.
+		if _, err := next.Await("taking-over", 30*time.Second); err != nil {
 			return rep, err
 		}
 		fromReady := ld.Window()

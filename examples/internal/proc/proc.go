@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -100,9 +101,29 @@ func (in *Instance) Await(prefix string, d time.Duration) (string, error) {
 				}
 			}
 		case <-timeout:
-			return "", fmt.Errorf("process %d: no %q within %s", in.PID(), prefix, d)
+			return "", fmt.Errorf("process %d: no %q within %s (%s)", in.PID(), prefix, d, in.state())
 		}
 	}
+}
+
+// state describes what the process is doing, from /proc: its scheduler
+// state and the CPU time it used, which tell a process starved of CPU
+// from one blocked waiting.
+func (in *Instance) state() string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", in.PID()))
+	if err != nil {
+		return "no /proc entry: " + err.Error()
+	}
+	// The fields after the command name, which is in parentheses:
+	// state is the first, utime and stime the 12th and 13th.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return fmt.Sprintf("unreadable stat %q", b)
+	}
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return fmt.Sprintf("state %s, %d ticks of user and %d of system CPU", f[0], utime, stime)
 }
 
 // Wait waits at most d for the process to exit and returns its error,
