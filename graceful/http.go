@@ -17,7 +17,8 @@ import (
 //   - HTTP/1 over plain TCP or a unix socket (the listener returns
 //     *net.TCPConn or *net.UnixConn): the keep-alive connection migrates
 //     to the successor (with Options.Migrate on both sides), an idle one
-//     at once, a busy one once its response is written, within
+//     at once, a busy one once its response is written (after the
+//     takeover if need be: no connection waits for another), within
 //     QuiesceTimeout; one that cannot move answers "Connection: close"
 //     from then on.
 //   - HTTP/2 (cleartext with the preface, as srv.Protocols allows, or h2
@@ -28,6 +29,9 @@ import (
 //   - A hijacked connection (a WebSocket, say) is the handler's: it
 //     stays here, and Drain waits for the handler to return. Learn of the
 //     takeover from Process.Exit and end it as the protocol allows.
+//     x/net/http2/h2c's handler hijacks its connections too: they get no
+//     GOAWAY from HTTPServer; serve cleartext HTTP/2 with srv.Protocols
+//     (SetUnencryptedHTTP2) instead.
 //
 // For HTTPS, serve a tls.NewListener of the listener with "h2" and
 // "http/1.1" in its NextProtos.
