@@ -23,9 +23,9 @@ import (
 // connections do not migrate (a TLS connection holds state net/http
 // cannot hand over); at a takeover an HTTP/1.1 one finishes the response
 // in hand, or its next, with "Connection: close", and an HTTP/2 one (h2
-// over ALPN) gets GOAWAY. The takeover does not wait for them; no
-// request fails or is retried, and each strict HTTP/1.1 client dials
-// again once per takeover.
+// over ALPN) gets GOAWAY. The takeover does not wait for them, no request
+// that ends after READY took more than slowBound, no request fails or is
+// retried, and each strict HTTP/1.1 client dials again once per takeover.
 func TestTLSTakeovers(t *testing.T) {
 	const h1, goH1, goH2, takeovers = 4, 2, 2, 4
 	const quiesce = 5 * time.Second
@@ -47,6 +47,7 @@ func TestTLSTakeovers(t *testing.T) {
 	for range takeovers {
 		before := l.window()
 		prev, ready := g.takeover()
+		l.window() // the slowest request from READY on
 		drained := prev.expect(fmt.Sprintf("drained gen=%d", g.gen-1))
 		prev.mustExit()
 		l.allAt(t, all, g.gen)
@@ -54,6 +55,9 @@ func TestTLSTakeovers(t *testing.T) {
 		t.Logf("takeover to gen %d: ready after %v, predecessor %s; %v", g.gen, ready.Round(time.Millisecond), drained, st)
 		if ready > quiesce/2 {
 			t.Errorf("takeover to gen %d: successor ready after %v: it waited for TLS connections", g.gen, ready)
+		}
+		if st.slowest > slowBound {
+			t.Errorf("takeover to gen %d: a request ended %v after it was sent, after READY: it stalled", g.gen, st.slowest)
 		}
 		if m := st.migrated - before.migrated; m != 0 {
 			t.Errorf("takeover to gen %d: %d TLS connections migrated", g.gen, m)
