@@ -25,6 +25,7 @@ type inheritance struct {
 	pred    *unixmsg.Conn      // to the predecessor
 	migrate bool               // both sides want FeatureMigrate
 	stream  bool               // and FeatureStreamConns
+	late    bool               // and FeatureLateConns
 	pid     int                // the predecessor's, as it says (0: it did not)
 	ns      ownNetNS           // this process's network namespace
 }

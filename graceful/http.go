@@ -3,39 +3,67 @@ package graceful
 import (
 	"context"
 	"errors"
-	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/fdpass/fdpass/internal/handoffmsg"
 )
 
-// HTTPServer serves a net/http Server whose keep-alive connections migrate
-// at a takeover (with Options.Migrate on both sides): an idle one at once,
-// a busy one once its response is written, within QuiesceTimeout; one
-// that cannot move answers "Connection: close" from then on. Only HTTP/1
-// over plain TCP or unix sockets migrates.
+// HTTPServer serves a net/http Server across takeovers. What a client
+// sees at a takeover depends on its connection:
+//
+//   - HTTP/1 over plain TCP or a unix socket (the listener returns
+//     *net.TCPConn or *net.UnixConn): the keep-alive connection migrates
+//     to the successor (with Options.Migrate on both sides), an idle one
+//     at once, a busy one once its response is written (after the
+//     takeover if need be: no connection waits for another), within
+//     QuiesceTimeout; one that cannot move answers "Connection: close"
+//     from then on.
+//   - HTTP/2 (cleartext with the preface, as srv.Protocols allows, or h2
+//     over TLS): never migrates; it gets GOAWAY at the takeover, idle or
+//     not, and its streams finish here.
+//   - Any other connection, such as TLS from a tls.NewListener: never
+//     migrates; HTTP/1 answers "Connection: close" from the takeover on.
+//   - A hijacked connection (a WebSocket, say) is the handler's: it
+//     stays here, and Drain waits for the handler to return. Learn of the
+//     takeover from Process.Exit and end it as the protocol allows.
+//     x/net/http2/h2c's handler hijacks its connections too: they get no
+//     GOAWAY from HTTPServer; serve cleartext HTTP/2 with srv.Protocols
+//     (SetUnencryptedHTTP2) instead.
+//
+// For HTTPS, serve a tls.NewListener of the listener with "h2" and
+// "http/1.1" in its NextProtos.
+//
+// HTTPServer serves HTTP/2 with net/http's own implementation: Serve sets
+// srv.TLSNextProto, unless the application set it (x/net/http2's
+// ConfigureServer, or to turn HTTP/2 off); HTTP/2 connections served
+// that way do not migrate either, but get GOAWAY only with the first
+// response after the takeover.
 type HTTPServer struct {
 	p    *Process
 	srv  *http.Server
 	user func(net.Conn, http.ConnState)
 	gate httpGate
 
-	draining atomic.Bool
+	h2once   sync.Once
+	h2       atomic.Pointer[http.Server] // sends GOAWAY to HTTP/2 connections (http2.go)
+	h2mu     sync.Mutex
+	h2conns  map[*h2Conn]struct{}
+	h2round  sync.Mutex    // one GOAWAY round at a time
+	handlers atomic.Int64  // handlers running
+	draining atomic.Bool   //
+	zero     chan struct{} // a count Drain waits for may have reached zero
 	mu       sync.Mutex
 	ln       *httpListener
 	queue    []*Conn // migrated in before Serve
 	conns    map[net.Conn]int
 	resumed  map[net.Conn]int // rounds counted in conns before their StateNew
-	zero     chan struct{}
 }
 
 // httpState tags the state of a migrating HTTP connection.
 const httpState = "net/http"
-
-// httpReadBuf is the size of net/http's connection reader: a read of
-// exactly this size is made with the reader empty.
-const httpReadBuf = 4 << 10
 
 // checkHTTP returns an error if a connection tagged as an HTTPServer's
 // comes with bytes read and not processed: HTTPServer hands over only
@@ -51,12 +79,16 @@ func checkHTTP(conns []*Conn) error {
 
 // httpGate is the migrate.Gate of the connections an HTTPServer serves:
 // net/http reads them, so a migration interrupts only a read for the next
-// request with nothing buffered (the connection idle, and a read of
-// exactly httpReadBuf), and when net/http closes a connection whose read
-// was interrupted, the connection is handed over, or served anew.
-type httpGate struct{ hs *HTTPServer }
+// request with nothing buffered: the first read since the connection
+// became idle (ConnState), of the size net/http reads with its reader
+// empty (httpread.go). When net/http closes a connection whose read was
+// interrupted, the connection is handed over, or served anew.
+type httpGate struct {
+	hs    *HTTPServer
+	empty int // the size of a read with net/http's reader empty
+}
 
-func (httpGate) AtBoundary(n int) bool { return n == httpReadBuf }
+func (g httpGate) AtBoundary(n int) bool { return n == g.empty }
 
 func (g httpGate) Abandoned(c *Conn) {
 	if !c.Handoff([]byte(httpState), nil) {
@@ -69,13 +101,18 @@ func (g httpGate) Abandoned(c *Conn) {
 // HTTP connections that migrate in are served by it.
 func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 	hs := &HTTPServer{p: p, srv: srv, user: srv.ConnState, conns: map[net.Conn]int{}, resumed: map[net.Conn]int{}, zero: make(chan struct{}, 1)}
-	hs.gate.hs = hs
+	hs.gate = httpGate{hs: hs, empty: httpReadSize()}
+	if hs.gate.empty == 0 {
+		p.log.Warn("graceful: cannot tell how net/http reads a connection; HTTP connections will not migrate")
+	}
 	h := srv.Handler
 	if h == nil {
 		h = http.DefaultServeMux
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hs.ending() {
+		hs.handlers.Add(1)
+		defer hs.handlerDone()
+		if hs.ending() && hs.stays(r) {
 			// This process ends: the connection ends cleanly after this
 			// response, before the client sends on it again.
 			w.Header().Set("Connection", "close")
@@ -83,8 +120,44 @@ func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 		h.ServeHTTP(w, r)
 	})
 	srv.ConnState = hs.connState
+	userCtx := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if userCtx != nil {
+			ctx = userCtx(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, c)
+	}
 	p.mig.AddSink(hs.adopt)
 	return hs
+}
+
+// connKey keys the connection of a request in its context.
+type connKey struct{}
+
+// stays reports whether the connection of r is to end here after the
+// takeover: not one a migration still waits for (it moves once its
+// response is written), nor HTTP/2 served by net/http's implementation
+// here, which gets GOAWAY in two steps (http2.go) rather than in one,
+// which "Connection: close" in a response would send.
+func (hs *HTTPServer) stays(r *http.Request) bool {
+	if r.ProtoMajor >= 2 {
+		return hs.h2.Load() == nil
+	}
+	c, ok := r.Context().Value(connKey{}).(*Conn)
+	return !ok || !c.Quiescing()
+}
+
+func (hs *HTTPServer) handlerDone() {
+	if hs.handlers.Add(-1) == 0 && hs.draining.Load() {
+		hs.signalZero()
+	}
+}
+
+func (hs *HTTPServer) signalZero() {
+	select {
+	case hs.zero <- struct{}{}:
+	default:
+	}
 }
 
 // ending reports whether a successor took over (or the Process closed),
@@ -123,6 +196,7 @@ func (hs *HTTPServer) adopt(c *Conn) bool {
 // Serve is srv.Serve(ln), tracking every connection for migration. After
 // Drain it closes ln and returns http.ErrServerClosed.
 func (hs *HTTPServer) Serve(ln net.Listener) error {
+	hs.h2once.Do(hs.setupHTTP2)
 	l := &httpListener{Listener: ln, hs: hs, conns: make(chan net.Conn), done: make(chan struct{}), accepted: make(chan struct{})}
 	hs.mu.Lock()
 	if hs.draining.Load() {
@@ -142,14 +216,25 @@ func (hs *HTTPServer) Serve(ln net.Listener) error {
 		go l.push(c)
 	}
 	go l.accept()
+	go func() {
+		// The successor accepts from now on; Serve returns at Drain.
+		select {
+		case <-hs.p.Exit():
+			l.stopAccepting()
+		case <-l.done:
+		}
+	}()
 	return hs.srv.Serve(l)
 }
 
-// Drain stops accepting, answers further requests with "Connection:
-// close", and waits for the connections that stayed to end, or for ctx;
-// then it closes what is left. A Serve that starts after it serves
-// nothing.
+// Drain makes Serve return, answers further requests with "Connection:
+// close" (HTTP/2: sends GOAWAY), and waits for the connections that stayed
+// to end and the handlers to return (those of hijacked connections
+// included), or for ctx; then it closes what is left. A Serve that starts
+// after it serves nothing. (At a takeover the HTTPServer stops accepting
+// and sends GOAWAY by itself, when Exit is closed.)
 func (hs *HTTPServer) Drain(ctx context.Context) error {
+	hs.goAway()
 	hs.mu.Lock()
 	// Under mu: a Serve that has not set ln yet sees it and returns.
 	hs.draining.Store(true)
@@ -174,7 +259,7 @@ func (hs *HTTPServer) Drain(ctx context.Context) error {
 		hs.mu.Lock()
 		n := len(hs.conns)
 		hs.mu.Unlock()
-		if n == 0 {
+		if n == 0 && hs.handlers.Load() == 0 {
 			return nil
 		}
 		select {
@@ -192,6 +277,9 @@ func (hs *HTTPServer) connState(nc net.Conn, st http.ConnState) {
 			c.SetIdle(true)
 		case http.StateActive:
 			c.SetIdle(false)
+		case http.StateHijacked:
+			// The handler reads it now, and cannot hand it over.
+			c.Stay()
 		}
 	}
 	// Count per connection: a connection that resumes after a failed
@@ -217,6 +305,17 @@ func (hs *HTTPServer) connState(nc net.Conn, st http.ConnState) {
 	}
 }
 
+// migratable reports whether a connection the listener accepted can
+// migrate: a socket itself, not a TLS connection or another wrapper, which
+// would hold state of its own.
+func migratable(nc net.Conn) bool {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}
+
 // httpListener is the listener net/http serves: what the real listener
 // accepts, tracked, and the connections that migrated in or resumed.
 type httpListener struct {
@@ -226,6 +325,14 @@ type httpListener struct {
 	done     chan struct{}
 	accepted chan struct{} // closed when accept returns
 	once     sync.Once
+	stopped  atomic.Bool // stopAccepting was called
+}
+
+// stopAccepting closes the real listener, but not l: net/http waits in
+// Accept until Drain closes it.
+func (l *httpListener) stopAccepting() {
+	l.stopped.Store(true)
+	l.Listener.Close()
 }
 
 func (l *httpListener) accept() {
@@ -239,12 +346,16 @@ func (l *httpListener) accept() {
 			if b.retry(err, l.hs.p.log, l.Addr().String()) {
 				continue
 			}
-			l.Close()
+			if !l.stopped.Load() {
+				l.Close()
+			}
 			return
 		}
 		b.reset()
-		c := l.hs.p.mig.Track(nc, l.hs.gate)
-		if !l.push(c) {
+		if migratable(nc) {
+			nc = l.hs.p.mig.Track(nc, l.hs.gate)
+		}
+		if !l.push(nc) {
 			return
 		}
 	}
@@ -255,7 +366,7 @@ func (l *httpListener) accept() {
 // migration), c is served on its own instead: closing it could cut a
 // request the client has already sent (the kernel answers unread data
 // with a reset).
-func (l *httpListener) push(c *Conn) bool {
+func (l *httpListener) push(c net.Conn) bool {
 	select {
 	case l.conns <- c:
 		return true
@@ -268,7 +379,7 @@ func (l *httpListener) push(c *Conn) bool {
 // serveOne serves c with the Server, on a listener that yields c alone, and
 // returns once net/http counts it (ConnState StateNew has run), so that
 // Drain waits for it.
-func (hs *HTTPServer) serveOne(parent net.Listener, c *Conn) {
+func (hs *HTTPServer) serveOne(parent net.Listener, c net.Conn) {
 	one := &oneConnListener{Listener: parent, c: c, served: make(chan struct{}), closed: make(chan struct{})}
 	ret := make(chan error, 1)
 	go func() { ret <- hs.srv.Serve(one) }()
@@ -359,9 +470,6 @@ func (hs *HTTPServer) uncount(nc net.Conn) {
 		delete(hs.conns, nc)
 	}
 	if len(hs.conns) == 0 {
-		select {
-		case hs.zero <- struct{}{}:
-		default:
-		}
+		hs.signalZero()
 	}
 }

@@ -71,8 +71,8 @@ func httpExchange(t *testing.T, c net.Conn, r *bufio.Reader, req string) (body s
 
 // TestMigrateHTTP: at a takeover an idle keep-alive connection moves, a
 // busy one moves once its response is written, and one whose server holds
-// the first bytes of a pipelined request stays and ends cleanly after
-// answering it. No byte is lost.
+// the first bytes of a pipelined request moves once it has answered it.
+// No byte is lost.
 func TestMigrateHTTP(t *testing.T) {
 	restartCheckLeaks(t)
 	path := filepath.Join(t.TempDir(), "h.sock")
@@ -120,17 +120,28 @@ func TestMigrateHTTP(t *testing.T) {
 		t.Errorf("busy connection after the takeover: %q", body)
 	}
 	// The rest of the pipelined request reaches the process that holds
-	// its first bytes, which answers and closes.
-	body, closing := httpExchange(t, partial, partialR, "T /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
-	if body != "gen=1 /p2" || !closing {
+	// its first bytes, which answers it, and hands the connection over
+	// after the response (late, after DONE): the next request is the
+	// successor's, on the same connection.
+	if body, closing := httpExchange(t, partial, partialR, "T /p2 HTTP/1.1\r\nHost: x\r\n\r\n"); body != "gen=1 /p2" || closing {
 		t.Errorf("pipelined request: %q, Connection: close %v", body, closing)
 	}
-	if _, err := partialR.ReadByte(); err != io.EOF {
-		t.Errorf("after Connection: close: %v, want EOF", err)
+	// (A request sent at once may reach the predecessor while it still
+	// reads: net/http's background read takes its first byte. It answers
+	// that one too, and hands over at the next boundary.)
+	for n := 1; ; n++ {
+		body, closing := httpExchange(t, partial, partialR, get("/p3"))
+		if body == "gen=2 /p3" && !closing {
+			break
+		}
+		if body != "gen=1 /p3" || closing || n == 20 {
+			t.Fatalf("the pipelined connection's request %d after its response: %q, Connection: close %v", n, body, closing)
+		}
 	}
 	g1.stop(t)
 	idle.Close()
 	busy.Close()
+	partial.Close()
 	g2.ln.Close()
 	g2.stop(t)
 }

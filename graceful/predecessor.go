@@ -59,7 +59,7 @@ func (p *Process) handoff(cand *candidate) bool {
 	start := time.Now()
 	c.SetDeadline(start.Add(p.opts.Timeout))
 	p.systemdHandoff()
-	err := p.offer(c, cand.hello, log, cand.peer.PID)
+	mig, err := p.offer(c, cand.hello, log, cand.peer.PID)
 	if err != nil {
 		defer p.settle(cand.peer.PID, err)
 		p.systemdRollback()
@@ -74,7 +74,6 @@ func (p *Process) handoff(cand *candidate) bool {
 		log.Warn("graceful: handoff rolled back; still serving", slog.Any("error", err), slog.Duration("after", time.Since(start)))
 		return false
 	}
-	c.Close()
 	p.systemdTookOver()
 	p.mu.Lock()
 	p.handedOff = true
@@ -93,21 +92,29 @@ func (p *Process) handoff(cand *candidate) bool {
 	// as Exit closes, and Upgrade must not take that for a failure.
 	p.settle(cand.peer.PID, nil)
 	p.closeExit()
+	// The connections whose readers were busy move as they stop (or stay,
+	// after the quiesce timeout, or Close).
+	if n, err := mig.Late(c, p.closing); err != nil {
+		log.Warn("graceful: connections stay after a failed late migration", slog.Int("moved", n), slog.Any("error", err))
+	} else if n > 0 {
+		log.Info("graceful: connections moved after the takeover", slog.Int("count", n))
+	}
 	return true
 }
 
 // offer runs the predecessor's side of one handoff, from the OFFER to
-// DONE. It changes nothing of the Process unless it returns nil.
-func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Logger, pid int) error {
+// DONE. It changes nothing of the Process unless it returns nil; then the
+// migration, committed, may go on after DONE (Outgoing.Late).
+func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Logger, pid int) (*migrate.Outgoing, error) {
 	if hello.MinVersion > handoffmsg.Version || hello.MaxVersion < handoffmsg.Version {
 		err := handoffmsg.Errf(ErrVersion, "successor speaks versions %d-%d, this process %d", hello.MinVersion, hello.MaxVersion, handoffmsg.Version)
 		handoffmsg.SendError(c, handoffmsg.CodeVersion, err.Error())
-		return err
+		return nil, err
 	}
 	out, err := p.prepare()
 	if err != nil {
 		handoffmsg.SendError(c, handoffmsg.CodeAborted, err.Error())
-		return err
+		return nil, err
 	}
 	p.mu.Lock()
 	gen := p.gen
@@ -121,42 +128,47 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 		TimeoutMillis: uint32(min(p.opts.Timeout.Milliseconds(), 1<<32-1)),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	out.SetPayload(payload)
 	if err := c.Send(out); err != nil {
-		return fmt.Errorf("sending descriptors: %w", err)
+		return nil, fmt.Errorf("sending descriptors: %w", err)
 	}
 	log.Debug("graceful: sent descriptors; waiting for READY", slog.Int("descriptors", out.Len()))
 	m, err := handoffmsg.Receive(c)
 	if err != nil {
-		return fmt.Errorf("waiting for READY: %w", err)
+		return nil, fmt.Errorf("waiting for READY: %w", err)
 	}
 	if err := m.Expect(handoffmsg.MsgReady); err != nil {
 		if m.Type != handoffmsg.MsgError {
 			handoffmsg.SendError(c, handoffmsg.CodeProtocol, err.Error())
 		}
-		return err
+		return nil, err
 	}
 	p.mu.Lock()
 	closed := p.closed
 	p.mu.Unlock()
 	if closed {
 		handoffmsg.SendError(c, handoffmsg.CodeAborted, "predecessor is closing")
-		return net.ErrClosed
+		return nil, net.ErrClosed
 	}
 	// Live migration, when both asked for it: the connections move now,
 	// and stay this process's until DONE is acknowledged.
 	var mig *migrate.Outgoing
 	both := m.Features & hello.Features & p.features()
 	if both&handoffmsg.FeatureMigrate != 0 {
+		stream := both&handoffmsg.FeatureStreamConns != 0
+		if !stream {
+			both &^= handoffmsg.FeatureLateConns
+		}
 		mig, err = p.mig.Send(c, migrate.SendOptions{
-			Stream:  both&handoffmsg.FeatureStreamConns != 0,
+			Stream:  stream,
+			Late:    both&handoffmsg.FeatureLateConns != 0,
 			Quiesce: p.quiesceTimeout(),
 			Logger:  log,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	} else {
 		// DONE names the second phase that took place, if any.
@@ -175,8 +187,8 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 		// acknowledge DONE fails to, and does not serve them too.
 		c.Close()
 		mig.Resume()
-		return fmt.Errorf("sending DONE: %w", err)
+		return nil, fmt.Errorf("sending DONE: %w", err)
 	}
 	mig.Commit()
-	return nil
+	return mig, nil
 }

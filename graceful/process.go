@@ -113,6 +113,8 @@ type Process struct {
 	owner       bool // the socket path is this generation's to remove
 	exited      bool
 	in          *inheritance               // the predecessor's offer, until Ready (successor.go)
+	late        *unixmsg.Conn              // to the predecessor, while connections come late
+	lateDone    chan struct{}              // closed when they no longer do
 	sd          *systemd.Set               // descriptors systemd passed, until Ready
 	sys         sdState                    // systemd bookkeeping (systemd.go)
 	ln          *net.UnixListener          // the handoff listener
@@ -278,8 +280,12 @@ func (p *Process) Ready() error {
 		if unused := in.release(); unused > 0 {
 			p.log.Info("graceful: closed unused inherited descriptors", slog.Int("count", unused))
 		}
-		err := p.confirm(in)
-		in.pred.Close()
+		late, err := p.confirm(in)
+		if late {
+			p.receiveLate(in.pred, in.pid)
+		} else {
+			in.pred.Close()
+		}
 		if err != nil {
 			p.log.Error("graceful: handoff failed at READY", slog.Int("pid", in.pid), slog.Any("error", err))
 			p.systemdAbandoned(in.pid)
@@ -353,7 +359,13 @@ func (p *Process) Close() error {
 	p.mu.Lock()
 	out, handedOff, owner := p.out, p.handedOff, p.owner
 	p.out, p.regs = nil, nil
+	late, lateDone := p.late, p.lateDone
 	p.mu.Unlock()
+	if late != nil {
+		// The predecessor resumes what it has not sent yet.
+		late.SetDeadline(time.Unix(1, 0))
+		<-lateDone
+	}
 	if out != nil {
 		out.Close()
 	}

@@ -103,6 +103,7 @@ func (p *Process) hello(c *unixmsg.Conn) (*inheritance, uint64, error) {
 	both := m.Features & ours
 	in.migrate = both&handoffmsg.FeatureMigrate != 0
 	in.stream = in.migrate && both&handoffmsg.FeatureStreamConns != 0
+	in.late = in.stream && both&handoffmsg.FeatureLateConns != 0
 	return in, m.Generation + 1, nil
 }
 
@@ -112,8 +113,9 @@ func isDisconnect(err error) bool {
 }
 
 // confirm sends READY on in.pred and waits for DONE, taking the migrating
-// connections in between if both sides asked for them.
-func (p *Process) confirm(in *inheritance) error {
+// connections in between if both sides asked for them. late reports that
+// more connections follow after DONE (receiveLate).
+func (p *Process) confirm(in *inheritance) (late bool, err error) {
 	c := in.pred
 	c.SetDeadline(time.Now().Add(p.opts.Timeout))
 	var ask uint32
@@ -122,25 +124,21 @@ func (p *Process) confirm(in *inheritance) error {
 		if in.stream {
 			ask |= handoffmsg.FeatureStreamConns
 		}
+		if in.late {
+			ask |= handoffmsg.FeatureLateConns
+		}
 	}
 	// From READY on, what this process writes to standard error is its
 	// own (see Upgrade).
 	p.restoreStderr()
 	if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgReady, Features: ask}); err != nil {
-		return err
+		return false, err
 	}
 	var conns []*Conn
 	if in.migrate {
-		var err error
-		conns, err = p.mig.Receive(c, migrate.ReceiveOptions{
-			Stream:   in.stream,
-			Check:    p.checkMigrated,
-			Logger:   p.log,
-			MaxConns: p.opts.MaxMigrated,
-			MaxBytes: p.opts.MaxMigratedBytes,
-		})
+		conns, err = p.mig.Receive(c, p.receiveOptions(in.stream))
 		if err != nil {
-			return err
+			return false, err
 		}
 	}
 	m, err := handoffmsg.Receive(c)
@@ -151,14 +149,48 @@ func (p *Process) confirm(in *inheritance) error {
 		for _, mc := range conns {
 			mc.Conn.Close()
 		}
-		return err
+		return false, err
 	}
 	p.mig.Adopt(conns)
+	late = in.late && m.Features&handoffmsg.FeatureLateConns != 0
 	if p.opts.Migrate && !in.migrate {
 		p.mu.Lock()
 		p.noMigration = fmt.Errorf("%w (predecessor pid %d)", ErrNoMigration, in.pid)
 		p.mu.Unlock()
 		p.log.Warn("graceful: the predecessor does not migrate connections (no Options.Migrate there)")
 	}
-	return nil
+	return late, nil
+}
+
+// receiveOptions are the successor's side of a migration.
+func (p *Process) receiveOptions(stream bool) migrate.ReceiveOptions {
+	return migrate.ReceiveOptions{
+		Stream:   stream,
+		Check:    p.checkMigrated,
+		Logger:   p.log,
+		MaxConns: p.opts.MaxMigrated,
+		MaxBytes: p.opts.MaxMigratedBytes,
+	}
+}
+
+// receiveLate takes, after DONE, the connections that the predecessor
+// sends late (FeatureLateConns), until it hangs up or Close; it takes
+// ownership of c.
+func (p *Process) receiveLate(c *unixmsg.Conn, pid int) {
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.late = c
+	p.lateDone = done
+	p.mu.Unlock()
+	go func() {
+		defer close(done)
+		defer c.Close()
+		n, err := p.mig.ReceiveLate(c, p.receiveOptions(true))
+		if err != nil {
+			p.log.Warn("graceful: connections after the takeover stay with the predecessor", slog.Int("pid", pid), slog.Any("error", err))
+		}
+		if n > 0 {
+			p.log.Debug("graceful: received connections after the takeover", slog.Int("count", n))
+		}
+	}()
 }

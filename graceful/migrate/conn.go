@@ -123,11 +123,22 @@ func (c *Conn) Read(b []byte) (int, error) {
 			if len(c.pending) == 0 {
 				c.pending = nil
 			}
+			c.idle = false
 			c.mu.Unlock()
 			return n, nil
 		}
+		gated := c.gate != nil
 		c.mu.Unlock()
 		n, err := c.Conn.Read(b)
+		if n > 0 && gated {
+			// The reader holds bytes of its next message now: until its
+			// owner says it is idle again, no read starts a message (a
+			// header line longer than the reader's buffer is read in
+			// full-sized reads).
+			c.mu.Lock()
+			c.idle = false
+			c.mu.Unlock()
+		}
 		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
@@ -183,14 +194,16 @@ func (c *Conn) migrating() error {
 // A Gate stands between a Conn and a reader that cannot call Handoff
 // itself, such as net/http's server: it says which reads start a message,
 // and takes the connection when the reader lets go of it. A gated Conn is
-// interrupted only while its owner says it is idle (SetIdle), and only in
-// a read that AtBoundary approves; its reader, on ErrMigrating, closes
-// the Conn, and the Conn calls Abandoned instead of closing. graceful's
-// HTTPServer is the gate of the connections it serves.
+// interrupted only while its owner says it is idle (SetIdle) and before
+// Read has returned a byte since, and only in a read that AtBoundary
+// approves; its reader, on ErrMigrating, closes the Conn, and the Conn
+// calls Abandoned instead of closing. graceful's HTTPServer is the gate of
+// the connections it serves.
 type Gate interface {
-	// AtBoundary reports whether a read of n bytes, asked for while the
-	// Conn is idle, starts the next message. It is called with the Conn
-	// locked, and must not call its methods.
+	// AtBoundary reports whether a read of n bytes, the first since the
+	// Conn became idle, starts the next message: whether the reader holds
+	// nothing of it. It is called with the Conn locked, and must not call
+	// its methods.
 	AtBoundary(n int) bool
 	// Abandoned is called, instead of closing, when the reader closes
 	// the Conn after a read of it ended in ErrMigrating: the gate hands
@@ -208,13 +221,50 @@ func (c *Conn) SetGate(g Gate) {
 // SetIdle tells a gated Conn whether its reader waits between messages
 // (net/http: the connection waits for its next request). A Conn that
 // becomes idle while a migration waits for it is interrupted at once.
+// Read returning a byte ends idleness too.
 func (c *Conn) SetIdle(idle bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gate == nil {
+		return
+	}
 	c.idle = idle
 	if idle && c.phase == phaseQuiescing {
 		c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
+}
+
+// Quiescing reports whether a migration waits for c's reader to reach a
+// message boundary: until it is over, the connection may still move. A
+// server that ends its connections at a takeover ("Connection: close")
+// leaves these be.
+func (c *Conn) Quiescing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.phase == phaseQuiescing || c.phase == phaseArrived
+}
+
+// Stay takes c out of migration for good: it stays with this process,
+// ungated, and a migration waiting for it stops waiting. Call it when the
+// connection turns to a protocol its reader cannot hand over at a message
+// boundary (graceful's HTTPServer: HTTP/2, a hijacked connection). It has
+// no effect on a connection already offered to the successor.
+func (c *Conn) Stay() {
+	c.mu.Lock()
+	if c.phase == phaseArrived || c.phase == phaseMigrated || c.phase == phaseClosed {
+		c.mu.Unlock()
+		return
+	}
+	if c.phase == phaseQuiescing {
+		c.phase = phaseIdle
+		c.quiet.leave(c)
+		c.quiet = nil
+		// A read interrupted meanwhile reads on (see Read).
+		c.Conn.SetReadDeadline(c.rdl)
+	}
+	c.gate, c.idle, c.interrupted = nil, false, false
+	c.mu.Unlock()
+	c.t.untrack(c)
 }
 
 // SetDeadline sets the read and write deadlines, as net.Conn's does.
@@ -270,7 +320,7 @@ func (c *Conn) Close() error {
 		return nil
 	case phaseQuiescing:
 		// The migration waits for nobody now.
-		c.quiet.arrive(nil)
+		c.quiet.leave(c)
 	}
 	c.phase = phaseClosed
 	c.mu.Unlock()

@@ -12,39 +12,61 @@ import (
 // more readers.
 const interruptTick = 5 * time.Millisecond
 
+// lateSettle is how long the first phase of a migration that continues
+// after DONE (see Outgoing.Late) waits for another reader to arrive once
+// every reader is interrupted; the readers still busy then move later.
+const lateSettle = 2 * time.Millisecond
+
 // quiet is a quiesce in progress: it counts the readers it waits for and
 // queues the connections whose readers reached Handoff, in the order they
 // did. Only the last reader to arrive, or the one that fills a batch, wakes
 // the goroutine that takes them: with thousands of connections, waking it
-// for each one cost as much as interrupting them.
+// for each one cost as much as interrupting them. Once the migration
+// continues after DONE (eager), every arrival wakes it: they come one by
+// one.
 type quiet struct {
-	log   *slog.Logger
-	snap  []*Conn // the connections being quiesced
-	next  int     // snap[:next] are interrupted
-	left  atomic.Int64
-	all   chan struct{} // closed when left reaches 0
-	kick  chan struct{} // a batch has arrived
-	batch int           // queue length that kicks; 0: none
-	timer *time.Timer
+	log     *slog.Logger
+	snap    []*Conn // the connections being quiesced
+	next    int     // snap[:next] are interrupted
+	left    atomic.Int64
+	ungated atomic.Int64  // connections without a Gate not arrived yet
+	arrived atomic.Int64  // arrivals so far
+	eager   atomic.Bool   // wake the taker at every arrival
+	all     chan struct{} // closed when left reaches 0
+	kick    chan struct{} // a batch has arrived
+	batch   int           // queue length that kicks; 0: none
+	timer   *time.Timer
 
 	mu    sync.Mutex
 	queue []*Conn // arrived, not taken yet
+	cut   bool    // the first phase is over (take)
 	over  bool    // no more will arrive
 }
 
-// arrive says that c's reader reached Handoff, or (c nil) that a
-// connection being quiesced was closed, each with c.mu held; startQuiesce
-// also gives up its own count with it.
+// arrive says that c's reader reached Handoff, with c.mu held.
 func (q *quiet) arrive(c *Conn) {
-	if c != nil {
-		q.mu.Lock()
-		q.queue = append(q.queue, c)
-		full := len(q.queue) == q.batch
-		q.mu.Unlock()
-		if full {
-			q.wake()
-		}
+	q.mu.Lock()
+	q.queue = append(q.queue, c)
+	full := len(q.queue) == q.batch
+	q.mu.Unlock()
+	q.arrived.Add(1)
+	if full || q.eager.Load() {
+		q.wake()
 	}
+	q.leave(c)
+}
+
+// leave says that c, being quiesced, was closed or stays (or arrived),
+// with c.mu held.
+func (q *quiet) leave(c *Conn) {
+	if c.gate == nil {
+		q.ungated.Add(-1)
+	}
+	q.release()
+}
+
+// release gives up one count of the readers waited for.
+func (q *quiet) release() {
 	if q.left.Add(-1) == 0 {
 		close(q.all)
 	}
@@ -84,6 +106,9 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, log *slog.Logger) 
 		c.mu.Lock()
 		if c.phase == phaseIdle {
 			q.left.Add(1)
+			if c.gate == nil {
+				q.ungated.Add(1)
+			}
 			c.phase = phaseQuiescing
 			c.quiet = q
 			q.snap = append(q.snap, c)
@@ -95,7 +120,7 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, log *slog.Logger) 
 	} else {
 		q.interrupt(len(q.snap))
 	}
-	q.arrive(nil)
+	q.release()
 	return q
 }
 
@@ -114,24 +139,37 @@ func (q *quiet) interrupt(n int) {
 }
 
 // take waits until n connections have arrived, or the quiesce is over, and
-// takes up to n of them. last reports that none will follow. Only one
-// goroutine takes. While it waits and no reader arrives, it interrupts n
-// more every interruptTick: readers that never stop (a long response, a
-// slow handler) must not hold up those not interrupted yet.
-func (q *quiet) take(n int) (cs []*Conn, last bool) {
-	var tick *time.Timer
+// takes up to n of them. last reports that none will follow in this phase.
+// Only one goroutine takes. While it waits and no reader arrives, it
+// interrupts n more every interruptTick: readers that never stop (a long
+// response, a slow handler) must not hold up those not interrupted yet.
+//
+// With settle > 0 the phase also ends once every reader is interrupted,
+// every connection without a Gate has arrived, and no reader has arrived
+// for settle: the readers still busy are waited for after DONE, by
+// takeLate.
+func (q *quiet) take(n int, settle time.Duration) (cs []*Conn, last bool) {
+	var tick, calm *time.Timer
+	var seen int64
+	if settle > 0 {
+		calm = time.NewTimer(settle)
+		seen = q.arrived.Load()
+	}
 	defer func() {
 		if tick != nil {
 			tick.Stop()
 		}
+		if calm != nil {
+			calm.Stop()
+		}
 	}()
 	for first := true; ; first = false {
 		q.mu.Lock()
-		over := q.over
-		if len(q.queue) >= n || over {
+		done := q.over || q.cut
+		if len(q.queue) >= n || done {
 			k := min(n, len(q.queue))
 			cs, q.queue = q.queue[:k:k], q.queue[k:]
-			last = over && len(q.queue) == 0
+			last = done && len(q.queue) == 0
 			q.mu.Unlock()
 			return cs, last
 		}
@@ -139,7 +177,7 @@ func (q *quiet) take(n int) (cs []*Conn, last bool) {
 		if first {
 			q.interrupt(n)
 		}
-		var ticks <-chan time.Time
+		var ticks, calmed <-chan time.Time
 		if q.next < len(q.snap) {
 			if tick == nil {
 				tick = time.NewTimer(interruptTick)
@@ -148,6 +186,9 @@ func (q *quiet) take(n int) (cs []*Conn, last bool) {
 			}
 			ticks = tick.C
 		}
+		if calm != nil {
+			calmed = calm.C
+		}
 		left := q.left.Load()
 		select {
 		case <-q.kick:
@@ -155,14 +196,67 @@ func (q *quiet) take(n int) (cs []*Conn, last bool) {
 			if q.left.Load() == left {
 				q.interrupt(n)
 			}
+		case <-calmed:
+			now := q.arrived.Load()
+			if now == seen && q.next == len(q.snap) && q.ungated.Load() == 0 {
+				q.mu.Lock()
+				q.cut = true
+				q.mu.Unlock()
+				calm = nil
+				continue
+			}
+			seen = now
+			calm.Reset(settle)
 		case <-q.all:
 			q.end()
 		case <-q.timer.C:
-			if late := q.end(); late > 0 {
-				q.log.Info("graceful: connections did not reach a message boundary in time; they stay", slog.Int("count", late))
-			}
+			q.timedOut()
 		}
 	}
+}
+
+// takeLate waits until a connection has arrived, or the quiesce is over
+// (stop ends it), and takes up to n of those that have. last reports that
+// none will follow.
+func (q *quiet) takeLate(n int, stop <-chan struct{}) (cs []*Conn, last bool) {
+	q.eager.Store(true)
+	for {
+		q.mu.Lock()
+		if len(q.queue) > 0 || q.over {
+			k := min(n, len(q.queue))
+			cs, q.queue = q.queue[:k:k], q.queue[k:]
+			last = q.over && len(q.queue) == 0
+			q.mu.Unlock()
+			return cs, last
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.kick:
+		case <-q.all:
+			q.end()
+		case <-q.timer.C:
+			q.timedOut()
+		case <-stop:
+			q.end()
+		}
+	}
+}
+
+// timedOut ends the quiesce when its time is up.
+func (q *quiet) timedOut() {
+	if late := q.end(); late > 0 {
+		q.log.Info("graceful: connections did not reach a message boundary in time; they stay", slog.Int("count", late))
+	}
+}
+
+// drain ends the quiesce and takes every connection that arrived.
+func (q *quiet) drain() []*Conn {
+	q.end()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	cs := q.queue
+	q.queue = nil
+	return cs
 }
 
 // end ends the quiesce: readers not in Handoff yet keep their connections,
@@ -198,7 +292,7 @@ func (q *quiet) end() (late int) {
 // quiesce interrupts the readers of every tracked connection and returns
 // those that reach Handoff within the quiesce timeout; the others stay.
 func (t *Tracker) quiesce(wait time.Duration, log *slog.Logger) []*Conn {
-	cs, _ := t.startQuiesce(0, wait, log).take(math.MaxInt)
+	cs, _ := t.startQuiesce(0, wait, log).take(math.MaxInt, 0)
 	return cs
 }
 

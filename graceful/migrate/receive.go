@@ -178,6 +178,10 @@ func (t *Tracker) Receive(c *unixmsg.Conn, opts ReceiveOptions) ([]*Conn, error)
 	if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgAdopted, Items: uint32(len(conns))}); err != nil {
 		return fail(err)
 	}
+	// What ReceiveLate may still take.
+	t.mu.Lock()
+	t.left = left
+	t.mu.Unlock()
 	return conns, nil
 }
 
@@ -242,40 +246,51 @@ func takeBatch(b *unixmsg.Batch, stream bool, total, have int, left *budget) ([]
 	case stream && have+b.Len() != int(m.Total):
 		return nil, total, handoffmsg.Errf(malformed, "the last streamed CONNS brings %d connections of %d", have+b.Len(), m.Total)
 	}
-	switch {
-	case m.Total != handoffmsg.ConnsMore && int(m.Total)-have > left.conns:
+	if m.Total != handoffmsg.ConnsMore && int(m.Total)-have > left.conns {
 		return nil, total, fmt.Errorf("%w: a migration of %d connections, at most %d", ErrLimit, m.Total, have+left.conns)
-	case b.Len() > left.conns:
-		return nil, total, fmt.Errorf("%w: more than %d connections", ErrLimit, have+left.conns)
+	}
+	items, err := takeItems(b, left)
+	if err != nil {
+		return nil, total, err
+	}
+	if m.Total != handoffmsg.ConnsMore {
+		total = int(m.Total)
+	}
+	return items, total, nil
+}
+
+// takeItems checks the connections of a CONNS or LATE batch against what
+// the migration may still bring, and takes their descriptors. On error it
+// takes nothing.
+func takeItems(b *unixmsg.Batch, left *budget) ([]incoming, error) {
+	if b.Len() > left.conns {
+		return nil, fmt.Errorf("%w: %d connections more than allowed", ErrLimit, b.Len()-left.conns)
 	}
 	var size int64
 	for _, it := range b.Items() {
 		size += int64(len(it.Payload))
 	}
 	if size > left.bytes {
-		return nil, total, fmt.Errorf("%w: more than %d bytes of state and unread data", ErrLimit, left.bytes)
-	}
-	left.conns -= b.Len()
-	left.bytes -= size
-	if m.Total != handoffmsg.ConnsMore {
-		total = int(m.Total)
+		return nil, fmt.Errorf("%w: %d bytes of state and unread data more than allowed", ErrLimit, size-left.bytes)
 	}
 	items := make([]incoming, b.Len())
 	prefault.Slice(items)
 	for i, it := range b.Items() {
 		network := it.Meta.Value(handoffmsg.MetaNetwork)
 		if it.Kind != connKind(network) {
-			return nil, total, handoffmsg.Errf(malformed, "CONNS item %d is a %s, labelled %q", i, it.Kind, network)
+			return nil, handoffmsg.Errf(handoffmsg.ErrMalformed, "connection %d is a %s, labelled %q", i, it.Kind, network)
 		}
 		state, buffered, err := handoffmsg.ParseConnPayload(it.Payload)
 		if err != nil {
-			return nil, total, err
+			return nil, err
 		}
 		items[i] = incoming{kind: it.Kind, network: intern(network), state: state, buffered: buffered}
 	}
+	left.conns -= b.Len()
+	left.bytes -= size
 	for i := range items {
 		// Checked above: every descriptor is there.
 		items[i].fd, _ = b.TakeFDAt(i)
 	}
-	return items, total, nil
+	return items, nil
 }

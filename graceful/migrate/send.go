@@ -42,6 +42,12 @@ type SendOptions struct {
 	// successor); without it, the first batch goes once the quiesce is
 	// over.
 	Stream bool
+	// Late, with Stream, ends the migration before DONE once the readers
+	// ready to stop have (FeatureLateConns, agreed with the successor):
+	// the gated connections whose readers are still busy move after
+	// DONE, as they reach Handoff (Outgoing.Late), so that none waits for
+	// another.
+	Late bool
 	// Quiesce bounds how long readers are waited for, counted from the
 	// call; the latecomers stay.
 	Quiesce time.Duration
@@ -51,9 +57,11 @@ type SendOptions struct {
 
 // Outgoing is a migration in progress on the predecessor: the connections
 // offered, each waiting in Handoff for the outcome. The caller decides it
-// with Commit or Resume.
+// with Commit or Resume; after Commit, Late moves the connections that
+// come late.
 type Outgoing struct {
 	conns []*Conn
+	late  *quiet // the quiesce Late goes on with
 }
 
 // Len returns the number of connections offered.
@@ -78,8 +86,12 @@ func (t *Tracker) send(c *unixmsg.Conn, opts SendOptions, per int) (*Outgoing, e
 	start := time.Now()
 	log, stream := logger(opts.Logger), opts.Stream
 	batch := 0
+	var settle time.Duration
 	if stream {
 		batch = per
+		if opts.Late {
+			settle = lateSettle
+		}
 	}
 	// Room for batches in the socket (as far as the kernel allows): a
 	// sender that waits for room waits again for a processor, behind the
@@ -97,13 +109,15 @@ func (t *Tracker) send(c *unixmsg.Conn, opts SendOptions, per int) (*Outgoing, e
 		m, err := handoffmsg.Receive(c)
 		replies <- reply{m, err}
 	}()
-	out, quiet, err := sendConns(c, q, stream, per, replies)
+	out, quiet, err := sendConns(c, q, stream, per, settle, replies)
+	if settle > 0 {
+		out.late = q
+	}
 	if err != nil {
 		// Readers that have not arrived keep their connections; those
 		// that did, sent or not, get them back.
-		q.end()
-		rest, _ := q.take(math.MaxInt)
-		out.conns = append(out.conns, rest...)
+		out.conns = append(out.conns, q.drain()...)
+		out.late = nil
 		out.Resume()
 		// The listener must not take what the caller reads next (its
 		// refusal lingers on the connection): stop it. (A listener cut
@@ -170,81 +184,108 @@ type reply struct {
 	err error
 }
 
-// sendConns sends the connections that q yields in CONNS batches of at
-// most per (one, empty, if there are none), each built while the one
-// before it is sent. A reply before the last batch is sent stops it. It
-// returns the connections sent (on error, also those taken and not sent:
-// they wait for the outcome) and when the quiesce was over.
-func sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, replies <-chan reply) (*Outgoing, time.Time, error) {
-	// A connection whose state and bytes exceed what a CONNS item may
-	// carry stays.
-	maxPayload := unixmsg.DefaultLimits().MaxPayload
-	// Items share their meta: a batch keeps it as it is.
-	metas := map[string]unixmsg.Meta{}
-	// The payloads of a batch are copied into one buffer, which serves
-	// again once the batch is sent.
-	bufs := make(chan []byte, batchesAhead)
-	type built struct {
-		b     *unixmsg.Batch
-		buf   []byte // the batch's payloads
-		final bool
-		err   error
+// batcher builds the batches of a migration. Items share their meta: a
+// batch keeps it as it is. The payloads of a batch are copied into one
+// buffer, which serves again once the batch is sent.
+type batcher struct {
+	metas map[string]unixmsg.Meta
+	bufs  chan []byte
+}
+
+func newBatcher() *batcher {
+	return &batcher{metas: map[string]unixmsg.Meta{}, bufs: make(chan []byte, batchesAhead)}
+}
+
+// built is a batch ready to send.
+type built struct {
+	b     *unixmsg.Batch
+	buf   []byte // the batch's payloads
+	final bool
+	err   error
+}
+
+// maxConnPayload bounds what one connection brings: one whose state and
+// bytes exceed what an item may carry stays.
+var maxConnPayload = unixmsg.DefaultLimits().MaxPayload
+
+// build makes a batch of conns, the first numbered first, with m (CONNS
+// or LATE) as its payload.
+func (bt *batcher) build(conns []*Conn, first int, m handoffmsg.Message) built {
+	need := 0
+	for _, mc := range conns {
+		need += mc.out.size()
 	}
-	// build makes a batch of conns, the first numbered first, in a
-	// migration of total (ConnsMore: not known yet).
-	build := func(conns []*Conn, first int, total uint32) built {
-		need := 0
-		for _, mc := range conns {
-			need += mc.out.size()
-		}
-		var buf []byte
-		select {
-		case buf = <-bufs:
-		default:
-		}
-		if cap(buf) < need {
-			buf = make([]byte, 0, need)
-			prefault.Bytes(buf)
-		}
-		buf = buf[:0]
-		b := new(unixmsg.Batch)
-		b.Grow(len(conns))
-		var meta unixmsg.Meta
-		network := ""
-		for k, mc := range conns {
-			if meta == nil || mc.network != network {
-				network = mc.network
-				meta = metas[network]
-				if meta == nil {
-					meta = unixmsg.Meta{{Key: handoffmsg.MetaRole, Value: handoffmsg.RoleConn}, {Key: handoffmsg.MetaNetwork, Value: network}}
-					metas[network] = meta
-				}
-			}
-			start := len(buf)
-			buf = mc.out.appendTo(buf)
-			payload := buf[start:len(buf):len(buf)]
-			// The batch borrows the connection's descriptor: it stays
-			// open until the migration is decided (Close waits for
-			// that), long after the batch is written.
-			name := strconv.Itoa(first + k)
-			var err error
-			if sc, ok := mc.Conn.(syscall.Conn); ok {
-				err = b.AddBorrowed(name, sc, meta, payload)
-			} else {
-				err = b.Add(name, mc.Conn, meta, payload)
-			}
-			if err != nil {
-				b.Close()
-				return built{err: fmt.Errorf("migrating connection %d: %w", first+k, err)}
+	var buf []byte
+	select {
+	case buf = <-bt.bufs:
+	default:
+	}
+	if cap(buf) < need {
+		buf = make([]byte, 0, need)
+		prefault.Bytes(buf)
+	}
+	buf = buf[:0]
+	b := new(unixmsg.Batch)
+	b.Grow(len(conns))
+	var meta unixmsg.Meta
+	network := ""
+	for k, mc := range conns {
+		if meta == nil || mc.network != network {
+			network = mc.network
+			meta = bt.metas[network]
+			if meta == nil {
+				meta = unixmsg.Meta{{Key: handoffmsg.MetaRole, Value: handoffmsg.RoleConn}, {Key: handoffmsg.MetaNetwork, Value: network}}
+				bt.metas[network] = meta
 			}
 		}
-		payload, err := handoffmsg.Append(nil, handoffmsg.Message{Type: handoffmsg.MsgConns, Items: uint32(len(conns)), Total: total})
+		start := len(buf)
+		buf = mc.out.appendTo(buf)
+		payload := buf[start:len(buf):len(buf)]
+		// The batch borrows the connection's descriptor: it stays open
+		// until the migration is decided (Close waits for that), long
+		// after the batch is written.
+		name := strconv.Itoa(first + k)
+		var err error
+		if sc, ok := mc.Conn.(syscall.Conn); ok {
+			err = b.AddBorrowed(name, sc, meta, payload)
+		} else {
+			err = b.Add(name, mc.Conn, meta, payload)
+		}
 		if err != nil {
 			b.Close()
-			return built{err: err}
+			return built{err: fmt.Errorf("migrating connection %d: %w", first+k, err)}
 		}
-		b.SetPayload(payload)
-		return built{b: b, buf: buf}
+	}
+	payload, err := handoffmsg.Append(nil, m)
+	if err != nil {
+		b.Close()
+		return built{err: err}
+	}
+	b.SetPayload(payload)
+	return built{b: b, buf: buf}
+}
+
+// sent releases a batch that was sent, or failed to be.
+func (bt *batcher) sent(r built) {
+	if r.b != nil {
+		r.b.Close()
+		select {
+		case bt.bufs <- r.buf:
+		default:
+		}
+	}
+}
+
+// sendConns sends the connections that q yields in CONNS batches of at
+// most per (one, empty, if there are none), each built while the one
+// before it is sent; settle is take's. A reply before the last batch is
+// sent stops it. It returns the connections sent (on error, also those
+// taken and not sent: they wait for the outcome) and when the quiesce was
+// over.
+func sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, settle time.Duration, replies <-chan reply) (*Outgoing, time.Time, error) {
+	bt := newBatcher()
+	build := func(conns []*Conn, first int, total uint32) built {
+		return bt.build(conns, first, handoffmsg.Message{Type: handoffmsg.MsgConns, Items: uint32(len(conns)), Total: total})
 	}
 	// One goroutine takes the connections as they arrive and builds the
 	// batches in order while earlier ones are sent: the first batch, which
@@ -264,15 +305,15 @@ func sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, replies <-chan r
 		for last := false; !last; {
 			var cs []*Conn
 			if stream {
-				cs, last = q.take(per)
+				cs, last = q.take(per, settle)
 			} else {
-				cs, last = q.take(math.MaxInt)
+				cs, last = q.take(math.MaxInt, 0)
 			}
 			if last {
 				over = time.Now()
 			}
 			for _, mc := range cs {
-				if mc.out.size() > maxPayload {
+				if mc.out.size() > maxConnPayload {
 					mc.decide(false)
 					continue
 				}
@@ -362,13 +403,7 @@ func sendConns(c *unixmsg.Conn, q *quiet, stream bool, per int, replies <-chan r
 				replies = nil
 			}
 		}
-		if r.b != nil {
-			r.b.Close()
-			select {
-			case bufs <- r.buf:
-			default:
-			}
-		}
+		bt.sent(r)
 	}
 }
 
@@ -409,6 +444,12 @@ func (o *Outgoing) Resume() {
 	}
 	for _, c := range o.conns {
 		c.decide(false)
+	}
+	if q := o.late; q != nil {
+		o.late = nil
+		for _, c := range q.drain() {
+			c.decide(false)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ type Tracker struct {
 	tracked map[*Conn]struct{}
 	in      []*Conn            // migrated in, not taken yet
 	sinks   []func(*Conn) bool // take migrated connections before in does
+	left    budget             // what ReceiveLate may take, once Receive ran
 }
 
 // Track registers c for migration and returns it wrapped in a Conn, which

@@ -40,14 +40,18 @@ import (
 //	  0 u32 number of connections in this batch
 //	  4 u32 connections in the whole migration (>= this batch's)
 //	ADOPTED (7), successor to predecessor, N = 4:
-//	  0 u32 connections the successor holds (the whole migration's)
+//	  0 u32 connections the successor holds (the whole migration's, or
+//	        a LATE batch's)
+//	LATE (8), predecessor to successor, after DONE, the payload of a
+//	batch of connections that reached their boundary late, N = 4:
+//	  0 u32 number of connections in this batch (>= 1)
 //	UPGRADE (16), a requester to the running process, asking it to start
 //	its successor and answer with the verdict, N = 4:
 //	  0 u32 reserved, 0
 //	UPGRADED (17), the running process to a requester, N = 4:
 //	  0 u32 PID of the successor that took over
 //
-// Types 8 to 15 are reserved for the connection-migration phase. A message
+// Types 9 to 15 are reserved for the connection-migration phase. A message
 // of any other type, a reserved field that is not zero, or a body of the
 // wrong length is an error. Feature bits a side does not know are ignored
 // (and kept by the codec). HELLO and ERROR keep layout version 1 forever, so
@@ -80,6 +84,9 @@ const (
 	// between READY and DONE, when both sides asked for FeatureMigrate.
 	MsgConns   MessageType = 6
 	MsgAdopted MessageType = 7
+	// MsgLate moves connections after DONE, with FeatureLateConns; the
+	// successor answers each with MsgAdopted.
+	MsgLate MessageType = 8
 	// MsgUpgrade asks the running process to upgrade; it answers
 	// MsgUpgraded, or ERROR with the reason it failed.
 	MsgUpgrade  MessageType = 16
@@ -94,6 +101,7 @@ var typeNames = [...]string{
 	MsgError:    "ERROR",
 	MsgConns:    "CONNS",
 	MsgAdopted:  "ADOPTED",
+	MsgLate:     "LATE",
 	MsgUpgrade:  "UPGRADE",
 	MsgUpgraded: "UPGRADED",
 }
@@ -117,6 +125,13 @@ const FeatureMigrate = 1 << 0
 // announces it in HELLO, the predecessor keeps it in OFFER, and the
 // successor asks for it in READY.
 const FeatureStreamConns = 1 << 1
+
+// FeatureLateConns, with FeatureStreamConns, lets the predecessor end the
+// migration before DONE once the connections ready to move have moved, and
+// send those that reach their boundary later after DONE, in LATE batches
+// that the successor answers one by one with ADOPTED. Agreed as
+// FeatureStreamConns is.
+const FeatureLateConns = 1 << 2
 
 // ConnsMore is the T of a CONNS batch that more batches follow, in a
 // migration with FeatureStreamConns.
@@ -192,7 +207,7 @@ func bodyLen(t MessageType) int {
 		return 8
 	case MsgOffer:
 		return 24
-	case MsgReady, MsgDone, MsgAdopted, MsgUpgrade, MsgUpgraded:
+	case MsgReady, MsgDone, MsgAdopted, MsgUpgrade, MsgUpgraded, MsgLate:
 		return 4
 	case MsgConns:
 		return 8
@@ -233,7 +248,7 @@ func Append(dst []byte, m Message) ([]byte, error) {
 	case MsgConns:
 		dst = le.AppendUint32(dst, m.Items)
 		dst = le.AppendUint32(dst, m.Total)
-	case MsgAdopted:
+	case MsgAdopted, MsgLate:
 		dst = le.AppendUint32(dst, m.Items)
 	case MsgUpgrade:
 		dst = le.AppendUint32(dst, 0)
@@ -261,6 +276,10 @@ func checkMessage(m *Message) error {
 	case MsgUpgraded:
 		if m.PID == 0 {
 			return errf(ErrMalformed, "UPGRADED: pid 0")
+		}
+	case MsgLate:
+		if m.Items == 0 {
+			return errf(ErrMalformed, "LATE: no connection")
 		}
 	case MsgConns:
 		if m.Items > m.Total {
@@ -329,6 +348,11 @@ func Parse(b []byte) (Message, error) {
 		m.Total = le.Uint32(body[4:8])
 	case MsgAdopted:
 		m.Items = le.Uint32(body[0:4])
+	case MsgLate:
+		m.Items = le.Uint32(body[0:4])
+		if m.Items == 0 {
+			return Message{}, errf(ErrMalformed, "LATE: no connection")
+		}
 	case MsgUpgrade:
 		if r := le.Uint32(body[0:4]); r != 0 {
 			return Message{}, errf(ErrMalformed, "UPGRADE: reserved field %#x", r)
