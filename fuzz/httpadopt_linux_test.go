@@ -16,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
-	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/internal/handoffmsg"
 )
 
@@ -54,26 +52,7 @@ func FuzzHTTPAdopt(f *testing.F) {
 			f.Add(s.conns, s.cfg)
 		}
 	}
-	f.Fuzz(func(t *testing.T, conns, cfg []byte) {
-		socks, err := openSockets()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c byte
-		if len(cfg) > 0 {
-			c = cfg[0]
-		}
-		before, err := fd.Count()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := httpAdoptRun(socks, conns, c); err != nil {
-			t.Fatalf("cfg %#x: %v", c, err)
-		}
-		if err := fdtest.AwaitCount(before); err != nil {
-			t.Fatalf("cfg %#x: %v", c, err)
-		}
-	})
+	f.Fuzz(scripted(httpAdoptRun))
 }
 
 // httpConn is one connection a fuzzed migration brings.

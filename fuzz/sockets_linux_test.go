@@ -8,8 +8,10 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"testing"
 
 	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/kinds"
 	"golang.org/x/sys/unix"
 )
@@ -130,4 +132,30 @@ func (s *sockets) value(c byte) any {
 		return s.tcpLn
 	}
 	return s.seqListener
+}
+
+// scripted returns the body of a fuzz target that runs run against fresh
+// sockets with a script and a configuration byte (cfg's first, or 0), and
+// checks that the open-descriptor count comes back to where it was.
+func scripted(run func(socks *sockets, script []byte, cfg byte) error) func(*testing.T, []byte, []byte) {
+	return func(t *testing.T, script, cfg []byte) {
+		socks, err := openSockets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c byte
+		if len(cfg) > 0 {
+			c = cfg[0]
+		}
+		before, err := fd.Count()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := run(socks, script, c); err != nil {
+			t.Fatalf("cfg %#x: %v", c, err)
+		}
+		if err := fdtest.AwaitCount(before); err != nil {
+			t.Fatalf("cfg %#x: %v", c, err)
+		}
+	}
 }

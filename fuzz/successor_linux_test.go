@@ -18,7 +18,6 @@ import (
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
 	"github.com/fdpass/fdpass/graceful/migrate"
-	"github.com/fdpass/fdpass/internal/fdtest"
 	"github.com/fdpass/fdpass/internal/handoffmsg"
 	"github.com/fdpass/fdpass/unixmsg"
 	"github.com/fdpass/fdpass/unixmsg/wire"
@@ -59,26 +58,7 @@ func FuzzHandoffSuccessor(f *testing.F) {
 			f.Add(s.script, s.cfg)
 		}
 	}
-	f.Fuzz(func(t *testing.T, script, cfg []byte) {
-		socks, err := openSockets()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c byte
-		if len(cfg) > 0 {
-			c = cfg[0]
-		}
-		before, err := fd.Count()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := successorRun(socks, script, c); err != nil {
-			t.Fatalf("cfg %#x: %v", c, err)
-		}
-		if err := fdtest.AwaitCount(before); err != nil {
-			t.Fatalf("cfg %#x: %v", c, err)
-		}
-	})
+	f.Fuzz(scripted(successorRun))
 }
 
 // Kinds of step of a fake predecessor's script.
