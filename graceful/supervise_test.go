@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fdpass/fdpass/graceful"
+	"github.com/fdpass/fdpass/internal/fdtest"
 )
 
 // The supervisor's tests run the test binary with Options.Supervise (or
@@ -174,32 +175,6 @@ func (s *supervised) exitCode() int {
 	return -1
 }
 
-// fdCount returns the number of descriptors pid has open.
-func fdCount(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// awaitFDs waits until pid has want descriptors open.
-func awaitFDs(t *testing.T, pid, want int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := fdCount(t, pid)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d: %d descriptors open, want %d", pid, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // supervisorAddr returns the supervisor's address, from the environment
 // of a generation.
 func supervisorAddr(t *testing.T, gen int) string {
@@ -313,7 +288,7 @@ func TestSuperviseFollowsTakeovers(t *testing.T) {
 	s.forwards(gen)
 	// What the supervisor holds open with one generation to watch: it
 	// holds as much after each takeover, and after reports it ignores.
-	fds := fdCount(t, s.pid)
+	fds := fdtest.CountOf(t, s.pid)
 	addr := supervisorAddr(t, gen)
 	// A report from a process that does not serve, naming another.
 	other := exec.Command("sleep", "600")
@@ -331,7 +306,7 @@ func TestSuperviseFollowsTakeovers(t *testing.T) {
 	unix.Close(pipe[0])
 	unix.Close(pipe[1])
 	s.forwards(gen)
-	awaitFDs(t, s.pid, fds)
+	fdtest.AwaitCountOf(t, s.pid, fds)
 
 	// A process the first generation starts, orphaned when it exits.
 	s.signal(syscall.SIGUSR2)
@@ -344,7 +319,7 @@ func TestSuperviseFollowsTakeovers(t *testing.T) {
 		if z := zombiesOf(s.pid); len(z) > 0 {
 			t.Fatalf("zombies: %v", z)
 		}
-		awaitFDs(t, s.pid, fds)
+		fdtest.AwaitCountOf(t, s.pid, fds)
 	}
 	if got := parentOf(orphan); got != s.pid {
 		t.Fatalf("orphan %d: parent %d, want the supervisor %d", orphan, got, s.pid)

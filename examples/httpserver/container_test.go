@@ -98,7 +98,7 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	if len(init) > 0 {
 		sup = childOf(t, pid1)
 	}
-	supFDs := fdCount(t, sup)
+	supFDs := fdtest.CountOf(t, sup)
 
 	ld, err := load.Start(load.Options{Addr: proc.Field(line, "addr"), KeepAlive: keepAlive, OneShot: oneShot, Timeout: requestTimeout, Pause: pause})
 	if err != nil {
@@ -121,7 +121,7 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 			t.Fatalf("%s %d: %v: %v", how, n, err, st)
 		}
 		awaitNamespace(t, pid1, base, next)
-		awaitFDs(t, sup, supFDs)
+		fdtest.AwaitCountOf(t, sup, supFDs)
 		st := w.Close()
 		t.Logf("%s %d: generation %s: %v", how, n, next, st)
 		checkTakeover(t, n, st)
@@ -260,32 +260,7 @@ func awaitNamespace(t *testing.T, pid1 int, base nsProcs, serving string) {
 	}
 }
 
-// fdCount returns the number of descriptors pid has open.
-func fdCount(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// awaitFDs waits until pid has want descriptors open.
-func awaitFDs(t *testing.T, pid, want int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := fdCount(t, pid)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d (the supervisor): %d descriptors open, want %d", pid, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
+// allPIDs lists the processes /proc shows.
 func allPIDs() []int {
 	ents, _ := os.ReadDir("/proc")
 	var pids []int

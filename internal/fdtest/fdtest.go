@@ -64,3 +64,31 @@ func CheckLeaks(tb testing.TB) {
 		}
 	})
 }
+
+// CountOf returns the number of descriptors process pid has open, from
+// /proc (Linux).
+func CountOf(tb testing.TB, pid int) int {
+	tb.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(ents)
+}
+
+// AwaitCountOf polls until process pid has want descriptors open, within
+// 10 seconds, and fails tb otherwise.
+func AwaitCountOf(tb testing.TB, pid, want int) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := CountOf(tb, pid)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("process %d: %d descriptors open, want %d", pid, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
