@@ -47,11 +47,7 @@ const httpState = "net/http"
 // READY, then what it likes); and once the server is drained and the Process closed, the
 // open-descriptor count is where it was.
 func FuzzHTTPAdopt(f *testing.F) {
-	for _, s := range httpAdoptSeeds() {
-		if s.add {
-			f.Add(s.conns, s.cfg)
-		}
-	}
+	addScripts(f, httpAdoptSeeds())
 	f.Fuzz(scripted(httpAdoptRun))
 }
 
@@ -266,21 +262,9 @@ func httpExchange(c net.Conn, path string) error {
 	return nil
 }
 
-type httpAdoptSeed struct {
-	name       string
-	conns, cfg []byte
-	add        bool
-}
+var _ = addScriptSeeds("FuzzHTTPAdopt", httpAdoptSeeds)
 
-var _ = addSeeds(func() map[string][][]byte {
-	m := map[string][][]byte{}
-	for _, s := range httpAdoptSeeds() {
-		m["FuzzHTTPAdopt/"+s.name] = [][]byte{s.conns, s.cfg}
-	}
-	return m
-})
-
-func httpAdoptSeeds() []httpAdoptSeed {
+func httpAdoptSeeds() []scriptSeed {
 	const (
 		tagged = 1
 		tcp4   = 1 << 1
@@ -293,17 +277,17 @@ func httpAdoptSeeds() []httpAdoptSeed {
 		b := append([]byte{fl, byte(len(state))}, state...)
 		return append(append(b, byte(len(unread))), unread...)
 	}
-	return []httpAdoptSeed{
-		{name: "idle-http", conns: idle, add: true},
-		{name: "idle-http-served-first", conns: cat(idle, idle), cfg: []byte{httpServeFirst}},
-		{name: "http-and-chat", conns: cat(idle, other(0, "3 ada", "NICK b\n"), idle, other(tcp4, "", "")), cfg: []byte{httpStream}, add: true},
-		{name: "http-with-unread", conns: cat(idle, []byte{tagged, 5}, []byte("GET /")), add: true},
-		{name: "http-state-prefix", conns: other(0, "net/htt", "")},
-		{name: "http-state-longer", conns: other(0, "net/http2", "x")},
-		{name: "http-tcp6-label", conns: []byte{tagged | tcp6, 0}},
-		{name: "http-unix-label", conns: []byte{tagged | unixL, 0}},
-		{name: "other-unread-only", conns: other(0, "", strings.Repeat("u", 31))},
-		{name: "none", conns: nil},
-		{name: "none-streamed", conns: nil, cfg: []byte{httpStream | httpServeFirst}},
+	return []scriptSeed{
+		{name: "idle-http", script: idle, add: true},
+		{name: "idle-http-served-first", script: cat(idle, idle), cfg: []byte{httpServeFirst}},
+		{name: "http-and-chat", script: cat(idle, other(0, "3 ada", "NICK b\n"), idle, other(tcp4, "", "")), cfg: []byte{httpStream}, add: true},
+		{name: "http-with-unread", script: cat(idle, []byte{tagged, 5}, []byte("GET /")), add: true},
+		{name: "http-state-prefix", script: other(0, "net/htt", "")},
+		{name: "http-state-longer", script: other(0, "net/http2", "x")},
+		{name: "http-tcp6-label", script: []byte{tagged | tcp6, 0}},
+		{name: "http-unix-label", script: []byte{tagged | unixL, 0}},
+		{name: "other-unread-only", script: other(0, "", strings.Repeat("u", 31))},
+		{name: "none", script: nil},
+		{name: "none-streamed", script: nil, cfg: []byte{httpStream | httpServeFirst}},
 	}
 }

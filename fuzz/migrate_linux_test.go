@@ -58,11 +58,7 @@ var errCheckRefused = errors.New("fuzz: connections refused by Check")
 // connections are closed, the process's open-descriptor count is where
 // it was.
 func FuzzMigrateReceive(f *testing.F) {
-	for _, s := range migrateSeeds() {
-		if s.add {
-			f.Add(s.script, s.cfg)
-		}
-	}
+	addScripts(f, migrateSeeds())
 	f.Fuzz(scripted(migrateRun))
 }
 
@@ -472,19 +468,7 @@ func predecessorSends(c *unixmsg.Conn, msgs []migMsg, stall bool, hangUp <-chan 
 	return predAnswer{m, err}
 }
 
-type migrateSeed struct {
-	name        string
-	script, cfg []byte
-	add         bool
-}
-
-var _ = addSeeds(func() map[string][][]byte {
-	m := map[string][][]byte{}
-	for _, s := range migrateSeeds() {
-		m["FuzzMigrateReceive/"+s.name] = [][]byte{s.script, s.cfg}
-	}
-	return m
-})
+var _ = addScriptSeeds("FuzzMigrateReceive", migrateSeeds)
 
 // Script builders for the seeds (see readMigration).
 const (
@@ -542,11 +526,11 @@ func connsOp(op byte, extra []byte, items ...[]byte) []byte {
 	return b
 }
 
-func migrateSeeds() []migrateSeed {
+func migrateSeeds() []scriptSeed {
 	tcp := conn(itTCP|lblTCP, "state", "GET /")
 	unixc := conn(itUnix|lblUnix, "42 ada", "")
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-	seeds := []migrateSeed{
+	seeds := []scriptSeed{
 		{name: "one-batch", script: connsOp(opConns, nil, tcp, unixc), add: true},
 		{name: "empty-migration", script: connsOp(opConns, nil)},
 		{name: "two-batches-total-known", script: cat(connsOp(opTotalByte, []byte{3}, tcp, tcp), connsOp(opTotalByte, []byte{3}, unixc))},

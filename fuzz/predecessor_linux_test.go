@@ -50,11 +50,7 @@ const (
 // connection answers still (else it went to the fake); and once both
 // Processes are closed, the open-descriptor count is where it was.
 func FuzzHandoffPredecessor(f *testing.F) {
-	for _, s := range predecessorSeeds() {
-		if s.add {
-			f.Add(s.script, s.cfg)
-		}
-	}
+	addScripts(f, predecessorSeeds())
 	f.Fuzz(scripted(predecessorRun))
 }
 
@@ -472,21 +468,9 @@ func checkPredecessorSaid(tr *transcript, migrating bool, gen uint64) error {
 	return nil
 }
 
-type predecessorSeed struct {
-	name        string
-	script, cfg []byte
-	add         bool
-}
+var _ = addScriptSeeds("FuzzHandoffPredecessor", predecessorSeeds)
 
-var _ = addSeeds(func() map[string][][]byte {
-	m := map[string][][]byte{}
-	for _, s := range predecessorSeeds() {
-		m["FuzzHandoffPredecessor/"+s.name] = [][]byte{s.script, s.cfg}
-	}
-	return m
-})
-
-func predecessorSeeds() []predecessorSeed {
+func predecessorSeeds() []scriptSeed {
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	mig := byte(handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns)
 	hello := []byte{pstepHello, 0, 0}
@@ -495,7 +479,7 @@ func predecessorSeeds() []predecessorSeed {
 	ready := []byte{pstepReady, 0}
 	readyMig := []byte{pstepReady, mig}
 	adopted := []byte{pstepAdopted, 0xff}
-	return []predecessorSeed{
+	return []scriptSeed{
 		{name: "handoff", script: cat(hello, hear, ready, hear), add: true},
 		{name: "migration", script: cat(helloMig, hear, readyMig, hear, hear, adopted, hear), cfg: []byte{predMigrate}, add: true},
 		{name: "migration-not-streamed", script: cat([]byte{pstepHello, 0, 1}, hear, []byte{pstepReady, 1}, hear, adopted, hear), cfg: []byte{predMigrate}},

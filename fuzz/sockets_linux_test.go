@@ -159,3 +159,32 @@ func scripted(run func(socks *sockets, script []byte, cfg byte) error) func(*tes
 		}
 	}
 }
+
+// scriptSeed is a seed of a scripted fuzz target: a script and a
+// configuration, written to the target's corpus by name (add: given to
+// f.Add too).
+type scriptSeed struct {
+	name        string
+	script, cfg []byte
+	add         bool
+}
+
+// addScriptSeeds registers seeds as the corpus of target.
+func addScriptSeeds(target string, seeds func() []scriptSeed) bool {
+	return addSeeds(func() map[string][][]byte {
+		m := map[string][][]byte{}
+		for _, s := range seeds() {
+			m[target+"/"+s.name] = [][]byte{s.script, s.cfg}
+		}
+		return m
+	})
+}
+
+// addScripts gives f the seeds marked add.
+func addScripts(f *testing.F, seeds []scriptSeed) {
+	for _, s := range seeds {
+		if s.add {
+			f.Add(s.script, s.cfg)
+		}
+	}
+}

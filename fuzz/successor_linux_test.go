@@ -53,11 +53,7 @@ const (
 // Process is closed the open-descriptor count is where it was. With a
 // stall, a timeout may end either side early.
 func FuzzHandoffSuccessor(f *testing.F) {
-	for _, s := range successorSeeds() {
-		if s.add {
-			f.Add(s.script, s.cfg)
-		}
-	}
+	addScripts(f, successorSeeds())
 	f.Fuzz(scripted(successorRun))
 }
 
@@ -619,26 +615,14 @@ func sendMsg(c *unixmsg.Conn, m migMsg) error {
 	return c.SendNoAck(context.Background(), &b)
 }
 
-type successorSeed struct {
-	name        string
-	script, cfg []byte
-	add         bool
-}
-
-var _ = addSeeds(func() map[string][][]byte {
-	m := map[string][][]byte{}
-	for _, s := range successorSeeds() {
-		m["FuzzHandoffSuccessor/"+s.name] = [][]byte{s.script, s.cfg}
-	}
-	return m
-})
+var _ = addScriptSeeds("FuzzHandoffSuccessor", successorSeeds)
 
 // offerStep builds an OFFER step: fields byte and item choices.
 func offerStep(fields byte, items ...byte) []byte {
 	return append([]byte{stepOffer, fields, byte(len(items))}, items...)
 }
 
-func successorSeeds() []successorSeed {
+func successorSeeds() []scriptSeed {
 	const (
 		fMigrate = 1
 		fStream  = 2
@@ -658,7 +642,7 @@ func successorSeeds() []successorSeed {
 	conns := func(op byte, extra []byte, items ...[]byte) []byte {
 		return append([]byte{stepConns}, connsOp(op, extra, items...)...)
 	}
-	return []successorSeed{
+	return []scriptSeed{
 		{name: "handoff", script: cat(offer, done), cfg: []byte{succListen}, add: true},
 		{name: "handoff-no-listen", script: cat(offer, done)},
 		{name: "migration", script: cat(offerMig, conns(opConns, nil, tcp, httpIdle), doneMig), cfg: []byte{succMigrate | succListen}, add: true},
