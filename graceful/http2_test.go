@@ -18,7 +18,7 @@ import (
 // successor's READY took more than slowBound; no request fails or is
 // retried.
 func TestHTTP2Takeovers(t *testing.T) {
-	const h1, h2, takeovers = 8, 4, 5
+	const h1, h2, takeovers = 8, 4, 10
 	const quiesce = 5 * time.Second
 	restartCheckLeaks(t)
 	dir := t.TempDir()

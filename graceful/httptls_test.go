@@ -27,7 +27,7 @@ import (
 // that ends after READY took more than slowBound, no request fails or is
 // retried, and each strict HTTP/1.1 client dials again once per takeover.
 func TestTLSTakeovers(t *testing.T) {
-	const h1, goH1, goH2, takeovers = 4, 2, 2, 4
+	const h1, goH1, goH2, takeovers = 4, 2, 2, 10
 	const quiesce = 5 * time.Second
 	restartCheckLeaks(t)
 	dir := t.TempDir()
@@ -86,7 +86,7 @@ func TestWrkTLSTakeovers(t *testing.T) {
 		}
 		t.Skip("wrk not found (apt-get install wrk)")
 	}
-	const takeovers = 4
+	const takeovers = 10
 	dir := t.TempDir()
 	roots := selfSigned(t, dir)
 	g := startHTTPGens(t, httpGenEnv(dir, 5*time.Second, envHTTPTLS+"="+dir))

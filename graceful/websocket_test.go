@@ -286,7 +286,7 @@ func wsClient(addr string, pause time.Duration, st *wsStats, stop <-chan struct{
 // WebSocket clients, closed with 1001 after a reply, reconnect to the
 // successor without losing a message.
 func TestWebSocketTakeovers(t *testing.T) {
-	const h1, ws, takeovers = 4, 4, 3
+	const h1, ws, takeovers = 4, 4, 10
 	const quiesce = 5 * time.Second
 	restartCheckLeaks(t)
 	dir := t.TempDir()
