@@ -403,9 +403,9 @@ func fakeSuccessor(path string, socks *sockets, steps []predStep, stall bool, ti
 func checkPredecessorSaid(tr *transcript, migrating bool, gen uint64) error {
 	var ours uint32
 	if migrating {
-		ours = handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns
+		ours = handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns | handoffmsg.FeatureLateConns
 	}
-	var hello, ready *handoffmsg.Message
+	var hello, ready, done *handoffmsg.Message
 	var first *event
 	adopted := -1
 	var offered *handoffmsg.Message
@@ -455,11 +455,19 @@ func checkPredecessorSaid(tr *transcript, migrating bool, gen uint64) error {
 			if both&handoffmsg.FeatureMigrate == 0 {
 				both = 0
 			}
+			if both&handoffmsg.FeatureStreamConns == 0 {
+				both &^= handoffmsg.FeatureLateConns
+			}
 			if both != 0 && adopted != tr.conns {
 				return fmt.Errorf("DONE after ADOPTED %d, %d connections sent", adopted, tr.conns)
 			}
 			if m.Features != both {
 				return fmt.Errorf("DONE with features %#x; READY %#x, OFFER %#x", m.Features, ready.Features, offered.Features)
+			}
+			done = &ev.m
+		case handoffmsg.MsgLate:
+			if done == nil || done.Features&handoffmsg.FeatureLateConns == 0 {
+				return fmt.Errorf("LATE without a DONE that agreed to late connections (DONE %v)", done)
 			}
 		default:
 			return fmt.Errorf("the predecessor sent %s", m.Type)
