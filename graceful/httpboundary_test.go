@@ -72,56 +72,15 @@ func TestHTTPBoundaries(t *testing.T) {
 	}
 }
 
-// h1Exchanges starts a strict HTTP/1.1 keep-alive client at addr, numbered
-// id, that runs exchange again and again on one connection; exchange
-// returns the generation that answered. Any error fails it; the client
-// never retries, and dials again only after "Connection: close".
+// h1Exchanges starts a strict HTTP/1.1 keep-alive client at addr (see
+// h1Client), numbered id, that runs exchange again and again on one
+// connection; exchange returns the generation that answered, with " close"
+// after it when the answer closes the connection.
 func (l *load) h1Exchanges(addr string, id int, exchange func(net.Conn, *bufio.Reader) (string, error)) {
-	l.wg.Go(func() {
-		var c net.Conn
-		var r *bufio.Reader
-		prev := ""
-		defer func() {
-			if c != nil {
-				c.Close()
-			}
-		}()
-		for !l.stopped() {
-			start := time.Now()
-			if c == nil {
-				var err error
-				if c, err = net.Dial("tcp", addr); err != nil {
-					l.fail(err)
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				r = bufio.NewReader(c)
-				prev = ""
-			}
-			c.SetDeadline(start.Add(10 * time.Second))
-			gen, err := exchange(c, r)
-			if err != nil {
-				l.fail(fmt.Errorf("client %d: %w", id, err))
-				c.Close()
-				c = nil
-				continue
-			}
-			l.done(id, strings.TrimSuffix(gen, " close"), time.Since(start))
-			l.mu.Lock()
-			if prev != "" && strings.TrimSuffix(gen, " close") != prev {
-				l.st.migrated++
-			}
-			l.mu.Unlock()
-			prev = strings.TrimSuffix(gen, " close")
-			if strings.HasSuffix(gen, " close") {
-				l.mu.Lock()
-				l.st.redialled++
-				l.mu.Unlock()
-				c.Close()
-				c = nil
-			}
-			time.Sleep(time.Millisecond)
-		}
+	dial := func() (net.Conn, error) { return net.Dial("tcp", addr) }
+	l.h1Client(id, dial, time.Millisecond, func(c net.Conn, r *bufio.Reader) (string, bool, error) {
+		gen, err := exchange(c, r)
+		return strings.TrimSuffix(gen, " close"), strings.HasSuffix(gen, " close"), err
 	})
 }
 

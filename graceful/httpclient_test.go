@@ -134,59 +134,69 @@ func (l *load) h1Clients(addr string, n, first int, path string, pause time.Dura
 		dial = func() (net.Conn, error) { return net.Dial("tcp", addr) }
 	}
 	for i := range n {
-		id := first + i
-		l.wg.Go(func() {
-			var c net.Conn
-			var r *bufio.Reader
-			prev := ""
-			defer func() {
-				if c != nil {
-					c.Close()
-				}
-			}()
-			for !l.stopped() {
-				start := time.Now()
-				if c == nil {
-					var err error
-					if c, err = dial(); err != nil {
-						l.fail(err)
-						time.Sleep(10 * time.Millisecond)
-						continue
-					}
-					l.mu.Lock()
-					l.st.dials++
-					l.mu.Unlock()
-					r = bufio.NewReader(c)
-					prev = ""
-				}
-				c.SetDeadline(start.Add(10 * time.Second))
-				gen, closing, err := h1Get(c, r, path)
-				if err != nil {
-					l.fail(fmt.Errorf("client %d: %w", id, err))
-					c.Close()
-					c = nil
-					continue
-				}
-				took := time.Since(start)
-				l.done(id, gen, took)
-				l.mu.Lock()
-				l.st.slowestH1 = max(l.st.slowestH1, took)
-				if prev != "" && gen != prev {
-					l.st.migrated++
-				}
-				if closing {
-					l.st.redialled++
-				}
-				l.mu.Unlock()
-				prev = gen
-				if closing {
-					c.Close()
-					c = nil
-				}
-				time.Sleep(pause)
-			}
+		l.h1Client(first+i, dial, pause, func(c net.Conn, r *bufio.Reader) (string, bool, error) {
+			return h1Get(c, r, path)
 		})
 	}
+}
+
+// h1Client starts one strict keep-alive HTTP/1.1 client, numbered id, that
+// runs exchange on its connection again and again with pause in between;
+// exchange returns the generation that answered and whether it closes the
+// connection. Any error fails the request; the client never retries, and
+// dials again only after "Connection: close".
+func (l *load) h1Client(id int, dial func() (net.Conn, error), pause time.Duration, exchange func(net.Conn, *bufio.Reader) (gen string, closing bool, err error)) {
+	l.wg.Go(func() {
+		var c net.Conn
+		var r *bufio.Reader
+		prev := ""
+		defer func() {
+			if c != nil {
+				c.Close()
+			}
+		}()
+		for !l.stopped() {
+			start := time.Now()
+			if c == nil {
+				var err error
+				if c, err = dial(); err != nil {
+					l.fail(err)
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				l.mu.Lock()
+				l.st.dials++
+				l.mu.Unlock()
+				r = bufio.NewReader(c)
+				prev = ""
+			}
+			c.SetDeadline(start.Add(10 * time.Second))
+			gen, closing, err := exchange(c, r)
+			if err != nil {
+				l.fail(fmt.Errorf("client %d: %w", id, err))
+				c.Close()
+				c = nil
+				continue
+			}
+			took := time.Since(start)
+			l.done(id, gen, took)
+			l.mu.Lock()
+			l.st.slowestH1 = max(l.st.slowestH1, took)
+			if prev != "" && gen != prev {
+				l.st.migrated++
+			}
+			if closing {
+				l.st.redialled++
+			}
+			l.mu.Unlock()
+			prev = gen
+			if closing {
+				c.Close()
+				c = nil
+			}
+			time.Sleep(pause)
+		}
+	})
 }
 
 // h1Get sends one GET and reads the answer: the generation that gave it,
