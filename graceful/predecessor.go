@@ -58,6 +58,7 @@ func (p *Process) handoff(cand *candidate) bool {
 	p.mu.Unlock()
 	start := time.Now()
 	c.SetDeadline(start.Add(p.opts.Timeout))
+	p.hear(cand.peer.PID)
 	p.systemdHandoff()
 	mig, err := p.offer(c, cand.hello, log, cand.peer.PID)
 	if err != nil {

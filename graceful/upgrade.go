@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fdpass/fdpass/internal/handoffmsg"
@@ -29,8 +30,9 @@ const envStderr = "FDPASS_GRACEFUL_STDERR"
 
 // upgradeRun is an Upgrade in progress.
 type upgradeRun struct {
-	pid    int        // the successor started; 0 until it runs
-	result chan error // the outcome of its handoff
+	pid    int         // the successor started; 0 until it runs
+	result chan error  // the outcome of its handoff
+	heard  atomic.Bool // a handoff with it began: its outcome will come
 }
 
 // Upgrade starts the successor and returns nil once it has taken over:
@@ -133,15 +135,34 @@ func (p *Process) await(ctx context.Context, u *upgradeRun, exited <-chan error,
 			return verdict, false
 		}
 	case werr := <-exited:
-		// A result may have come in the same instant.
+		// Once a handoff with it began, its outcome comes soon (its
+		// socket is closed), and may say more than the status: a
+		// refusal, which the successor sends before it exits. Otherwise
+		// an outcome may have come in the same instant.
+		got := false
 		select {
 		case verdict = <-u.result:
-			if verdict == nil {
-				return nil, true
-			}
+			got = true
 		default:
+			if u.heard.Load() {
+				select {
+				case verdict = <-u.result:
+					got = true
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+			}
 		}
-		return fmt.Errorf("successor pid %d %s before READY%s", u.pid, exitStatus(werr), tail.last()), true
+		status := fmt.Sprintf("successor pid %d %s before READY%s", u.pid, exitStatus(werr), tail.last())
+		switch {
+		case !got:
+			return errors.New(status), true
+		case verdict == nil:
+			return nil, true
+		case isDisconnect(verdict):
+			return fmt.Errorf("%s (%w)", status, verdict), true
+		}
+		return verdict, true
 	case <-timer.C:
 		return fmt.Errorf("%w: successor pid %d did not take over within %v%s", ErrTimeout, u.pid, p.opts.Timeout, tail.last()), false
 	case <-ctx.Done():
@@ -157,6 +178,16 @@ func (p *Process) await(ctx context.Context, u *upgradeRun, exited <-chan error,
 		default:
 		}
 		return fmt.Errorf("successor pid %d: the process is closing: %w", u.pid, net.ErrClosed), false
+	}
+}
+
+// hear notes that the handoff to the successor pid begins: if it is the
+// Upgrade's, its outcome will be settled.
+func (p *Process) hear(pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if u := p.upgrade; u != nil && u.pid == pid {
+		u.heard.Store(true)
 	}
 }
 
