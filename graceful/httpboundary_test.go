@@ -175,14 +175,24 @@ func (l *load) h2DataFrames(tr *http.Transport, url string, id int) {
 	l.wg.Go(func() {
 		defer tr.CloseIdleConnections()
 		for !l.stopped() {
-			var wrote atomic.Int32
-			trace := &httptrace.ClientTrace{WroteHeaders: func() { wrote.Add(1) }}
+			var conns, wrote atomic.Int32
+			trace := &httptrace.ClientTrace{
+				GotConn:      func(httptrace.GotConnInfo) { conns.Add(1) },
+				WroteHeaders: func() { wrote.Add(1) },
+			}
 			ctx := httptrace.WithClientTrace(context.Background(), trace)
 			req, err := http.NewRequestWithContext(ctx, "POST", url, &chunks{b: body, n: 4096})
 			if err != nil {
 				panic(err)
 			}
 			req.ContentLength = int64(len(body))
+			// The transport may take a connection that has just heard
+			// GOAWAY, give up on it before it writes anything (closing
+			// the body) and take another: it needs the body again. A
+			// request it wrote twice still fails below.
+			req.GetBody = func() (io.ReadCloser, error) {
+				return io.NopCloser(&chunks{b: body, n: 4096}), nil
+			}
 			start := time.Now()
 			resp, err := client.Do(req)
 			var got []byte
@@ -198,6 +208,10 @@ func (l *load) h2DataFrames(tr *http.Transport, url string, id int) {
 				l.st.retried++
 				l.mu.Unlock()
 				err = fmt.Errorf("sent %d times", wrote.Load())
+			} else if err == nil && conns.Load() > 1 {
+				l.mu.Lock()
+				l.st.repicked++
+				l.mu.Unlock()
 			}
 			if err != nil {
 				l.fail(fmt.Errorf("client %d: %w", id, err))

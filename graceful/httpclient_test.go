@@ -42,14 +42,16 @@ func (s loadStats) String() string {
 		s.ok, s.failed, s.retried, s.repicked, s.dials, s.migrated, s.redialled, s.slowest.Round(time.Millisecond), s.slowestH1.Round(time.Millisecond))
 }
 
-// load runs clients until stop.
+// load runs clients until stop. halt's stats name the slowest requests
+// of the whole run.
 type load struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex
 	st      loadStats
-	lastGen map[int]string // client -> generation of its last answer
+	peak    [2]time.Duration // the slowest requests of the windows before st's
+	lastGen map[int]string   // client -> generation of its last answer
 }
 
 func newLoad() *load { return &load{stop: make(chan struct{}), lastGen: map[int]string{}} }
@@ -71,12 +73,14 @@ func (l *load) done(client int, gen string, took time.Duration) {
 	l.lastGen[client] = gen
 }
 
-// window returns the stats so far and starts the slowest request afresh.
+// window returns the stats so far, with the slowest requests since the
+// last window, and starts those afresh.
 func (l *load) window() loadStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.st
 	st.errs = append([]string(nil), st.errs...)
+	l.peak = [2]time.Duration{max(l.peak[0], st.slowest), max(l.peak[1], st.slowestH1)}
 	l.st.slowest, l.st.slowestH1 = 0, 0
 	return st
 }
@@ -112,7 +116,11 @@ func (l *load) halt() loadStats {
 		close(l.stop)
 	}
 	l.wg.Wait()
-	return l.window()
+	st := l.window()
+	l.mu.Lock()
+	st.slowest, st.slowestH1 = l.peak[0], l.peak[1]
+	l.mu.Unlock()
+	return st
 }
 
 func (l *load) stopped() bool {
