@@ -54,6 +54,18 @@ const (
 
 var _ = registerRestartRole("httpgen", roleHTTPGen)
 
+// canceled answers 500 if the request's context has ended, which must
+// not happen to a request whose client waits for it: net/http cancels it
+// when a read of the connection fails other than by its own abort (a
+// migrated connection whose timeouts were no net.Error did so).
+func canceled(w http.ResponseWriter, r *http.Request) bool {
+	if err := r.Context().Err(); err != nil {
+		http.Error(w, "request context: "+err.Error(), http.StatusInternalServerError)
+		return true
+	}
+	return false
+}
+
 func roleHTTPGen() error {
 	quiesce, err := time.ParseDuration(os.Getenv(envHTTPQuiesce))
 	if err != nil {
@@ -77,6 +89,9 @@ func roleHTTPGen() error {
 	mux := http.NewServeMux()
 	var count atomic.Int64
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if canceled(w, r) {
+			return
+		}
 		count.Add(1)
 		w.Header().Set("X-Gen", strconv.FormatUint(gen, 10))
 		fmt.Fprintf(w, "gen=%d", gen)
@@ -91,7 +106,13 @@ func roleHTTPGen() error {
 			// In hand until after the takeover.
 			<-p.Exit()
 		}
-		time.Sleep(time.Duration(ms) * time.Millisecond)
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		if canceled(w, r) {
+			return
+		}
 		w.Header().Set("X-Gen", strconv.FormatUint(gen, 10))
 		fmt.Fprintf(w, "gen=%d slept=%d", gen, ms)
 	})
@@ -100,6 +121,9 @@ func roleHTTPGen() error {
 		n, err := io.Copy(h, r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if canceled(w, r) {
 			return
 		}
 		w.Header().Set("X-Gen", strconv.FormatUint(gen, 10))

@@ -3,7 +3,9 @@
 package migrate
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -26,6 +28,43 @@ type fileConn struct {
 // DescriptorKind says what the socket is (kinds.Kinded), so that handing
 // it on costs no system call to find out.
 func (c *fileConn) DescriptorKind() kinds.Kind { return c.kind }
+
+// Read, Write and Close return errors as net's connections do: a
+// *net.OpError, which net/http (among others) asserts to net.Error to tell
+// the timeout of its own aborted background read from a broken
+// connection. os.File's *os.PathError is no net.Error: net/http would take
+// that timeout for a failure and cancel the connection's context, under
+// every later request of it. io.EOF stays as it is.
+func (c *fileConn) Read(b []byte) (int, error) {
+	n, err := c.File.Read(b)
+	return n, c.opError("read", err)
+}
+
+func (c *fileConn) Write(b []byte) (int, error) {
+	n, err := c.File.Write(b)
+	return n, c.opError("write", err)
+}
+
+func (c *fileConn) Close() error { return c.opError("close", c.File.Close()) }
+
+// opError turns an error of the file into the one net's connections give.
+func (c *fileConn) opError(op string, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if errors.Is(err, os.ErrClosed) {
+		err = net.ErrClosed
+	}
+	network := "tcp"
+	if c.kind == kinds.UnixConn {
+		network = "unix"
+	}
+	return &net.OpError{Op: op, Net: network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
 
 func (c *fileConn) LocalAddr() net.Addr  { c.addrs(); return c.laddr }
 func (c *fileConn) RemoteAddr() net.Addr { c.addrs(); return c.raddr }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -60,11 +61,28 @@ func TestStreamConn(t *testing.T) {
 			if n, err := unix.Read(sp[1], buf); err != nil || string(buf[:n]) != "pong" {
 				t.Fatalf("peer read %q, %v", buf[:n], err)
 			}
-			// Nothing to read: the deadline ends the wait.
+			// Nothing to read: the deadline ends the wait, with an error
+			// that is a net.Error itself, as net/http asserts it to be
+			// (else it cancels the connection's context).
 			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-			var ne net.Error
-			if _, err := c.Read(buf); err == nil || !errors.As(err, &ne) || !ne.Timeout() {
-				t.Errorf("read past the deadline: %v, want a timeout", err)
+			_, err = c.Read(buf)
+			if ne, ok := err.(net.Error); !ok || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("read past the deadline: %v (%T), want a net.Error that is a timeout", err, err)
+			}
+			c.SetReadDeadline(time.Time{})
+			// The peer's end is io.EOF, as is.
+			unix.Shutdown(sp[1], unix.SHUT_WR)
+			if n, err := c.Read(buf); n != 0 || err != io.EOF {
+				t.Errorf("read at the end: %d, %v; want io.EOF", n, err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("write after Close: %v, want net.ErrClosed", err)
+			}
+			if err := c.Close(); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("second Close: %v, want net.ErrClosed", err)
 			}
 		})
 	}
