@@ -26,7 +26,8 @@ import (
 // FDPASS_SUPERVISE=1 (docker run --init). Each time, under strict
 // keep-alive load, it is reloaded five times by SIGHUP to the namespace's
 // PID 1 and five times by -reload run inside the namespace (nsenter), and
-// not one request fails: the namespace outlives every takeover, keeps no
+// not one request fails, nor is a connection closed, not even those with a
+// request in hand at the takeover, which move after it (late): the namespace outlives every takeover, keeps no
 // zombie and holds nothing but its init (and supervisor) and the
 // generation that serves. SIGTERM to PID 1 then ends it, with status 0,
 // within the drain time.
@@ -57,6 +58,26 @@ func TestContainer(t *testing.T) {
 // containerDrain is the server's -drain: SIGTERM must end the namespace
 // within it.
 const containerDrain = 5 * time.Second
+
+// The slow clients of a container: how many, and how long the server
+// takes to answer each request (/slow?ms=), so that at every takeover each
+// has a request in hand.
+const (
+	slowClients = 4
+	slowRequest = time.Second
+)
+
+// awaitCount waits until in has written want lines that begin with word.
+func awaitCount(t *testing.T, in *proc.Instance, word string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for in.Count(word) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %q lines after 15s, want %d", in.Count(word), word, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // runContainer runs bin in a new PID namespace, under init (the command
 // before bin in the namespace, if any), with env (variables) added to
@@ -105,30 +126,47 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 		t.Fatal(err)
 	}
 	defer ld.Stop()
-	if st, err := ld.AwaitInstance(serving, 30*time.Second); err != nil {
-		t.Fatalf("%v: %v", err, st)
+	// Clients whose request is in hand at every takeover: their
+	// connections move after the answer (a "late" line), never closed.
+	slow, err := load.Start(load.Options{Addr: proc.Field(line, "addr"), KeepAlive: slowClients, Path: fmt.Sprintf("/slow?ms=%d", slowRequest.Milliseconds()), Timeout: slowRequest + requestTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Stop()
+	for _, l := range []*load.Load{ld, slow} {
+		if st, err := l.AwaitInstance(serving, 30*time.Second); err != nil {
+			t.Fatalf("%v: %v", err, st)
+		}
 	}
 
 	// takeover checks one reload: the successor serves every client, the
 	// namespace holds its base and the successor and no zombie, and no
 	// request failed.
-	takeover := func(n int, how string, w *load.Window, next string) {
+	takeovers := 0
+	takeover := func(n int, how string, w, sw *load.Window, next string) {
 		t.Helper()
 		if next == serving || next == "" {
 			t.Fatalf("%s %d: successor %q, serving %s", how, n, next, serving)
 		}
-		if st, err := ld.AwaitInstance(next, 30*time.Second); err != nil {
-			t.Fatalf("%s %d: %v: %v", how, n, err, st)
+		for _, l := range []*load.Load{ld, slow} {
+			if st, err := l.AwaitInstance(next, 30*time.Second); err != nil {
+				t.Fatalf("%s %d: %v: %v", how, n, err, st)
+			}
 		}
+		// The old generation says how many moved late once they all
+		// have.
+		takeovers++
+		awaitCount(t, ns, "late", takeovers)
 		awaitNamespace(t, pid1, base, next)
 		fdtest.AwaitCountOf(t, sup, supFDs)
-		st := w.Close()
-		t.Logf("%s %d: generation %s: %v", how, n, next, st)
+		st, sst := w.Close(), sw.Close()
+		t.Logf("%s %d: generation %s: %v; slow clients: %v", how, n, next, st, sst)
 		checkTakeover(t, n, st)
+		checkTakeover(t, n, sst)
 		serving = next
 	}
 	for i := range reloads {
-		w := ld.Window()
+		w, sw := ld.Window(), slow.Window()
 		if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
 			t.Fatalf("SIGHUP to PID 1: %v", err)
 		}
@@ -136,10 +174,10 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 		if err != nil {
 			t.Fatalf("SIGHUP %d: %v", i+1, err)
 		}
-		takeover(i+1, "SIGHUP", w, proc.Field(l, "pid"))
+		takeover(i+1, "SIGHUP", w, sw, proc.Field(l, "pid"))
 	}
 	for i := range reloads {
-		w := ld.Window()
+		w, sw := ld.Window(), slow.Window()
 		reload := exec.Command("nsenter", "-t", strconv.Itoa(pid1), "-p", "-m", "--", bin, "-graceful", sock, "-reload")
 		var out, stderr bytes.Buffer
 		reload.Stdout, reload.Stderr = &out, &stderr
@@ -154,12 +192,15 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 		if p := proc.Field(l, "pid"); p != next {
 			t.Fatalf("-reload %d said successor %s; %s is ready", i+1, next, p)
 		}
-		takeover(i+1, "-reload", w, next)
+		takeover(i+1, "-reload", w, sw, next)
 	}
+	sst := slow.Stop()
 	st := ld.Stats()
-	t.Logf("in all: %v", st)
-	if st.Failed != 0 {
-		t.Errorf("%d requests failed; first errors: %q", st.Failed, st.Errors)
+	t.Logf("in all: %v; slow clients: %v", st, sst)
+	for _, st := range []load.Stats{st, sst} {
+		if st.Failed != 0 {
+			t.Errorf("%d requests failed; first errors: %q", st.Failed, st.Errors)
+		}
 	}
 	if len(st.Instances) != 2*reloads+1 {
 		t.Errorf("%d generations answered, want %d: %v", len(st.Instances), 2*reloads+1, st.Instances)

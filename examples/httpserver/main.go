@@ -10,7 +10,9 @@
 //	kill -HUP %1                     # the running instance starts its successor
 //	go run ./examples/httpserver -reload   # the same, and waits for the verdict
 //
-// Every response says which instance served it. The handoff socket
+// Every response says which instance served it. /slow?ms=N answers after N
+// milliseconds (at most 10 s): a request in hand at a takeover, whose
+// connection moves once it is answered. The handoff socket
 // (-graceful) is where a new instance finds the running one; it passes to
 // the new instance with the listener, so it never goes missing. Keep-alive
 // connections move to the new instance too (graceful.HTTPServer): a
@@ -27,6 +29,7 @@
 //
 //	taking-over pid=1240 generation=3   (a successor, as it says READY)
 //	ready pid=1234 generation=2 inherited=true handoff=3.1ms addr=127.0.0.1:3333
+//	late pid=1234 moved=3   (connections busy at the takeover moved after their response)
 //	rollback pid=1234 successor=1240 error="..."   (a successor failed; this one serves on)
 //	failing pid=1240 generation=3   (with -fail-before-ready, before it exits with status 3)
 //	exit pid=1234 served=5120
@@ -53,9 +56,15 @@ import (
 	"github.com/fdpass/fdpass/graceful"
 )
 
-// rolledBack is the message with which a Process reports that a successor
-// failed and it serves on.
-const rolledBack = "graceful: handoff rolled back; still serving"
+// Messages a Process reports to its Logger: a successor failed and it
+// serves on; connections busy at the takeover moved after it.
+const (
+	rolledBack = "graceful: handoff rolled back; still serving"
+	movedLate  = "graceful: connections moved after the takeover"
+)
+
+// maxSlow bounds the delay /slow?ms= asks for.
+const maxSlow = 10 * time.Second
 
 func main() {
 	handoff := cli.Flags("httpserver")
@@ -96,6 +105,18 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	id := strconv.Itoa(os.Getpid())
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+				if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxSlow {
+					http.Error(w, fmt.Sprintf("want /slow?ms=N, N from 0 to %d", maxSlow.Milliseconds()), http.StatusBadRequest)
+					return
+				}
+				select {
+				case <-time.After(time.Duration(ms) * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
 			served.Add(1)
 			w.Header().Set("X-Instance", id)
 			fmt.Fprintf(w, "served by instance %s (generation %d)\n", id, p.Generation())
@@ -167,18 +188,29 @@ wait:
 	return err
 }
 
-// events prints a "rollback" event line for each rollback the Process
-// reports to its Logger, and passes every report on to next, if set.
+// events prints a "rollback" line for each rollback the Process reports
+// to its Logger and a "late" line for each takeover after which busy
+// connections moved, and passes every report on to next, if set.
 type events struct {
 	next  slog.Handler
 	attrs []slog.Attr // added with WithAttrs: the successor's pid
 }
 
 func (h events) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn || h.next != nil && h.next.Enabled(ctx, l)
+	return l >= slog.LevelInfo || h.next != nil && h.next.Enabled(ctx, l)
 }
 
 func (h events) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == movedLate {
+		moved := ""
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "count" {
+				moved = a.Value.String()
+			}
+			return true
+		})
+		fmt.Printf("late pid=%d moved=%s\n", os.Getpid(), moved)
+	}
 	if r.Message == rolledBack {
 		successor, reason := "", ""
 		for _, a := range h.attrs {

@@ -45,6 +45,9 @@ type Instance struct {
 	done   chan struct{}
 	err    error
 	stderr *raceWatch
+
+	mu    sync.Mutex
+	words map[string]int // lines so far by their first word
 }
 
 // Start starts bin with args. Its standard error goes to ours.
@@ -61,10 +64,15 @@ func Start(bin string, args ...string) (*Instance, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	in := &Instance{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), stderr: w}
+	in := &Instance{cmd: cmd, lines: make(chan string, 64), done: make(chan struct{}), stderr: w, words: map[string]int{}}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) > 0 {
+				in.mu.Lock()
+				in.words[f[0]]++
+				in.mu.Unlock()
+			}
 			select {
 			case in.lines <- sc.Text():
 			default: // nobody is waiting for old lines
@@ -78,6 +86,14 @@ func Start(bin string, args ...string) (*Instance, error) {
 
 // PID returns the process ID.
 func (in *Instance) PID() int { return in.cmd.Process.Pid }
+
+// Count returns how many lines the process has written so far whose first
+// word is word, whether or not Await saw them.
+func (in *Instance) Count(word string) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.words[word]
+}
 
 // Await returns the first line, from now on, that starts with prefix.
 func (in *Instance) Await(prefix string, d time.Duration) (string, error) {
