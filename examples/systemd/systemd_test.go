@@ -65,6 +65,18 @@ func testUnits(t *testing.T, withSocket bool) {
 
 	t.Run("reload", func(t *testing.T) {
 		w := f.ld.Window()
+		// Clients with a request in hand at every reload: their
+		// connections move after the answer (the old process says
+		// "late" in the journal), none is closed.
+		slow, err := load.Start(load.Options{Addr: f.addr, KeepAlive: slowClients, Path: fmt.Sprintf("/slow?ms=%d", slowRequest.Milliseconds()), Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slow.Stop()
+		if _, err := slow.AwaitInstance(strconv.Itoa(f.m.MainPID(t, service)), settle); err != nil {
+			t.Fatal(err)
+		}
+		late := strings.Count(f.m.Journal(service), " late pid=")
 		for i := range 5 {
 			old := f.m.MainPID(t, service)
 			f.m.Systemctl(t, "reload", service)
@@ -77,15 +89,25 @@ func testUnits(t *testing.T, withSocket bool) {
 			if got := f.get(t); got != strconv.Itoa(pid) {
 				t.Errorf("reload %d: a new connection is answered by %s, want the new MainPID %d", i+1, got, pid)
 			}
-			if _, err := f.ld.AwaitInstance(strconv.Itoa(pid), settle); err != nil {
-				t.Fatalf("reload %d: %v", i+1, err)
+			for _, l := range []*load.Load{f.ld, slow} {
+				if _, err := l.AwaitInstance(strconv.Itoa(pid), settle); err != nil {
+					t.Fatalf("reload %d: %v", i+1, err)
+				}
 			}
+			f.awaitJournal(t, " late pid=", late+i+1)
 			f.checkStored(t, wantStored)
 		}
-		st := w.Close()
-		t.Logf("5 reloads: %v", st)
-		if st.Failed != 0 {
-			t.Errorf("%d requests failed across 5 reloads: %q", st.Failed, st.Errors)
+		st, sst := w.Close(), slow.Stop()
+		t.Logf("5 reloads: %v; slow clients: %v", st, sst)
+		for _, st := range []load.Stats{st, sst} {
+			if st.Failed != 0 {
+				t.Errorf("%d requests failed across 5 reloads: %q", st.Failed, st.Errors)
+			}
+		}
+		for i, c := range sst.Clients {
+			if c.Migrated != 5 || c.Redialled != 0 {
+				t.Errorf("slow client %d: migrated %d times, redialled %d times across 5 reloads; want 5 and 0", i, c.Migrated, c.Redialled)
+			}
 		}
 	})
 
@@ -284,6 +306,30 @@ func (f *fixture) install(t *testing.T, name string, data []byte) {
 	t.Helper()
 	if err := f.m.WriteFile(name, data, 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The slow clients of the reload test: how many, and how long the server
+// takes to answer each request (/slow?ms=), so that at every reload each
+// has a request in hand.
+const (
+	slowClients = 4
+	slowRequest = time.Second
+)
+
+// awaitJournal waits until the service's journal holds want lines with s.
+func (f *fixture) awaitJournal(t *testing.T, s string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := strings.Count(f.m.Journal(service), s)
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d journal lines with %q after 15s, want %d", got, s, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
