@@ -47,6 +47,28 @@ func (c *fileConn) Write(b []byte) (int, error) {
 
 func (c *fileConn) Close() error { return c.opError("close", c.File.Close()) }
 
+// CloseWrite and CloseRead shut down one side of the connection, as
+// *net.TCPConn's do: net/http sends its FIN with CloseWrite before it
+// closes a connection it ends, so that the client reads the last answer
+// rather than a reset.
+func (c *fileConn) CloseWrite() error { return c.shutdown("close", unix.SHUT_WR) }
+func (c *fileConn) CloseRead() error  { return c.shutdown("close", unix.SHUT_RD) }
+
+func (c *fileConn) shutdown(op string, how int) error {
+	rc, err := c.File.SyscallConn()
+	if err != nil {
+		return c.opError(op, err)
+	}
+	var serr error
+	if err := rc.Control(func(s uintptr) { serr = unix.Shutdown(int(s), how) }); err != nil {
+		return c.opError(op, err)
+	}
+	if serr != nil {
+		return c.opError(op, os.NewSyscallError("shutdown", serr))
+	}
+	return nil
+}
+
 // opError turns an error of the file into the one net's connections give.
 func (c *fileConn) opError(op string, err error) error {
 	if err == nil || err == io.EOF {

@@ -70,6 +70,19 @@ func TestStreamConn(t *testing.T) {
 				t.Errorf("read past the deadline: %v (%T), want a net.Error that is a timeout", err, err)
 			}
 			c.SetReadDeadline(time.Time{})
+			// CloseWrite sends the end, as a *net.TCPConn's does (net/http
+			// uses it before closing a connection).
+			cw, ok := c.(interface{ CloseWrite() error })
+			if !ok {
+				t.Fatalf("%T has no CloseWrite", c)
+			}
+			if err := cw.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			unix.SetNonblock(sp[1], false)
+			if n, err := unix.Read(sp[1], buf); n != 0 || err != nil {
+				t.Errorf("peer read after CloseWrite: %d, %v; want the end", n, err)
+			}
 			// The peer's end is io.EOF, as is.
 			unix.Shutdown(sp[1], unix.SHUT_WR)
 			if n, err := c.Read(buf); n != 0 || err != io.EOF {
@@ -158,5 +171,49 @@ func TestCloseWhileOffered(t *testing.T) {
 				t.Error("Write after Close succeeded")
 			}
 		})
+	}
+}
+
+// TestTrackedCloseWrite: a tracked connection half-closes as the connection
+// inside does (net/http sends its FIN so), and not once it is closed.
+func TestTrackedCloseWrite(t *testing.T) {
+	fdtest.CheckLeaks(t)
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sp[1])
+	nc, err := streamConn(sp[0], kinds.UnixConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := new(Tracker).Track(nc, nil)
+	if _, err := c.Write([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	unix.SetNonblock(sp[1], false)
+	buf := make([]byte, 8)
+	if n, err := unix.Read(sp[1], buf); err != nil || string(buf[:n]) != "last" {
+		t.Fatalf("peer read %q, %v", buf[:n], err)
+	}
+	if n, err := unix.Read(sp[1], buf); n != 0 || err != nil {
+		t.Errorf("peer read after CloseWrite: %d, %v; want the end", n, err)
+	}
+	// The other way still works.
+	if _, err := unix.Write(sp[1], []byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf[:4]); err != nil || string(buf[:4]) != "more" {
+		t.Fatalf("read after CloseWrite: %q, %v", buf[:4], err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("CloseWrite after Close: %v, want net.ErrClosed", err)
 	}
 }

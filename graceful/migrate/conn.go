@@ -328,6 +328,36 @@ func (c *Conn) Close() error {
 	return c.Conn.Close()
 }
 
+// CloseWrite and CloseRead shut down one side of the connection, if the
+// connection inside has them (a *net.TCPConn or *net.UnixConn does): as
+// the connection itself would, so that net/http can send its FIN before it
+// closes a connection. Once the connection is offered to the successor,
+// or has migrated, they fail and leave it be: the successor's copy is the
+// same socket.
+func (c *Conn) CloseWrite() error { return c.shutdown(true) }
+func (c *Conn) CloseRead() error  { return c.shutdown(false) }
+
+func (c *Conn) shutdown(write bool) error {
+	// Held through the call, so that the connection is not offered
+	// meanwhile.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.phase {
+	case phaseArrived:
+		return &net.OpError{Op: "close", Net: c.network, Err: ErrMigrating}
+	case phaseMigrated, phaseClosed:
+		return &net.OpError{Op: "close", Net: c.network, Err: net.ErrClosed}
+	}
+	if write {
+		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+			return cw.CloseWrite()
+		}
+	} else if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return &net.OpError{Op: "close", Net: c.network, Err: errors.ErrUnsupported}
+}
+
 // Handoff offers the connection to the successor, at a message boundary:
 // state is the session state, buffered the bytes read from the connection
 // but not processed, in order. Call it from the goroutine that reads the
