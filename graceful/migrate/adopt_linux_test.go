@@ -19,6 +19,24 @@ import (
 // streamConn converts fd as Receive does, for a test.
 func streamConn(fd int, k kinds.Kind) (net.Conn, error) { return new(connSlot).adopt(fd, k) }
 
+// adoptedPair returns one end of a unix stream socket pair, made with
+// flags, converted as Receive does, and the other end's descriptor, closed
+// at the end of the test.
+func adoptedPair(t *testing.T, flags int) (net.Conn, int) {
+	t.Helper()
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|flags, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(sp[1]) })
+	c, err := streamConn(sp[0], kinds.UnixConn)
+	if err != nil {
+		unix.Close(sp[0])
+		t.Fatal(err)
+	}
+	return c, sp[1]
+}
+
 // TestStreamConn converts received stream sockets: a non-blocking one
 // becomes a fileConn on the poller, a blocking one goes through
 // net.FileConn; both carry bytes both ways and honour deadlines, and
@@ -34,20 +52,12 @@ func TestStreamConn(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fdtest.CheckLeaks(t)
-			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|tc.flags, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(sp[1])
-			c, err := streamConn(sp[0], kinds.UnixConn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, peer := adoptedPair(t, tc.flags)
 			defer c.Close()
 			if _, ok := c.(*fileConn); ok != tc.fileConn {
 				t.Errorf("streamConn gave a %T", c)
 			}
-			if _, err := unix.Write(sp[1], []byte("ping")); err != nil {
+			if _, err := unix.Write(peer, []byte("ping")); err != nil {
 				t.Fatal(err)
 			}
 			c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -58,14 +68,14 @@ func TestStreamConn(t *testing.T) {
 			if _, err := c.Write([]byte("pong")); err != nil {
 				t.Fatal(err)
 			}
-			if n, err := unix.Read(sp[1], buf); err != nil || string(buf[:n]) != "pong" {
+			if n, err := unix.Read(peer, buf); err != nil || string(buf[:n]) != "pong" {
 				t.Fatalf("peer read %q, %v", buf[:n], err)
 			}
 			// Nothing to read: the deadline ends the wait, with an error
 			// that is a net.Error itself, as net/http asserts it to be
 			// (else it cancels the connection's context).
 			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-			_, err = c.Read(buf)
+			_, err := c.Read(buf)
 			if ne, ok := err.(net.Error); !ok || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Errorf("read past the deadline: %v (%T), want a net.Error that is a timeout", err, err)
 			}
@@ -79,12 +89,12 @@ func TestStreamConn(t *testing.T) {
 			if err := cw.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			unix.SetNonblock(sp[1], false)
-			if n, err := unix.Read(sp[1], buf); n != 0 || err != nil {
+			unix.SetNonblock(peer, false)
+			if n, err := unix.Read(peer, buf); n != 0 || err != nil {
 				t.Errorf("peer read after CloseWrite: %d, %v; want the end", n, err)
 			}
 			// The peer's end is io.EOF, as is.
-			unix.Shutdown(sp[1], unix.SHUT_WR)
+			unix.Shutdown(peer, unix.SHUT_WR)
 			if n, err := c.Read(buf); n != 0 || err != io.EOF {
 				t.Errorf("read at the end: %d, %v; want io.EOF", n, err)
 			}
@@ -109,15 +119,7 @@ func TestCloseWhileOffered(t *testing.T) {
 	for _, migrated := range []bool{false, true} {
 		t.Run(map[bool]string{false: "resumed", true: "migrated"}[migrated], func(t *testing.T) {
 			fdtest.CheckLeaks(t)
-			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(sp[1])
-			nc, err := streamConn(sp[0], kinds.UnixConn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			nc, peer := adoptedPair(t, unix.SOCK_NONBLOCK)
 			tr := new(Tracker)
 			c := tr.Track(nc, nil)
 			handedOff := make(chan bool, 1)
@@ -163,8 +165,8 @@ func TestCloseWhileOffered(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("reader still waits in Handoff")
 			}
-			unix.SetNonblock(sp[1], false)
-			if n, err := unix.Read(sp[1], make([]byte, 8)); n != 0 || err != nil {
+			unix.SetNonblock(peer, false)
+			if n, err := unix.Read(peer, make([]byte, 8)); n != 0 || err != nil {
 				t.Errorf("peer read %d, %v; want the end of the stream", n, err)
 			}
 			if _, err := c.Write([]byte("x")); err == nil {
@@ -178,15 +180,7 @@ func TestCloseWhileOffered(t *testing.T) {
 // inside does (net/http sends its FIN so), and not once it is closed.
 func TestTrackedCloseWrite(t *testing.T) {
 	fdtest.CheckLeaks(t)
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(sp[1])
-	nc, err := streamConn(sp[0], kinds.UnixConn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, peer := adoptedPair(t, unix.SOCK_NONBLOCK)
 	c := new(Tracker).Track(nc, nil)
 	if _, err := c.Write([]byte("last")); err != nil {
 		t.Fatal(err)
@@ -194,16 +188,16 @@ func TestTrackedCloseWrite(t *testing.T) {
 	if err := c.CloseWrite(); err != nil {
 		t.Fatalf("CloseWrite: %v", err)
 	}
-	unix.SetNonblock(sp[1], false)
+	unix.SetNonblock(peer, false)
 	buf := make([]byte, 8)
-	if n, err := unix.Read(sp[1], buf); err != nil || string(buf[:n]) != "last" {
+	if n, err := unix.Read(peer, buf); err != nil || string(buf[:n]) != "last" {
 		t.Fatalf("peer read %q, %v", buf[:n], err)
 	}
-	if n, err := unix.Read(sp[1], buf); n != 0 || err != nil {
+	if n, err := unix.Read(peer, buf); n != 0 || err != nil {
 		t.Errorf("peer read after CloseWrite: %d, %v; want the end", n, err)
 	}
 	// The other way still works.
-	if _, err := unix.Write(sp[1], []byte("more")); err != nil {
+	if _, err := unix.Write(peer, []byte("more")); err != nil {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
