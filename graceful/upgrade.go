@@ -40,8 +40,11 @@ type upgradeRun struct {
 // migration, the connections moved. Otherwise it returns why, matching
 // ErrUpgrade, and this process serves on: the successor exited (with its
 // status and the last line it wrote to standard error), was refused, did
-// not take over within Options.Timeout, failed after READY, or ctx ended;
-// a successor that has not taken over is killed. One upgrade runs at a
+// not take over within Options.Timeout, failed after READY, or ctx ended.
+// A successor that has not taken over is gone when Upgrade returns: one
+// refused (by itself or by this process) finishes what it accepted and
+// exits, and is killed if it has not within Options.Timeout; any other is
+// killed. One upgrade runs at a
 // time: a second call meanwhile gets ErrUpgrading.
 //
 // The successor is Options.Successor's command, by default this program
@@ -109,11 +112,31 @@ func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
 		return nil
 	}
 	if !done {
-		// Whatever it is doing, it does not take over now.
-		cmd.Process.Kill()
-		<-exited
+		p.endSuccessor(cmd, exited, verdict)
 	}
 	return verdict
+}
+
+// endSuccessor ends the successor that did not take over, once the
+// verdict is in. A refusal (the successor's, such as Options.Migrated's
+// error, or the checks of this process) is one the successor knows of: it
+// may have accepted connections since it started to serve, which are its
+// own, and it finishes them and exits; it gets Options.Timeout for that.
+// Any other (it timed out, the upgrade was cancelled) is killed at once:
+// whatever it is doing, it does not take over now.
+func (p *Process) endSuccessor(cmd *exec.Cmd, exited <-chan error, verdict error) {
+	if errors.Is(verdict, ErrRefused) {
+		t := time.NewTimer(p.opts.Timeout)
+		defer t.Stop()
+		select {
+		case <-exited:
+			return
+		case <-t.C:
+			p.log.Warn("graceful: upgrade: the failed successor did not exit; killing it", slog.Int("successor", cmd.Process.Pid), slog.Duration("after", p.opts.Timeout))
+		}
+	}
+	cmd.Process.Kill()
+	<-exited
 }
 
 // await waits for the verdict on the successor u started; done reports
