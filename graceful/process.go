@@ -251,7 +251,8 @@ func (p *Process) Inherited() bool {
 // predecessor to stop (READY, then DONE) and serves the handoff socket for
 // the next successor. Call it once everything listens, within the
 // predecessor's Options.Timeout; if it fails (ErrHandoff) the predecessor
-// keeps serving: Close the Process and exit.
+// keeps serving: finish the connections this process accepted meanwhile,
+// which are its own (HTTPServer.Drain), Close the Process and exit.
 //
 // From Ready on, the signals meant for the service come to this process
 // (a supervisor forwards them here, systemd takes it for the main

@@ -68,33 +68,53 @@ const maxSlow = 10 * time.Second
 
 func main() {
 	handoff := cli.Flags("httpserver")
-	addr := flag.String("listen", "localhost:3333", "HTTP listen `address`")
-	drain := flag.Duration("drain", 10*time.Second, "how long the old instance waits for requests in hand")
-	failBeforeReady := flag.Bool("fail-before-ready", false, "take the descriptors over, then exit without saying READY (to watch a rollback)")
-	verbose := flag.Bool("v", false, "log handoffs to standard error")
+	var c config
+	flag.StringVar(&c.addr, "listen", "localhost:3333", "HTTP listen `address`")
+	flag.DurationVar(&c.drain, "drain", 10*time.Second, "how long the old instance waits for requests in hand")
+	flag.BoolVar(&c.failBeforeReady, "fail-before-ready", false, "take the descriptors over, then exit without saying READY (to watch a rollback)")
+	flag.BoolVar(&c.refuseConns, "refuse-connections", false, "say READY, then refuse the connections the predecessor hands over and exit (to watch a rollback after READY)")
+	flag.BoolVar(&c.verbose, "v", false, "log handoffs to standard error")
 	flag.Parse()
 	handoff.Reload()
-	if err := run(handoff.Path(), *addr, *drain, *failBeforeReady, *verbose); err != nil {
+	c.sock = handoff.Path()
+	if err := run(c); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) error {
+// config is what the flags set.
+type config struct {
+	sock, addr      string
+	drain           time.Duration
+	failBeforeReady bool
+	refuseConns     bool
+	verbose         bool
+}
+
+func run(c config) error {
 	start := time.Now()
 	var h events
-	if verbose {
+	if c.verbose {
 		h.next = slog.NewTextHandler(os.Stderr, nil)
 	}
-	p, err := graceful.New(graceful.Options{Path: sock, Logger: slog.New(h), Migrate: true})
+	opts := graceful.Options{Path: c.sock, Logger: slog.New(h), Migrate: true}
+	if c.refuseConns {
+		// A successor that fails after READY: the predecessor takes its
+		// connections back and serves on.
+		opts.Migrated = func(conns []*graceful.Conn) error {
+			return fmt.Errorf("-refuse-connections: refused %d connections", len(conns))
+		}
+	}
+	p, err := graceful.New(opts)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	ln, err := p.Listen("tcp", addr)
+	ln, err := p.Listen("tcp", c.addr)
 	if err != nil {
 		return err
 	}
-	if failBeforeReady {
+	if c.failBeforeReady {
 		// A successor that dies before READY: the running instance keeps
 		// serving and the next successor can try again.
 		fmt.Printf("failing pid=%d generation=%d\n", os.Getpid(), p.Generation())
@@ -138,7 +158,24 @@ func run(sock, addr string, drain time.Duration, failBeforeReady, verbose bool) 
 	// names it MAINPID), and SIGHUP's default action would end it.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// Drain what stays here. http.Server.Shutdown would close idle
+	// keep-alive connections at once, under a client that may be sending
+	// its next request on one; instead stop accepting, answer each
+	// connection's next request with "Connection: close", and wait for
+	// them to end.
+	drain := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.drain)
+		defer cancel()
+		if e := hs.Drain(ctx); e != nil {
+			// Connections still open after -drain were closed.
+			log.Printf("drain: %v", e)
+		}
+	}
 	if err := p.Ready(); err != nil {
+		// The takeover failed and the predecessor serves on: this
+		// process finishes the requests of the connections it accepted
+		// meanwhile, which are its own, before it exits.
+		drain()
 		return err
 	}
 	fmt.Printf("ready pid=%d generation=%d inherited=%t handoff=%s addr=%s\n",
@@ -171,16 +208,7 @@ wait:
 			return err
 		}
 	}
-	// Drain what stayed. http.Server.Shutdown would close idle keep-alive
-	// connections at once, under a client that may be sending its next
-	// request on one; instead stop accepting, answer each connection's
-	// next request with "Connection: close", and wait for them to end.
-	ctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
-	if e := hs.Drain(ctx); e != nil {
-		// Connections still open after -drain were closed.
-		log.Printf("drain: %v", e)
-	}
+	drain()
 	if e := <-serveErr; !errors.Is(e, net.ErrClosed) && !errors.Is(e, http.ErrServerClosed) {
 		err = errors.Join(err, e)
 	}

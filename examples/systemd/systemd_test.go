@@ -111,49 +111,56 @@ func testUnits(t *testing.T, withSocket bool) {
 		}
 	})
 
-	t.Run("reload-broken", func(t *testing.T) {
-		w := f.ld.Window()
-		old := f.m.MainPID(t, service)
-		// The build on disk takes the listeners over, then exits with
-		// status 3 before READY.
-		broken := "#!/bin/sh\nexec " + binary + ".good \"$@\" -fail-before-ready\n"
-		f.install(t, binary+".good", f.good)
-		f.install(t, binary, []byte(broken))
-		defer f.install(t, binary, f.good)
-		out, err := f.m.Run("systemctl", "reload", service)
-		if err == nil {
-			t.Fatalf("systemctl reload onto a broken build succeeded: %s", out)
-		}
-		t.Logf("systemctl reload: %v", err)
-		if pid := f.m.MainPID(t, service); pid != old {
-			t.Errorf("MainPID %d after a failed reload, want %d", pid, old)
-		}
-		if state := f.m.Show(t, service, "ActiveState"); state != "active" {
-			t.Errorf("ActiveState %s after a failed reload", state)
-		}
-		if got := f.get(t); got != strconv.Itoa(old) {
-			t.Errorf("after a failed reload a new connection is answered by %s, want %d", got, old)
-		}
-		if j := f.m.Journal(service); !strings.Contains(j, "status 3 before READY") {
-			t.Errorf("the journal does not say why the reload failed:\n%s", j)
-		}
-		// The good build back, the next reload succeeds.
-		f.install(t, binary, f.good)
-		f.m.Systemctl(t, "reload", service)
-		pid := f.m.MainPID(t, service)
-		if pid == old || pid == 0 {
-			t.Fatalf("reload after a failed one: MainPID %d, was %d", pid, old)
-		}
-		if _, err := f.ld.AwaitInstance(strconv.Itoa(pid), settle); err != nil {
-			t.Fatal(err)
-		}
-		st := w.Close()
-		t.Logf("failed reload, then a good one: %v", st)
-		if st.Failed != 0 {
-			t.Errorf("%d requests failed across a failed reload and the next: %q", st.Failed, st.Errors)
-		}
-		f.checkStored(t, wantStored)
-	})
+	// A reload onto a build that fails, before READY (it takes the
+	// listeners over, then exits with status 3) or after it (it refuses
+	// the connections handed over): systemctl reload fails, the old
+	// process serves on with its connections, and the good build back,
+	// the next reload succeeds.
+	for _, b := range []struct{ name, flag, says string }{
+		{"reload-broken", "-fail-before-ready", "status 3 before READY"},
+		{"reload-refused", "-refuse-connections", "-refuse-connections: refused"},
+	} {
+		t.Run(b.name, func(t *testing.T) {
+			w := f.ld.Window()
+			old := f.m.MainPID(t, service)
+			broken := "#!/bin/sh\nexec " + binary + ".good \"$@\" " + b.flag + "\n"
+			f.install(t, binary+".good", f.good)
+			f.install(t, binary, []byte(broken))
+			defer f.install(t, binary, f.good)
+			out, err := f.m.Run("systemctl", "reload", service)
+			if err == nil {
+				t.Fatalf("systemctl reload onto a broken build (%s) succeeded: %s", b.flag, out)
+			}
+			t.Logf("systemctl reload: %v", err)
+			if pid := f.m.MainPID(t, service); pid != old {
+				t.Errorf("MainPID %d after a failed reload, want %d", pid, old)
+			}
+			if state := f.m.Show(t, service, "ActiveState"); state != "active" {
+				t.Errorf("ActiveState %s after a failed reload", state)
+			}
+			if got := f.get(t); got != strconv.Itoa(old) {
+				t.Errorf("after a failed reload a new connection is answered by %s, want %d", got, old)
+			}
+			if j := f.m.Journal(service); !strings.Contains(j, b.says) {
+				t.Errorf("the journal does not say why the reload failed (%q):\n%s", b.says, j)
+			}
+			f.install(t, binary, f.good)
+			f.m.Systemctl(t, "reload", service)
+			pid := f.m.MainPID(t, service)
+			if pid == old || pid == 0 {
+				t.Fatalf("reload after a failed one: MainPID %d, was %d", pid, old)
+			}
+			if _, err := f.ld.AwaitInstance(strconv.Itoa(pid), settle); err != nil {
+				t.Fatal(err)
+			}
+			st := w.Close()
+			t.Logf("failed reload, then a good one: %v", st)
+			if st.Failed != 0 {
+				t.Errorf("%d requests failed across a failed reload and the next: %q", st.Failed, st.Errors)
+			}
+			f.checkStored(t, wantStored)
+		})
+	}
 
 	// systemctl daemon-reload, as a package manager runs it, keeps the
 	// store: the crash that follows is survived with the socket stored
