@@ -19,7 +19,7 @@
 //     the process's open-descriptor count comes back to where it started.
 //   - FuzzVerifyAll (Linux): kinds.VerifyAll on batches of 1,024 to 4,095
 //     descriptors of the kinds it reads through io_uring, with TCP and UDP
-//     ones between them, some declared wrongly and some numbers not open;
+//     ones between them (through the ring too once they are many), some declared wrongly and some numbers not open;
 //     it answers as kinds.Verify does one descriptor at a time, and no
 //     descriptor is left open.
 //   - FuzzParseControl: wire.ParseControl on arbitrary control buffers.

@@ -16,9 +16,10 @@ import (
 )
 
 // FuzzVerifyAll checks kinds.VerifyAll on batches of at least 1,024
-// descriptors of the kinds it reads through io_uring (from
-// kinds.MinRingBatch of them it takes the ring; kinds' TestVerifyAllPath
-// shows which path runs), with TCP and UDP descriptors between them, some
+// descriptors of the kinds it reads through io_uring (sockets from
+// kinds.MinRingSockets system calls' worth, others from kinds.MinRingBatch
+// descriptors; kinds' TestVerifyAllPath shows which path runs), with TCP
+// and UDP descriptors between them, some
 // declared wrongly and some numbers not open. Each byte of picks adds one
 // descriptor of a ring kind, bits 0-6 choosing it from ringPool and, when
 // bit 7 is set, bits 4-6 one from oneCallPool before it; picks is walked

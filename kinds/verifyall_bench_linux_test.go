@@ -16,18 +16,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// benchSizes straddle MinRingBatch (1,023 and 1,024), and go below it,
-// where the ring does not win every run, and beyond it.
-var benchSizes = []int{256, 512, 768, 1023, 1024, 4096, 10000}
+// benchSizes straddle MinRingSockets (63 and 64) and MinRingBatch (1,023
+// and 1,024), and go below and beyond them.
+var benchSizes = []int{16, 32, 63, 64, 128, 256, 512, 768, 1023, 1024, 4096, 10000}
 
 // benchBatches are batches of the kinds VerifyAll reads through io_uring:
-// one kind each, and a mix of them.
+// one kind each, a mix of sockets, and a mix of everything.
 func benchBatches(b *testing.B) []benchBatch {
 	file := filepath.Join(b.TempDir(), "f")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return []benchBatch{
+		{"tcp-listener", []maker{makeInet(unix.SOCK_STREAM, true, kinds.TCPListener)}},
+		{"tcp-conn", []maker{makeInet(unix.SOCK_STREAM, false, kinds.TCPConn)}},
+		{"udp", []maker{makeInet(unix.SOCK_DGRAM, false, kinds.UDP)}},
 		{"unix-listener", []maker{makeListener(unix.SOCK_STREAM)}},
 		{"seqpacket-listener", []maker{makeListener(unix.SOCK_SEQPACKET)}},
 		{"unix-conn", []maker{makePair(unix.SOCK_STREAM, kinds.UnixConn)}},
@@ -35,11 +38,8 @@ func benchBatches(b *testing.B) []benchBatch {
 		{"unixgram", []maker{makePair(unix.SOCK_DGRAM, kinds.UnixDatagram)}},
 		{"file", []maker{makeFile(file)}},
 		{"chardev", []maker{makeFile("/dev/null")}},
-		{"mix", []maker{
-			makeListener(unix.SOCK_STREAM), makePair(unix.SOCK_STREAM, kinds.UnixConn),
-			makeListener(unix.SOCK_SEQPACKET), makePair(unix.SOCK_SEQPACKET, kinds.UnixConn),
-			makePair(unix.SOCK_DGRAM, kinds.UnixDatagram), makeFile(file), makeFile("/dev/null"),
-		}},
+		{"sockets", socketKinds(b)},
+		{"mix", append(socketKinds(b), makeFile(file), makeFile("/dev/null"))},
 	}
 }
 
@@ -48,16 +48,16 @@ type benchBatch struct {
 	makers []maker
 }
 
-// benchPaths are VerifyAll's two paths for the kinds other than TCP and
-// UDP, and the path statistics that show each ran as asked for n
-// descriptors: a ring refused would measure one at a time twice.
+// benchPaths are VerifyAll's two paths, and the path statistics that show
+// each ran as asked for the kinds want: a ring refused would measure one
+// at a time twice.
 var benchPaths = []struct {
 	name    string
 	ringMin int
-	stats   func(n int) kinds.PathStats
+	stats   func(want []kinds.Kind) kinds.PathStats
 }{
-	{"each", math.MaxInt, func(n int) kinds.PathStats { return kinds.PathStats{Each: n} }},
-	{"ring", 0, func(n int) kinds.PathStats { return kinds.PathStats{Ring: n} }},
+	{"each", math.MaxInt, eachStats},
+	{"ring", 0, func(want []kinds.Kind) kinds.PathStats { return kinds.PathStats{Ring: len(want)} }},
 }
 
 // BenchmarkVerifyAllPaths checks the same batch of distinct descriptors,
@@ -74,7 +74,7 @@ func BenchmarkVerifyAllPaths(b *testing.B) {
 			fds, want := ringBatch(b, n, bt.makers...)
 			for _, path := range benchPaths {
 				b.Run(bt.name+"/n="+strconv.Itoa(n)+"/"+path.name, func(b *testing.B) {
-					w := path.stats(n)
+					w := path.stats(want)
 					for b.Loop() {
 						i, st, err := kinds.VerifyAllFrom(fds, want, path.ringMin)
 						if err != nil {
@@ -146,7 +146,7 @@ func verifyCold(b *testing.B, makers []maker, n, p int) time.Duration {
 	if r.err != nil {
 		b.Fatal(r.err)
 	}
-	if w := benchPaths[p].stats(n); r.st != w {
+	if w := benchPaths[p].stats(want); r.st != w {
 		b.Fatalf("%s: paths %+v, want %+v", benchPaths[p].name, r.st, w)
 	}
 	return r.took

@@ -16,29 +16,57 @@ import (
 // Batch verification through io_uring.
 //
 // A system call costs about a microsecond on the virtual machines this
-// project runs on, about as much as the kernel spends passing a descriptor.
-// TCP and UDP sockets are checked with one getsockopt(2) each; every other
-// kind needs several calls, which would cost more than receiving the
-// descriptor. With io_uring (Linux 6.7 and later: IORING_OP_URING_CMD
-// with SOCKET_URING_OP_GETSOCKOPT) the four socket options that name a
-// socket's kind are read for hundreds of descriptors per system call. Where
-// io_uring is missing or refused (older kernels, seccomp profiles that
-// forbid it), or for a descriptor it cannot answer for (namespace handles,
-// empty files, anonymous inodes), the descriptor gets the one-at-a-time
-// check instead; the answer is the same either way.
+// project runs on, five times what the kernel spends passing a descriptor.
+// One at a time, TCP and UDP sockets are checked with one getsockopt(2)
+// each and every other kind with several calls. With io_uring (Linux 6.7
+// and later: IORING_OP_URING_CMD with SOCKET_URING_OP_GETSOCKOPT) the four
+// socket options that name a socket's kind are read for hundreds of
+// descriptors per system call, at about a tenth of a microsecond each.
+// Where io_uring is missing or refused (older kernels, seccomp profiles
+// that forbid it), or for a descriptor it cannot answer for (namespace
+// handles, empty files, anonymous inodes), the descriptor gets the
+// one-at-a-time check instead; the answer is the same either way.
 
-// minRingBatch is the number of descriptors of kinds other than TCP and
-// UDP from which a ring is used. Setting one up and tearing it down, with
-// the io_uring context and workers the kernel sets up for a thread new to
-// io_uring, costs as much as a few hundred one-at-a-time checks. On a
-// 2-core virtual machine, for fresh descriptors checked on such a thread
+// minRingSockets is the number of system calls that checking the
+// descriptors declared sockets one at a time would take, from which they
+// are checked through a ring instead: one for each TCP or UDP socket, four
+// for each other socket (see socketCalls). Through a ring each takes a
+// receive that only peeks (to be sure it is a socket) and four socket
+// options, all answered inline; the ring itself costs 50-130 µs to set up
+// and tear down, more on a thread new to io_uring. On a 2-core virtual
+// machine, for fresh descriptors checked on such a thread
+// (BenchmarkVerifyAllCold, as in a process that has just received them;
+// 3 runs), the ring took 0.83-0.87x the time of one at a time for 1,024
+// TCP listeners, 1.07-1.14x for 512 and 0.58-0.62x for 10,000; for unix
+// sockets 0.76-0.85x at 256, 0.89-0.92x at 128 and about 0.3x from 1,024;
+// for a mix of every socket kind 0.86-0.89x at 256.
+const minRingSockets = 1024
+
+// socketCalls is the number of system calls Verify takes for a socket of
+// kind k that is what it is declared.
+func socketCalls(k Kind) int {
+	if oneCall(k) {
+		return 1
+	}
+	return len(sockOpts)
+}
+
+// minRingBatch is the number of descriptors of the other kinds (files,
+// directories, devices, namespaces) from which they are checked through a
+// ring. They need a statx each, which io_uring always hands to a worker
+// thread, and the kernel starts such workers for a thread new to io_uring:
+// that costs as much as a few hundred one-at-a-time checks. On a 2-core
+// virtual machine, for fresh descriptors checked on such a thread
 // (BenchmarkVerifyAllCold, as in a process that has just received them;
 // medians of 6 runs), the ring took 0.53-0.85x the time of one at a time
-// at 1,024 descriptors of unix sockets or regular files, 0.81x for a mix
-// of them, and tied for character devices (1.03x); from 4,096, 0.45-0.72x
-// for every kind. At 768 a mix lost (1.19x). Checking the same batch again
-// and again (BenchmarkVerifyAllPaths), the ring wins from 768.
+// at 1,024 regular files, and tied for character devices (1.03x); from
+// 4,096, 0.45-0.72x. Checking the same batch again and again
+// (BenchmarkVerifyAllPaths), the ring wins from 768.
 const minRingBatch = 1024
+
+// ringMins are the thresholds of a ring: in system calls for descriptors
+// declared sockets, in descriptors for the others.
+type ringMins struct{ sockets, others int }
 
 // sockOpts are the SOL_SOCKET options read for each socket, in order.
 var sockOpts = [4]int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL, unix.SO_ACCEPTCONN}
@@ -46,7 +74,7 @@ var sockOpts = [4]int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL, unix.SO_AC
 // pathStats records how verifyAll checked a batch, so that tests can tell
 // which path ran.
 type pathStats struct {
-	oneCall int   // TCP and UDP kinds: one getsockopt(2) each
+	oneCall int   // TCP and UDP kinds one at a time: one getsockopt(2) each
 	each    int   // other kinds checked one at a time, no ring wanted
 	ring    int   // answered by the ring
 	behind  int   // given to the ring, then checked one at a time
@@ -55,34 +83,43 @@ type pathStats struct {
 
 func verifyAll(fds []int, want []Kind) (int, error) {
 	var st pathStats
-	return verifyAllFrom(fds, want, minRingBatch, &st)
+	return verifyAllFrom(fds, want, ringMins{minRingSockets, minRingBatch}, &st)
 }
 
-// verifyAllFrom is verifyAll with a ring from ringMin descriptors on,
-// recording the paths taken in st.
-func verifyAllFrom(fds []int, want []Kind, ringMin int, st *pathStats) (int, error) {
-	// TCP and UDP kinds take one system call each (Verify's fast path),
-	// where a ring spends five operations on each; with the sockets cold
-	// in cache, as after a transfer, one at a time is the cheaper (1,024
-	// migrated TCP connections: 2.6-3 ms, against 4-5 ms in a ring). The
-	// ring is for the kinds that need the full look.
-	var slow []int
+// verifyAllFrom is verifyAll with the thresholds mins, recording the paths
+// taken in st.
+func verifyAllFrom(fds []int, want []Kind, mins ringMins, st *pathStats) (int, error) {
+	socks, calls := 0, 0
+	for _, k := range want {
+		if k.IsSocket() {
+			socks++
+			calls += socketCalls(k)
+		}
+	}
+	ringSocks, ringOthers := calls >= mins.sockets, len(want)-socks >= mins.others
+	var ringed []int
 	first, ferr := len(fds), error(nil)
 	for i, k := range want {
-		if !oneCall(k) {
-			slow = append(slow, i)
+		if k.IsSocket() && ringSocks || !k.IsSocket() && ringOthers {
+			ringed = append(ringed, i)
 			continue
 		}
-		st.oneCall++
+		if oneCall(k) {
+			st.oneCall++
+		} else {
+			st.each++
+		}
 		if err := Verify(fds[i], k); err != nil {
 			first, ferr = i, err
 			break
 		}
 	}
-	// slow holds only indices before first: a failure among them comes
+	// ringed holds only indices before first: a failure among them comes
 	// first.
-	if i, err := verifySome(fds, want, slow, ringMin, st); err != nil {
-		return i, err
+	if len(ringed) > 0 {
+		if i, err := verifySome(fds, want, ringed, st); err != nil {
+			return i, err
+		}
 	}
 	if ferr != nil {
 		return first, ferr
@@ -95,22 +132,21 @@ func oneCall(k Kind) bool {
 	return k == TCPListener || k == TCPConn || k == UDP
 }
 
-// verifySome verifies fds[i] against want[i] for each i in idx (ascending),
-// through a ring when there are at least ringMin of them, and returns the
+// verifySome verifies fds[i] against want[i] for each i in idx (ascending)
+// through a ring, or one at a time if no ring can be had, and returns the
 // first failure.
-func verifySome(fds []int, want []Kind, idx []int, ringMin int, st *pathStats) (int, error) {
-	if len(idx) == 0 {
-		return -1, nil
+func verifySome(fds []int, want []Kind, idx []int, st *pathStats) (int, error) {
+	i, used, err := verifyRing(fds, want, idx, st)
+	if used {
+		return i, err
 	}
-	if len(idx) >= ringMin {
-		i, used, err := verifyRing(fds, want, idx, st)
-		if used {
-			return i, err
-		}
-		st.ringErr = err
-	}
+	st.ringErr = err
 	for _, i := range idx {
-		st.each++
+		if oneCall(want[i]) {
+			st.oneCall++
+		} else {
+			st.each++
+		}
 		if err := Verify(fds[i], want[i]); err != nil {
 			return i, err
 		}
@@ -121,7 +157,7 @@ func verifySome(fds []int, want []Kind, idx []int, ringMin int, st *pathStats) (
 // verifyRing is verifySome through a ring; used is false, with the reason
 // in err, when no ring could be used.
 func verifyRing(fds []int, want []Kind, idx []int, st *pathStats) (i int, used bool, err error) {
-	r, err := newRing(ringEntries)
+	r, err := newRing(ringSize(len(idx)))
 	if err != nil {
 		return 0, false, err
 	}
@@ -153,6 +189,7 @@ const (
 	ringEntries          = 1024 // SQEs per ring: 256 descriptors of 4 options
 	ioringOpUringCmd     = 46
 	ioringOpStatx        = 21
+	ioringOpRecv         = 27
 	socketOpGetsockopt   = 2
 	ioringSetupSubmitAll = 1 << 7
 	ioringEnterGetEvents = 1 << 0
@@ -239,9 +276,18 @@ func (r *ring) close() {
 	unix.Close(r.fd)
 }
 
-// chunk is how many descriptors one round of submissions covers: a statx
-// each, then four getsockopts for each socket among them.
-const chunk = ringEntries / len(sockOpts)
+// ringSize is the number of SQEs of a ring for n descriptors: four for
+// each (one round of submissions covers a probe of each descriptor, then
+// four getsockopts for each socket among them), a power of two, at most
+// ringEntries. Setting up a ring of 1,024 entries costs about 130 µs, of
+// 64 entries 50 µs.
+func ringSize(n int) uint32 {
+	size := uint32(16)
+	for int(size) < n*len(sockOpts) && size < ringEntries {
+		size *= 2
+	}
+	return size
+}
 
 // emptyPath is the "" path of statx(fd, "", AT_EMPTY_PATH).
 var emptyPath = [1]byte{0}
@@ -276,27 +322,58 @@ func (r *ring) submit(n int, fill func(j int, sqe []byte), done func(ud uint64, 
 	return nil
 }
 
-// probe fills, for the descriptors fds, their statx type and size and, for
-// sockets, the four sockOpts. ok[i] says that descriptor i was answered in
-// full; the caller checks the others one at a time.
-func (r *ring) probe(fds []int, stx []unix.Statx_t, vals []int32, ok []bool) error {
-	// Statx first, so that socket commands go to sockets only: a
+// Results of the receive that probes a descriptor declared a socket:
+// a socket answers it (nothing to peek, not connected, a listener); any
+// other file fails it with ENOTSOCK before anything is read.
+func sockAnswer(res int32) bool {
+	switch -res {
+	case 0, int32(unix.EAGAIN), int32(unix.ENOTCONN), int32(unix.EINVAL):
+		return true
+	}
+	return res > 0
+}
+
+// probe fills, for the descriptors fds, their type (and size) in stx and,
+// for sockets, the four sockOpts. ok[i] says that descriptor i was answered
+// in full; the caller checks the others one at a time.
+func (r *ring) probe(fds []int, want []Kind, stx []unix.Statx_t, vals []int32, ok []bool) error {
+	// First make sure that socket commands go to sockets only: a
 	// SOCKET_URING_OP_GETSOCKOPT sent to a device would reach whatever
-	// command handler its driver has.
+	// command handler its driver has. A descriptor declared a socket is
+	// asked for a receive of no bytes that only peeks and does not wait
+	// (IORING_OP_RECV, MSG_PEEK|MSG_DONTWAIT): io_uring answers it
+	// inline, without reading anything, in a tenth of a statx, which it
+	// always hands to a worker thread. Any other descriptor gets a statx.
+	var none [1]byte
 	err := r.submit(len(fds), func(j int, sqe []byte) {
-		sqe[0] = ioringOpStatx
 		putU32(sqe[4:], uint32(int32(fds[j])))
+		putU64(sqe[32:], uint64(j))
+		if want[j].IsSocket() {
+			sqe[0] = ioringOpRecv
+			putU64(sqe[16:], uint64(uintptr(unsafe.Pointer(&none[0]))))
+			putU32(sqe[28:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return
+		}
+		sqe[0] = ioringOpStatx
 		putU64(sqe[8:], uint64(uintptr(unsafe.Pointer(&stx[j]))))
 		putU64(sqe[16:], uint64(uintptr(unsafe.Pointer(&emptyPath[0]))))
 		putU32(sqe[24:], unix.STATX_TYPE|unix.STATX_SIZE)
 		putU32(sqe[28:], unix.AT_EMPTY_PATH)
-		putU64(sqe[32:], uint64(j))
 	}, func(ud uint64, res int32) {
-		if ud < uint64(len(ok)) {
-			ok[ud] = res == 0 && stx[ud].Mask&unix.STATX_TYPE != 0
+		if ud >= uint64(len(ok)) {
+			return
 		}
+		if want[ud].IsSocket() {
+			stx[ud] = unix.Statx_t{}
+			if ok[ud] = sockAnswer(res); ok[ud] {
+				stx[ud].Mask, stx[ud].Mode = unix.STATX_TYPE, unix.S_IFSOCK
+			}
+			return
+		}
+		ok[ud] = res == 0 && stx[ud].Mask&unix.STATX_TYPE != 0
 	})
 	runtime.KeepAlive(stx)
+	runtime.KeepAlive(&none)
 	if err != nil {
 		return err
 	}
@@ -340,6 +417,8 @@ func (r *ring) probe(fds []int, stx []unix.Statx_t, vals []int32, ok []bool) err
 }
 
 func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
+	// One round covers chunk descriptors (see ringSize).
+	chunk := int(r.entries) / len(sockOpts)
 	stx := make([]unix.Statx_t, chunk)
 	vals := make([]int32, chunk*len(sockOpts))
 	ok := make([]bool, chunk)
@@ -347,7 +426,7 @@ func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
 		part := fds[start:min(start+chunk, len(fds))]
 		clear(ok)
 		if st.ringErr == nil {
-			if err := r.probe(part, stx, vals, ok); err != nil {
+			if err := r.probe(part, want[start:start+len(part)], stx, vals, ok); err != nil {
 				// The ring is no longer to be trusted: this
 				// chunk and the rest are checked one at a time.
 				clear(ok)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/fdpass/fdpass/fd"
@@ -285,6 +286,40 @@ func makeListener(typ int) maker {
 	}
 }
 
+// eachStats is the paths of the descriptors declared want, all checked one
+// at a time.
+func eachStats(want []kinds.Kind) kinds.PathStats {
+	var st kinds.PathStats
+	for _, k := range want {
+		if k == kinds.TCPListener || k == kinds.TCPConn || k == kinds.UDP {
+			st.OneCall++
+		} else {
+			st.Each++
+		}
+	}
+	return st
+}
+
+// makeInet opens an IPv4 socket of type typ (TCP for a stream, UDP for
+// datagrams) bound to the loopback, listening if listen is set.
+func makeInet(typ int, listen bool, k kinds.Kind) maker {
+	return func(tb testing.TB) ([]int, kinds.Kind) {
+		s, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := unix.Bind(s, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			tb.Fatal(err)
+		}
+		if listen {
+			if err := unix.Listen(s, 1); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		return []int{s}, k
+	}
+}
+
 func makePair(typ int, k kinds.Kind) maker {
 	return func(tb testing.TB) ([]int, kinds.Kind) {
 		p, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
@@ -321,29 +356,45 @@ func ringBatch(tb testing.TB, n int, makers ...maker) ([]int, []kinds.Kind) {
 	return fds[:n], want[:n]
 }
 
-// ringKinds opens descriptors of every kind VerifyAll reads through the
-// ring and can answer for there: unix stream and seqpacket listeners and
-// conns, unix datagram sockets, a regular file, a directory and a character
-// device.
-func ringKinds(tb testing.TB) []maker {
+// socketKinds opens sockets of every kind: TCP listeners and conns, UDP,
+// unix stream and seqpacket listeners and conns, and unix datagram sockets.
+func socketKinds(tb testing.TB) []maker {
+	return []maker{
+		makeInet(unix.SOCK_STREAM, true, kinds.TCPListener), makeInet(unix.SOCK_STREAM, false, kinds.TCPConn),
+		makeInet(unix.SOCK_DGRAM, false, kinds.UDP),
+		makeListener(unix.SOCK_STREAM), makePair(unix.SOCK_STREAM, kinds.UnixConn),
+		makeListener(unix.SOCK_SEQPACKET), makePair(unix.SOCK_SEQPACKET, kinds.UnixConn),
+		makePair(unix.SOCK_DGRAM, kinds.UnixDatagram),
+	}
+}
+
+// otherKinds opens descriptors of the other kinds the ring can answer for:
+// a regular file, a directory and a character device.
+func otherKinds(tb testing.TB) []maker {
 	dir := tb.TempDir()
 	file := filepath.Join(dir, "f")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	return []maker{
-		makeListener(unix.SOCK_STREAM), makePair(unix.SOCK_STREAM, kinds.UnixConn),
-		makeListener(unix.SOCK_SEQPACKET), makePair(unix.SOCK_SEQPACKET, kinds.UnixConn),
-		makePair(unix.SOCK_DGRAM, kinds.UnixDatagram), makeFile(file), makeFile(dir), makeFile("/dev/null"),
-	}
+	return []maker{makeFile(file), makeFile(dir), makeFile("/dev/null")}
 }
 
-// ownedRingBatch is ringBatch with the descriptors closed when the test
-// ends.
-func ownedRingBatch(tb testing.TB, n int) ([]int, []kinds.Kind) {
-	fds, want := ringBatch(tb, n, ringKinds(tb)...)
+// ringKinds opens descriptors of every kind VerifyAll reads through the
+// ring and can answer for there.
+func ringKinds(tb testing.TB) []maker {
+	return append(socketKinds(tb), otherKinds(tb)...)
+}
+
+// ownedBatch is ringBatch with the descriptors closed when the test ends.
+func ownedBatch(tb testing.TB, n int, makers ...maker) ([]int, []kinds.Kind) {
+	fds, want := ringBatch(tb, n, makers...)
 	tb.Cleanup(func() { fd.CloseAll(fds) })
 	return fds, want
+}
+
+// ownedRingBatch is ownedBatch of every kind the ring reads.
+func ownedRingBatch(tb testing.TB, n int) ([]int, []kinds.Kind) {
+	return ownedBatch(tb, n, ringKinds(tb)...)
 }
 
 // ringSupport reports whether this kernel can read socket options through
@@ -438,38 +489,135 @@ func interleave(a []int, ak []kinds.Kind, b []int, bk []kinds.Kind) ([]int, []ki
 	return fds, want
 }
 
-// TestVerifyAllPath shows which path VerifyAll takes: one descriptor at a
-// time below MinRingBatch descriptors of the kinds that the ring reads, how
-// many TCP and UDP descriptors come with them notwithstanding, and the ring
-// from there on, answering for every descriptor it can read.
+// TestVerifyAllPath shows which path VerifyAll takes: descriptors declared
+// sockets through the ring once checking them one at a time would take
+// MinRingSockets system calls (one per TCP or UDP socket, four per other
+// socket), those of other kinds from MinRingBatch of them, each class one
+// at a time below its threshold, whatever the other class does.
 func TestVerifyAllPath(t *testing.T) {
 	checkLeaks(t)
 	needRing(t)
-	ringFDs, ringWant := ownedRingBatch(t, kinds.MinRingBatch)
-	oneFDs, oneWant := oneCallFDs(t, 400)
+	tcpFDs, tcpWant := ownedBatch(t, kinds.MinRingSockets, makeInet(unix.SOCK_STREAM, true, kinds.TCPListener), makeInet(unix.SOCK_DGRAM, false, kinds.UDP))
+	unixFDs, unixWant := ownedBatch(t, kinds.MinRingSockets/4, makeListener(unix.SOCK_STREAM), makePair(unix.SOCK_SEQPACKET, kinds.UnixConn))
+	sockFDs, sockWant := interleave(tcpFDs, tcpWant, unixFDs, unixWant)
+	otherFDs, otherWant := ownedBatch(t, kinds.MinRingBatch, otherKinds(t)...)
+	const (
+		calls  = kinds.MinRingSockets
+		others = kinds.MinRingBatch
+	)
+	type batch struct {
+		fds  []int
+		want []kinds.Kind
+	}
+	tcp := func(n int) batch { return batch{tcpFDs[:n], tcpWant[:n]} }
+	unixs := func(n int) batch { return batch{unixFDs[:n], unixWant[:n]} }
+	// mixed returns TCP and unix sockets that take exactly n calls one
+	// at a time.
+	mixed := func(n int) batch {
+		u := n / 8
+		f, w := interleave(tcpFDs[:n-4*u], tcpWant[:n-4*u], unixFDs[:u], unixWant[:u])
+		return batch{f, w}
+	}
 	for _, tc := range []struct {
-		name string
-		n    int // descriptors of ring kinds
-		ring bool
+		name         string
+		socks        batch
+		others       int
+		ringS, ringO bool
 	}{
-		{"just under", kinds.MinRingBatch - 1, false},
-		{"at", kinds.MinRingBatch, true},
+		{"TCP and UDP just under", tcp(calls - 1), others - 1, false, false},
+		{"TCP and UDP at", tcp(calls), others - 1, true, false},
+		{"unix just under", unixs(calls/4 - 1), others - 1, false, false},
+		{"unix at", unixs(calls / 4), others - 1, true, false},
+		{"mixed just under", mixed(calls - 1), others - 1, false, false},
+		{"mixed at", mixed(calls), 0, true, false},
+		{"others at", mixed(calls - 1), others, false, true},
+		{"both at", batch{sockFDs, sockWant}, others, true, true},
 	} {
-		fds, want := interleave(ringFDs[:tc.n], ringWant[:tc.n], oneFDs, oneWant)
-		i, st, err := kinds.VerifyAllFrom(fds, want, kinds.MinRingBatch)
+		fds, want := interleave(otherFDs[:tc.others], otherWant[:tc.others], tc.socks.fds, tc.socks.want)
+		i, st, err := kinds.VerifyAllPaths(fds, want)
 		if i != -1 || err != nil {
-			t.Fatalf("%s: %d of ring kinds and %d TCP and UDP: VerifyAll = %d, %v", tc.name, tc.n, len(oneFDs), i, err)
+			t.Fatalf("%s: %d sockets and %d others: VerifyAll = %d, %v", tc.name, len(tc.socks.fds), tc.others, i, err)
 		}
-		if gi, gerr := kinds.VerifyAll(fds, want); gi != -1 || gerr != nil {
-			t.Fatalf("%s: VerifyAll = %d, %v", tc.name, gi, gerr)
+		var w kinds.PathStats
+		for _, c := range []struct {
+			want []kinds.Kind
+			ring bool
+		}{{tc.socks.want, tc.ringS}, {otherWant[:tc.others], tc.ringO}} {
+			if c.ring {
+				w.Ring += len(c.want)
+				continue
+			}
+			e := eachStats(c.want)
+			w.OneCall += e.OneCall
+			w.Each += e.Each
 		}
-		want1 := kinds.PathStats{OneCall: len(oneFDs), Each: tc.n}
-		if tc.ring {
-			want1 = kinds.PathStats{OneCall: len(oneFDs), Ring: tc.n}
+		if st != w {
+			t.Errorf("%s (%d sockets, %d others): paths %+v, want %+v", tc.name, len(tc.socks.fds), tc.others, st, w)
 		}
-		if st != want1 {
-			t.Errorf("%s the threshold (%d of ring kinds, %d TCP and UDP): paths %+v, want %+v", tc.name, tc.n, len(oneFDs), st, want1)
+	}
+
+	// The ring reads nothing: bytes and messages waiting on sockets it
+	// checks are still there after.
+	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcpLn.Close()
+	tc, err := net.Dial("tcp", tcpLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	ts, err := tcpLn.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.CloseAll(sp[:])
+	if _, err := tc.Write([]byte("tcp bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(sp[0], []byte("a message")); err != nil {
+		t.Fatal(err)
+	}
+	tsFD, _, err := kinds.FromValue(ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close(tsFD)
+	// Wait for the bytes to reach the accepted end.
+	if err := ts.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := unix.IoctlGetInt(tsFD, unix.SIOCINQ)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if n == len("tcp bytes") {
+			break
+		}
+		select {
+		case <-time.After(time.Millisecond):
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		}
+	}
+	fds := append([]int{tsFD, sp[1]}, sockFDs...)
+	want := append([]kinds.Kind{kinds.TCPConn, kinds.UnixConn}, sockWant...)
+	if i, st, err := kinds.VerifyAllPaths(fds, want); i != -1 || err != nil || st.Ring != len(fds) {
+		t.Fatalf("sockets with data waiting: VerifyAll = %d, %v, paths %+v", i, err, st)
+	}
+	buf := make([]byte, 64)
+	if n, err := ts.Read(buf); err != nil || string(buf[:n]) != "tcp bytes" {
+		t.Errorf("TCP bytes after the ring: %q, %v", buf[:n], err)
+	}
+	if n, err := unix.Read(sp[1], buf); err != nil || string(buf[:n]) != "a message" {
+		t.Errorf("seqpacket message after the ring: %q, %v", buf[:n], err)
 	}
 
 	// Descriptors the ring cannot name are checked one at a time behind
@@ -490,9 +638,9 @@ func TestVerifyAllPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(ev)
-	fds := append([]int{int(ns.Fd()), int(empty.Fd()), ev}, ringFDs[:kinds.MinRingBatch-3]...)
-	want := append([]kinds.Kind{kinds.NetNS, kinds.File, kinds.Other}, ringWant[:kinds.MinRingBatch-3]...)
-	i, st, err := kinds.VerifyAllFrom(fds, want, kinds.MinRingBatch)
+	fds = append([]int{int(ns.Fd()), int(empty.Fd()), ev}, otherFDs[:kinds.MinRingBatch-3]...)
+	want = append([]kinds.Kind{kinds.NetNS, kinds.File, kinds.Other}, otherWant[:kinds.MinRingBatch-3]...)
+	i, st, err := kinds.VerifyAllPaths(fds, want)
 	if i != -1 || err != nil {
 		t.Fatalf("with a namespace handle, an empty file and an eventfd: VerifyAll = %d, %v", i, err)
 	}
@@ -509,6 +657,9 @@ func TestVerifyAllRingRefused(t *testing.T) {
 	fds, want := ownedRingBatch(t, 2*kinds.MinRingBatch)
 	bad := slices.Clone(want)
 	bad[kinds.MinRingBatch] = kinds.UDP
+	if want[kinds.MinRingBatch] == kinds.UDP {
+		bad[kinds.MinRingBatch] = kinds.TCPListener
+	}
 	wi, werr := verifyEach(fds, bad)
 	var wme *kinds.MismatchError
 	if wi != kinds.MinRingBatch || !errors.As(werr, &wme) {
@@ -541,25 +692,25 @@ func TestVerifyAllRingRefused(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
 		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
 	}
-	i, st, err := kinds.VerifyAllFrom(fds, want, kinds.MinRingBatch)
-	bi, bst, berr := kinds.VerifyAllFrom(fds, bad, kinds.MinRingBatch)
+	i, st, err := kinds.VerifyAllPaths(fds, want)
+	bi, bst, berr := kinds.VerifyAllPaths(fds, bad)
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
 	if i != -1 || err != nil {
 		t.Errorf("detected kinds, no ring: VerifyAll = %d, %v", i, err)
 	}
-	if !errors.Is(st.RingErr, unix.EMFILE) || st.Ring != 0 || st.Behind != 0 || st.Each != len(fds) {
+	if !errors.Is(st.RingErr, unix.EMFILE) || st.Ring != 0 || st.Behind != 0 || st.Each+st.OneCall != len(fds) {
 		t.Errorf("detected kinds: paths %+v; want every descriptor one at a time, the ring refused with EMFILE", st)
 	}
 	var gme *kinds.MismatchError
 	if bi != wi || !errors.As(berr, &gme) || *gme != *wme {
-		t.Errorf("one declared udp, no ring: VerifyAll = %d, %v; Verify one at a time: %d, %v", bi, berr, wi, werr)
+		t.Errorf("one declared wrong, no ring: VerifyAll = %d, %v; Verify one at a time: %d, %v", bi, berr, wi, werr)
 	}
-	// The descriptor declared udp is checked first, then the ones
-	// before it.
-	if w := (kinds.PathStats{OneCall: 1, Each: kinds.MinRingBatch}); !errors.Is(bst.RingErr, unix.EMFILE) || bst.OneCall != w.OneCall || bst.Each != w.Each || bst.Ring != 0 || bst.Behind != 0 {
-		t.Errorf("one declared udp: paths %+v; want %+v, the ring refused with EMFILE", bst, w)
+	// Every descriptor up to the one declared wrong is checked one at a
+	// time.
+	if !errors.Is(bst.RingErr, unix.EMFILE) || bst.Each+bst.OneCall < kinds.MinRingBatch+1 || bst.Ring != 0 || bst.Behind != 0 {
+		t.Errorf("one declared wrong: paths %+v; want %d or more one at a time, the ring refused with EMFILE", bst, kinds.MinRingBatch+1)
 	}
 }
 

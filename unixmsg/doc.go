@@ -33,9 +33,9 @@
 // it. The descriptors that arrive are counted against those announced, in
 // every message. Unless [Options].SkipVerify is set, each received
 // descriptor's real kind is checked against the kind its sender declared
-// (on Linux, TCP and UDP with one getsockopt each; other kinds through
-// io_uring where the kernel allows and a batch holds 1,024 or more of them,
-// one at a time otherwise). An error caused by the peer
+// (on Linux, large batches through io_uring where the kernel allows, many
+// descriptors per system call; small ones one at a time, TCP and UDP with
+// one getsockopt each: see kinds.VerifyAll). An error caused by the peer
 // wraps one of the package's sentinel errors.
 //
 // # Sockets
