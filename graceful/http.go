@@ -19,7 +19,8 @@ import (
 //     to the successor (with Options.Migrate on both sides), an idle one
 //     at once, a busy one once its response is written (after the
 //     takeover if need be: no connection waits for another), within
-//     QuiesceTimeout; one that cannot move answers "Connection: close"
+//     QuiesceTimeout, with the next request the client sends as soon as
+//     it has the answer; one that cannot move answers "Connection: close"
 //     from then on.
 //   - HTTP/2 (cleartext with the preface, as srv.Protocols allows, or h2
 //     over TLS): never migrates; it gets GOAWAY at the takeover, idle or
@@ -89,6 +90,13 @@ type httpGate struct {
 }
 
 func (g httpGate) AtBoundary(n int) bool { return n == g.empty }
+
+// Watching reports net/http's background read: one byte, while a handler
+// runs, to learn that the client has gone. At a takeover it waits instead
+// (migrate.Watcher), so that a request the client sends as soon as it has
+// its answer is not taken from the socket here, where the connection could
+// not move before answering it.
+func (g httpGate) Watching(n int) bool { return n == 1 }
 
 func (g httpGate) Abandoned(c *Conn) {
 	if !c.Handoff([]byte(httpState), nil) {

@@ -69,6 +69,9 @@ type Conn struct {
 	gate        Gate
 	idle        bool // the reader waits between messages (SetIdle)
 	interrupted bool // a read returned ErrMigrating, and no Handoff came
+	// held, if not nil, is closed to wake the reads a Watcher's gate
+	// holds (see Watcher) when what they wait for may have changed.
+	held chan struct{}
 }
 
 type connPhase uint8
@@ -109,6 +112,19 @@ func (c *Conn) Read(b []byte) (int, error) {
 				c.interrupted = true
 				c.mu.Unlock()
 				return 0, c.migrating()
+			}
+			if w, ok := c.gate.(Watcher); ok && len(c.pending) == 0 && w.Watching(len(b)) {
+				if !c.rdl.IsZero() && !time.Now().Before(c.rdl) {
+					c.mu.Unlock()
+					return 0, &net.OpError{Op: "read", Net: c.network, Err: os.ErrDeadlineExceeded}
+				}
+				if c.held == nil {
+					c.held = make(chan struct{})
+				}
+				held := c.held
+				c.mu.Unlock()
+				<-held
+				continue
 			}
 		case phaseArrived:
 			c.mu.Unlock()
@@ -211,11 +227,39 @@ type Gate interface {
 	Abandoned(c *Conn)
 }
 
+// A Watcher is a Gate whose reader, while busy, also reads only to watch
+// for the peer: net/http reads one byte in the background while a handler
+// runs, and a request the client sends as soon as it has its answer may
+// reach that read, which holds its first byte (a pipelined request): the
+// connection could not move at that boundary. While a migration waits for
+// a gated connection that is not idle, the reads that Watching approves
+// wait, without reading, until the reader sets a read deadline that has
+// passed (net/http ends its background read so once the response is
+// written) or the migration no longer waits for the connection: the next
+// message stays in the socket, and moves with the connection. Meanwhile a
+// peer that hangs up is not seen until the reader comes back.
+type Watcher interface {
+	Gate
+	// Watching reports whether a read of n bytes, made while the reader
+	// is busy, only watches for the peer.
+	Watching(n int) bool
+}
+
 // SetGate makes g the gate of c (see Gate); nil ungates it.
 func (c *Conn) SetGate(g Gate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gate = g
+	c.wake()
+}
+
+// wake wakes the reads held for a Watcher, with c.mu held, so that they
+// look again at the phase, the read deadline and idleness.
+func (c *Conn) wake() {
+	if c.held != nil {
+		close(c.held)
+		c.held = nil
+	}
 }
 
 // SetIdle tells a gated Conn whether its reader waits between messages
@@ -229,6 +273,7 @@ func (c *Conn) SetIdle(idle bool) {
 		return
 	}
 	c.idle = idle
+	c.wake()
 	if idle && c.phase == phaseQuiescing {
 		c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
@@ -263,6 +308,7 @@ func (c *Conn) Stay() {
 		c.Conn.SetReadDeadline(c.rdl)
 	}
 	c.gate, c.idle, c.interrupted = nil, false, false
+	c.wake()
 	c.mu.Unlock()
 	c.t.untrack(c)
 }
@@ -282,6 +328,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.rdl = t
+	c.wake()
 	// While a migration waits for this connection, only a deadline that
 	// has passed takes effect: it ends a read sooner, as net/http's abort
 	// of its background read must (else the response never finishes and
@@ -323,6 +370,7 @@ func (c *Conn) Close() error {
 		c.quiet.leave(c)
 	}
 	c.phase = phaseClosed
+	c.wake()
 	c.mu.Unlock()
 	c.t.untrack(c)
 	return c.Conn.Close()

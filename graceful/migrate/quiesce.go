@@ -130,7 +130,14 @@ func (q *quiet) interrupt(n int) {
 	end := q.next + min(n, len(q.snap)-q.next)
 	for _, c := range q.snap[q.next:end] {
 		c.mu.Lock()
-		if c.phase == phaseQuiescing && c.quiet == q && (c.gate == nil || c.idle) {
+		if c.phase != phaseQuiescing || c.quiet != q {
+			c.mu.Unlock()
+			continue
+		}
+		_, watched := c.gate.(Watcher)
+		if c.gate == nil || c.idle || watched {
+			// A busy reader of a Watcher's may be in a read that only
+			// watches (see Watcher): woken, it waits instead.
 			c.Conn.SetReadDeadline(aLongTimeAgo)
 		}
 		c.mu.Unlock()
@@ -278,6 +285,7 @@ func (q *quiet) end() (late int) {
 				c.phase = phaseIdle
 				c.quiet = nil
 				c.Conn.SetReadDeadline(c.rdl)
+				c.wake()
 				late++
 			}
 			c.mu.Unlock()

@@ -429,6 +429,7 @@ func (c *Conn) decide(migrated bool) {
 		c.phase = phaseIdle
 		c.Conn.SetReadDeadline(c.rdl)
 	}
+	c.wake()
 	c.decided.Broadcast()
 	c.mu.Unlock()
 	if migrated || closing {
