@@ -60,12 +60,27 @@ func TestContainer(t *testing.T) {
 const containerDrain = 5 * time.Second
 
 // The slow clients of a container: how many, and how long the server
-// takes to answer each request (/slow?ms=), so that at every takeover each
-// has a request in hand.
+// takes to answer each request (/slow?ms=). Before each takeover the test
+// waits for one of them to have had a request in flight for between
+// busyMin (the server has read it) and busyMax (it lasts 1.5 s more,
+// through the takeover): the clients fall into step, since their
+// connections move together after their answers, and a takeover that came
+// between two of their requests would find none busy.
 const (
 	slowClients = 4
-	slowRequest = time.Second
+	slowRequest = 2 * time.Second
+	busyMin     = 100 * time.Millisecond
+	busyMax     = 500 * time.Millisecond
 )
+
+// awaitBusy waits for a slow request that the next takeover will find in
+// the server's hands.
+func awaitBusy(t *testing.T, slow *load.Load, n int) {
+	t.Helper()
+	if _, err := slow.AwaitInFlight(busyMin, busyMax, 30*time.Second); err != nil {
+		t.Fatalf("takeover %d: %v", n, err)
+	}
+}
 
 // awaitCount waits until in has written want lines that begin with word.
 func awaitCount(t *testing.T, in *proc.Instance, word string, want int) {
@@ -167,6 +182,7 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	}
 	for i := range reloads {
 		w, sw := ld.Window(), slow.Window()
+		awaitBusy(t, slow, i+1)
 		if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
 			t.Fatalf("SIGHUP to PID 1: %v", err)
 		}
@@ -178,6 +194,7 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	}
 	for i := range reloads {
 		w, sw := ld.Window(), slow.Window()
+		awaitBusy(t, slow, i+1)
 		reload := exec.Command("nsenter", "-t", strconv.Itoa(pid1), "-p", "-m", "--", bin, "-graceful", sock, "-reload")
 		var out, stderr bytes.Buffer
 		reload.Stdout, reload.Stderr = &out, &stderr

@@ -79,6 +79,9 @@ func testUnits(t *testing.T, withSocket bool) {
 		late := strings.Count(f.m.Journal(service), " late pid=")
 		for i := range 5 {
 			old := f.m.MainPID(t, service)
+			if _, err := slow.AwaitInFlight(busyMin, busyMax, settle); err != nil {
+				t.Fatalf("reload %d: %v", i+1, err)
+			}
 			f.m.Systemctl(t, "reload", service)
 			// systemctl reload returns once the successor serves: it is
 			// the main process, and it answers a new connection.
@@ -317,11 +320,17 @@ func (f *fixture) install(t *testing.T, name string, data []byte) {
 }
 
 // The slow clients of the reload test: how many, and how long the server
-// takes to answer each request (/slow?ms=), so that at every reload each
-// has a request in hand.
+// takes to answer each request (/slow?ms=). Before each reload the test
+// waits for one of them to have had a request in flight for between
+// busyMin (the server has read it) and busyMax (it lasts 1.5 s more, through
+// the reload): the clients fall into step, since their connections move
+// together after their answers, and a reload that came between two of
+// their requests would find none busy.
 const (
 	slowClients = 4
-	slowRequest = time.Second
+	slowRequest = 2 * time.Second
+	busyMin     = 100 * time.Millisecond
+	busyMax     = 500 * time.Millisecond
 )
 
 // awaitJournal waits until the service's journal holds want lines with s.

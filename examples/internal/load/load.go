@@ -219,3 +219,29 @@ func (l *Load) AwaitInstance(id string, timeout time.Duration) (Stats, error) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// AwaitInFlight polls until some client has had a request in flight for
+// between least and most, and returns when it began; or an error if no
+// client does within timeout. A test that needs a request in the server's
+// hands when it acts (a takeover that must find a busy connection) waits
+// with it for a request old enough to have been read, and young enough to
+// last through what the test does next.
+func (l *Load) AwaitInFlight(least, most, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		now := time.Now()
+		for _, c := range l.clients {
+			start := c.inFlight.Load()
+			if start == 0 {
+				continue
+			}
+			if age := now.Sub(time.Unix(0, start)); age >= least && age <= most {
+				return time.Unix(0, start), nil
+			}
+		}
+		if now.After(deadline) {
+			return time.Time{}, fmt.Errorf("load: no request in flight for between %v and %v within %v", least, most, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -468,3 +468,40 @@ func TestWindow(t *testing.T) {
 		t.Errorf("overall: %v, want the slow request and no failure", all)
 	}
 }
+
+// TestAwaitInFlight finds a request of the age asked for while requests
+// take long enough, and none while they are quick.
+func TestAwaitInFlight(t *testing.T) {
+	var slow atomic.Bool
+	s := newServer(t, func(w *bufio.Writer, req *http.Request, onConn, overall int64) bool {
+		if slow.Load() {
+			time.Sleep(400 * time.Millisecond)
+		}
+		respond(w, req, 200, "a", false, "ok")
+		return true
+	})
+	l, err := load.Start(load.Options{Addr: s.addr(), KeepAlive: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	if start, err := l.AwaitInFlight(100*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond); err == nil {
+		t.Fatalf("quick requests: one in flight since %v, want none of 100-300ms", start)
+	}
+	slow.Store(true)
+	start, err := l.AwaitInFlight(100*time.Millisecond, 300*time.Millisecond, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := time.Since(start); age < 100*time.Millisecond {
+		t.Errorf("request in flight for %v, want at least 100ms", age)
+	}
+	// It is still in flight: the server holds each for 400ms.
+	busy := false
+	for _, c := range l.Stats().Clients {
+		busy = busy || c.InFlightSince.Equal(start)
+	}
+	if !busy {
+		t.Errorf("the request found (since %v) is no longer in flight", start)
+	}
+}
