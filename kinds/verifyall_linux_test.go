@@ -436,42 +436,6 @@ func needRing(t *testing.T) {
 	}
 }
 
-// oneCallFDs returns n descriptors of TCP and UDP kinds, which VerifyAll
-// checks one system call each whatever their number; they are closed
-// when the test ends.
-func oneCallFDs(t *testing.T, n int) ([]int, []kinds.Kind) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	vals := []any{ln, c, pc}
-	fds := make([]int, n)
-	want := make([]kinds.Kind, n)
-	t.Cleanup(func() { fd.CloseAll(fds) })
-	for i := range fds {
-		fds[i] = -1
-	}
-	for i := range fds {
-		nfd, info, err := kinds.FromValue(vals[i%len(vals)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		fds[i], want[i] = nfd, info.Kind
-	}
-	return fds, want
-}
-
 // interleave merges two batches, one of b after every few of a.
 func interleave(a []int, ak []kinds.Kind, b []int, bk []kinds.Kind) ([]int, []kinds.Kind) {
 	var fds []int
