@@ -237,7 +237,9 @@ type Gate interface {
 // passed (net/http ends its background read so once the response is
 // written) or the migration no longer waits for the connection: the next
 // message stays in the socket, and moves with the connection. Meanwhile a
-// peer that hangs up is not seen until the reader comes back.
+// peer that hangs up is not seen, nor a read deadline that passes by
+// itself, until the reader comes back or the migration stops waiting
+// (QuiesceTimeout at the latest).
 type Watcher interface {
 	Gate
 	// Watching reports whether a read of n bytes, made while the reader
