@@ -472,36 +472,47 @@ func TestWindow(t *testing.T) {
 // TestAwaitInFlight finds a request of the age asked for while requests
 // take long enough, and none while they are quick.
 func TestAwaitInFlight(t *testing.T) {
+	const hold = 2 * time.Second
 	var slow atomic.Bool
 	s := newServer(t, func(w *bufio.Writer, req *http.Request, onConn, overall int64) bool {
 		if slow.Load() {
-			time.Sleep(400 * time.Millisecond)
+			time.Sleep(hold)
 		}
 		respond(w, req, 200, "a", false, "ok")
 		return true
 	})
+	start := time.Now()
 	l, err := load.Start(load.Options{Addr: s.addr(), KeepAlive: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Stop()
-	if start, err := l.AwaitInFlight(100*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond); err == nil {
-		t.Fatalf("quick requests: one in flight since %v, want none of 100-300ms", start)
+	// Quick requests, for long enough that one stuck half a second
+	// would have been seen.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.requests.Load() < 50 || time.Since(start) < time.Second {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server read %d requests in 10s, want 50", s.requests.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if since, err := l.AwaitInFlight(500*time.Millisecond, time.Minute, 300*time.Millisecond); err == nil {
+		t.Fatalf("quick requests: one in flight since %v, want none of 500ms or more", since)
 	}
 	slow.Store(true)
-	start, err := l.AwaitInFlight(100*time.Millisecond, 300*time.Millisecond, 10*time.Second)
+	since, err := l.AwaitInFlight(500*time.Millisecond, time.Second, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if age := time.Since(start); age < 100*time.Millisecond {
-		t.Errorf("request in flight for %v, want at least 100ms", age)
+	if age := time.Since(since); age < 500*time.Millisecond {
+		t.Errorf("request in flight for %v, want at least 500ms", age)
 	}
-	// It is still in flight: the server holds each for 400ms.
+	// It is still in flight: the server holds each for 2s.
 	busy := false
 	for _, c := range l.Stats().Clients {
-		busy = busy || c.InFlightSince.Equal(start)
+		busy = busy || c.InFlightSince.Equal(since)
 	}
 	if !busy {
-		t.Errorf("the request found (since %v) is no longer in flight", start)
+		t.Errorf("the request found (since %v) is no longer in flight", since)
 	}
 }
