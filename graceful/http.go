@@ -3,6 +3,7 @@ package graceful
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -91,13 +92,6 @@ type httpGate struct {
 
 func (g httpGate) AtBoundary(n int) bool { return n == g.empty }
 
-// Watching reports net/http's background read: one byte, while a handler
-// runs, to learn that the client has gone. At a takeover it waits instead
-// (migrate.Watcher), so that a request the client sends as soon as it has
-// its answer is not taken from the socket here, where the connection could
-// not move before answering it.
-func (g httpGate) Watching(n int) bool { return n == 1 }
-
 func (g httpGate) Abandoned(c *Conn) {
 	if !c.Handoff([]byte(httpState), nil) {
 		g.hs.resume(c)
@@ -125,6 +119,15 @@ func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 			// response, before the client sends on it again.
 			w.Header().Set("Connection", "close")
 		}
+		if c, ok := r.Context().Value(connKey{}).(*Conn); ok && r.ProtoMajor == 1 {
+			// From the end of the request's body, net/http reads the
+			// connection only to watch for the client (Conn.Watch).
+			if r.Body == nil || r.Body == http.NoBody {
+				c.Watch()
+			} else {
+				r.Body = &watchAtEOF{ReadCloser: r.Body, c: c}
+			}
+		}
 		h.ServeHTTP(w, r)
 	})
 	srv.ConnState = hs.connState
@@ -137,6 +140,21 @@ func (p *Process) HTTP(srv *http.Server) *HTTPServer {
 	}
 	p.mig.AddSink(hs.adopt)
 	return hs
+}
+
+// watchAtEOF is a request's body that, once read whole, tells its
+// connection that net/http only watches it from then on.
+type watchAtEOF struct {
+	io.ReadCloser
+	c *Conn
+}
+
+func (b *watchAtEOF) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.c.Watch()
+	}
+	return n, err
 }
 
 // connKey keys the connection of a request in its context.

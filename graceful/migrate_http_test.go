@@ -10,12 +10,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fdpass/fdpass/graceful"
+	"golang.org/x/sys/unix"
 )
 
 // httpGen is one generation of an HTTP service on a Process with live
@@ -227,6 +230,75 @@ func TestMigrateHTTPNextAtOnce(t *testing.T) {
 	}
 	g2.ln.Close()
 	g2.stop(t)
+}
+
+// TestMigrateHTTPLongHeader: a request whose header comes in two parts,
+// the first leaving 4,095 bytes of a line in net/http's reader, is read on
+// at a takeover: the one-byte read that follows is not net/http's
+// background read, and must not wait for the quiesce to end.
+func TestMigrateHTTPLongHeader(t *testing.T) {
+	restartCheckLeaks(t)
+	const quiesce = 20 * time.Second
+	path := filepath.Join(t.TempDir(), "h.sock")
+	g1 := startHTTPGenQuiesce(t, path, false, quiesce)
+	c, err := net.Dial("tcp", g1.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	// The request line (17 bytes) and 4,095 bytes of an unfinished header
+	// line: net/http reads 4,096, then the 16 left, then asks for the one
+	// byte its reader has room for.
+	if _, err := io.WriteString(c, "GET /a HTTP/1.1\r\nX: "+strings.Repeat("a", 4092)); err != nil {
+		t.Fatal(err)
+	}
+	awaitServerRead(t, c) // the server waits for the rest: the connection is busy
+	g2 := startHTTPGen(t, path)
+	<-g1.p.Exit()
+	start := time.Now()
+	if _, err := io.WriteString(c, "a\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	body, closing := httpExchange(t, c, bufio.NewReader(c), "")
+	if took := time.Since(start); body != "gen=1 /a" || took > quiesce/2 {
+		t.Errorf("the rest of a long header: %q after %v (Connection: close %v), want gen 1's answer at once", body, took, closing)
+	}
+	c.Close()
+	g1.stop(t)
+	g2.ln.Close()
+	g2.stop(t)
+}
+
+// awaitServerRead polls until the server end of c, in this process, has
+// nothing left to read.
+func awaitServerRead(t *testing.T, c net.Conn) {
+	t.Helper()
+	local := c.LocalAddr().(*net.TCPAddr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			n, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			peer, err := unix.Getpeername(n)
+			if sa, ok := peer.(*unix.SockaddrInet4); err != nil || !ok || sa.Port != local.Port {
+				continue
+			}
+			if inq, err := unix.IoctlGetInt(n, unix.SIOCINQ); err == nil && inq == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not read what the client sent within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestMigrateHTTPBeforeServe: connections that migrate in before the

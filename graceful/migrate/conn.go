@@ -69,8 +69,9 @@ type Conn struct {
 	gate        Gate
 	idle        bool // the reader waits between messages (SetIdle)
 	interrupted bool // a read returned ErrMigrating, and no Handoff came
-	// held, if not nil, is closed to wake the reads a Watcher's gate
-	// holds (see Watcher) when what they wait for may have changed.
+	watching    bool // the reader reads only to watch for the peer (Watch)
+	// held, if not nil, is closed to wake the reads held while watching
+	// (see Watch) when what they wait for may have changed.
 	held chan struct{}
 }
 
@@ -113,7 +114,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 				c.mu.Unlock()
 				return 0, c.migrating()
 			}
-			if w, ok := c.gate.(Watcher); ok && len(c.pending) == 0 && w.Watching(len(b)) {
+			if c.watching && len(c.pending) == 0 {
 				if !c.rdl.IsZero() && !time.Now().Before(c.rdl) {
 					c.mu.Unlock()
 					return 0, &net.OpError{Op: "read", Net: c.network, Err: os.ErrDeadlineExceeded}
@@ -227,26 +228,6 @@ type Gate interface {
 	Abandoned(c *Conn)
 }
 
-// A Watcher is a Gate whose reader, while busy, also reads only to watch
-// for the peer: net/http reads one byte in the background while a handler
-// runs, and a request the client sends as soon as it has its answer may
-// reach that read, which holds its first byte (a pipelined request): the
-// connection could not move at that boundary. While a migration waits for
-// a gated connection that is not idle, the reads that Watching approves
-// wait, without reading, until the reader sets a read deadline that has
-// passed (net/http ends its background read so once the response is
-// written) or the migration no longer waits for the connection: the next
-// message stays in the socket, and moves with the connection. Meanwhile a
-// peer that hangs up is not seen, nor a read deadline that passes by
-// itself, until the reader comes back or the migration stops waiting
-// (QuiesceTimeout at the latest).
-type Watcher interface {
-	Gate
-	// Watching reports whether a read of n bytes, made while the reader
-	// is busy, only watches for the peer.
-	Watching(n int) bool
-}
-
 // SetGate makes g the gate of c (see Gate); nil ungates it.
 func (c *Conn) SetGate(g Gate) {
 	c.mu.Lock()
@@ -255,7 +236,34 @@ func (c *Conn) SetGate(g Gate) {
 	c.wake()
 }
 
-// wake wakes the reads held for a Watcher, with c.mu held, so that they
+// Watch tells a gated Conn that, until it is idle again (SetIdle(true)),
+// its reader reads it only to watch for the peer: net/http, once a
+// request's body is read whole, reads one byte in the background while
+// the handler runs, and stops that read (with a read deadline that has
+// passed) only after the response is written. A request the client sends
+// as soon as it has its answer may reach that read, which then holds its
+// first byte (a pipelined request): the connection could not move at that
+// boundary. So while a migration waits for a watching Conn, its reads
+// wait, without reading, until the reader sets a read deadline that has
+// passed or the migration no longer waits for the connection: the next
+// message stays in the socket, and moves with the connection. Meanwhile a
+// peer that hangs up is not seen, nor a read deadline that passes by
+// itself, until the reader comes back or the migration stops waiting
+// (QuiesceTimeout at the latest).
+func (c *Conn) Watch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gate == nil {
+		return
+	}
+	c.watching = true
+	if c.phase == phaseQuiescing {
+		// A read already in the socket comes back, and waits.
+		c.Conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// wake wakes the reads held while watching, with c.mu held, so that they
 // look again at the phase, the read deadline and idleness.
 func (c *Conn) wake() {
 	if c.held != nil {
@@ -275,6 +283,9 @@ func (c *Conn) SetIdle(idle bool) {
 		return
 	}
 	c.idle = idle
+	if idle {
+		c.watching = false
+	}
 	c.wake()
 	if idle && c.phase == phaseQuiescing {
 		c.Conn.SetReadDeadline(aLongTimeAgo)
@@ -309,7 +320,7 @@ func (c *Conn) Stay() {
 		// A read interrupted meanwhile reads on (see Read).
 		c.Conn.SetReadDeadline(c.rdl)
 	}
-	c.gate, c.idle, c.interrupted = nil, false, false
+	c.gate, c.idle, c.interrupted, c.watching = nil, false, false, false
 	c.wake()
 	c.mu.Unlock()
 	c.t.untrack(c)

@@ -134,10 +134,9 @@ func (q *quiet) interrupt(n int) {
 			c.mu.Unlock()
 			continue
 		}
-		_, watched := c.gate.(Watcher)
-		if c.gate == nil || c.idle || watched {
-			// A busy reader of a Watcher's may be in a read that only
-			// watches (see Watcher): woken, it waits instead.
+		if c.gate == nil || c.idle || c.watching {
+			// A watching reader may be in the socket: woken, it waits
+			// instead (see Conn.Watch).
 			c.Conn.SetReadDeadline(aLongTimeAgo)
 		}
 		c.mu.Unlock()
