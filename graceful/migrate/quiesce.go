@@ -130,13 +130,9 @@ func (q *quiet) interrupt(n int) {
 	end := q.next + min(n, len(q.snap)-q.next)
 	for _, c := range q.snap[q.next:end] {
 		c.mu.Lock()
-		if c.phase != phaseQuiescing || c.quiet != q {
-			c.mu.Unlock()
-			continue
-		}
-		if c.gate == nil || c.idle || c.watching {
-			// A watching reader may be in the socket: woken, it waits
-			// instead (see Conn.Watch).
+		// A watching reader may be in the socket: woken, it waits
+		// instead (see Conn.Watch).
+		if c.phase == phaseQuiescing && c.quiet == q && (c.gate == nil || c.idle || c.watching) {
 			c.Conn.SetReadDeadline(aLongTimeAgo)
 		}
 		c.mu.Unlock()
