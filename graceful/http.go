@@ -250,7 +250,12 @@ func (hs *HTTPServer) Serve(ln net.Listener) error {
 		case <-l.done:
 		}
 	}()
-	return hs.srv.Serve(l)
+	err := hs.srv.Serve(l)
+	if hs.draining.Load() {
+		// Drain closed ln: as net/http's Serve after Shutdown.
+		return http.ErrServerClosed
+	}
+	return err
 }
 
 // Drain makes Serve return, answers further requests with "Connection:

@@ -163,7 +163,7 @@ func roleHTTPGen() error {
 		return fmt.Errorf("Drain: %w", err)
 	}
 	say("drained gen=%d took=%s", gen, time.Since(start))
-	if err := <-served; !errors.Is(err, net.ErrClosed) {
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("Serve: %w", err)
 	}
 	say("exit gen=%d", gen)

@@ -46,7 +46,7 @@ func (g *httpGen) stop(t *testing.T) {
 	if err := g.hs.Drain(ctx); err != nil {
 		t.Errorf("drain: %v", err)
 	}
-	if err := <-g.served; !errors.Is(err, net.ErrClosed) {
+	if err := <-g.served; !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve: %v", err)
 	}
 	g.p.Close()
@@ -139,7 +139,6 @@ func TestMigrateHTTP(t *testing.T) {
 	idle.Close()
 	busy.Close()
 	partial.Close()
-	g2.ln.Close()
 	g2.stop(t)
 }
 
@@ -239,7 +238,6 @@ func testNextAtOnce(t *testing.T, first string) {
 	for _, c := range conns {
 		c.Close()
 	}
-	g2.ln.Close()
 	g2.stop(t)
 }
 
@@ -277,7 +275,6 @@ func TestMigrateHTTPLongHeader(t *testing.T) {
 	}
 	c.Close()
 	g1.stop(t)
-	g2.ln.Close()
 	g2.stop(t)
 }
 
@@ -356,7 +353,6 @@ func TestMigrateHTTPBeforeServe(t *testing.T) {
 		c.Close()
 	}
 	c.Close()
-	g2.ln.Close()
 	g2.stop(t)
 }
 

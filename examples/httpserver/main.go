@@ -42,7 +42,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -209,7 +208,7 @@ wait:
 		}
 	}
 	drain()
-	if e := <-serveErr; !errors.Is(e, net.ErrClosed) && !errors.Is(e, http.ErrServerClosed) {
+	if e := <-serveErr; !errors.Is(e, http.ErrServerClosed) {
 		err = errors.Join(err, e)
 	}
 	fmt.Printf("exit pid=%d served=%d\n", os.Getpid(), served.Load())
