@@ -4,12 +4,16 @@ package graceful_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,6 +78,7 @@ func roleStall() error {
 		Features: handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns}); err != nil {
 		return report(err)
 	}
+	say("sent READY")
 	stop("before-conns")
 	total := 0
 	for {
@@ -157,15 +162,27 @@ func TestStalledSuccessor(t *testing.T) {
 			for i := range clients {
 				clients[i] = trackedEcho(t, p)
 			}
+			// Two HTTP requests in hand: one ends while the predecessor
+			// quiesces, the other once the successor has stopped.
+			busy := startBusyHTTP(t, p, 2)
+			quiesced := step != "before-hello" && step != "before-ready"
 			// In a process group of its own, so that no signal for this
 			// process's group reaches it; and gated, as a stop can end
 			// early.
 			gate := filepath.Join(t.TempDir(), "gate")
 			s := startRestartChild(t, "", "stall", &syscall.SysProcAttr{Setpgid: true}, envPath+"="+path, envStallAt+"="+step, envStallGate+"="+gate)
+			if quiesced {
+				// The predecessor quiesces for the successor that then
+				// stops: the client's next request, sent at once, finds
+				// net/http watching.
+				s.expect("sent READY")
+			}
+			next := []chan error{busy[0].finish()}
 			s.expect("stopping at=" + step)
 			// Wait for the stop itself.
 			awaitState(t, s.cmd.Process.Pid, "T")
 			start := time.Now()
+			next = append(next, busy[1].finish())
 			// Every connection answers again within the timeouts: the
 			// quiesce (1 s), the whole migration (2 s) from READY, a
 			// successor's turn (2 s), a first message (2 s).
@@ -177,6 +194,11 @@ func TestStalledSuccessor(t *testing.T) {
 				line, err := bufio.NewReader(c).ReadString('\n')
 				if err != nil || line != fmt.Sprintf("ping %d\n", i) {
 					t.Fatalf("client %d after %v: %q, %v", i, time.Since(start), line, err)
+				}
+			}
+			for i, n := range next {
+				if err := <-n; err != nil {
+					t.Fatalf("HTTP client %d after %v: %v", i, time.Since(start), err)
 				}
 			}
 			frozen := time.Since(start)
@@ -209,6 +231,11 @@ func TestStalledSuccessor(t *testing.T) {
 					t.Errorf("client %d after the stall: %q, %v", i, line, err)
 				}
 			}
+			for i, b := range busy {
+				if err := b.get("/again", time.Now().Add(5*time.Second)); err != nil {
+					t.Errorf("HTTP client %d after the stall: %v", i, err)
+				}
+			}
 			// A healthy successor takes over after it.
 			p2, err := graceful.New(graceful.Options{Path: path, Migrate: true})
 			if err != nil {
@@ -225,6 +252,113 @@ func TestStalledSuccessor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// busyHTTP is a keep-alive HTTP connection to a Process, whose request is
+// in its handler until finish.
+type busyHTTP struct {
+	c       net.Conn
+	r       *bufio.Reader
+	release chan struct{}
+}
+
+// startBusyHTTP serves HTTP for p on a listener of its own with
+// HTTPServer, and returns n connections, each with its request /block in
+// its handler.
+func startBusyHTTP(t *testing.T, p *graceful.Process, n int) []*busyHTTP {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := make([]*busyHTTP, n)
+	blocked := make(chan struct{}, n)
+	hs := p.HTTP(&http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			i, _ := strconv.Atoi(r.URL.Query().Get("c"))
+			blocked <- struct{}{}
+			<-busy[i].release
+		}
+		io.WriteString(w, r.URL.Path)
+	})})
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	t.Cleanup(func() {
+		for _, b := range busy {
+			if b != nil {
+				b.c.Close()
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := hs.Drain(ctx); err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	for i := range busy {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy[i] = &busyHTTP{c: c, r: bufio.NewReader(c), release: make(chan struct{})}
+		fmt.Fprintf(c, "GET /block?c=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		select {
+		case <-blocked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request did not reach its handler")
+		}
+	}
+	return busy
+}
+
+// finish lets the request in hand end; its client reads the answer and
+// sends the next request at once, as keep-alive clients do. The channel
+// gives the outcome: nil once the next request was answered on the same
+// connection, which stays open.
+func (b *busyHTTP) finish() chan error {
+	done := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		if err := b.read("/block", deadline); err != nil {
+			done <- fmt.Errorf("the request in hand: %w", err)
+			return
+		}
+		done <- b.get("/next", deadline)
+	}()
+	close(b.release)
+	return done
+}
+
+// get sends a request for path and reads its answer.
+func (b *busyHTTP) get(path string, deadline time.Time) error {
+	b.c.SetDeadline(deadline)
+	if _, err := io.WriteString(b.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		return err
+	}
+	return b.read(path, deadline)
+}
+
+// read reads the answer to a request for path.
+func (b *busyHTTP) read(path string, deadline time.Time) error {
+	b.c.SetDeadline(deadline)
+	resp, err := http.ReadResponse(b.r, nil)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return err
+	case resp.StatusCode != http.StatusOK || string(body) != path:
+		return fmt.Errorf("%s answered %s %q", path, resp.Status, body)
+	case resp.Close:
+		return fmt.Errorf("%s answered with Connection: close", path)
+	}
+	return nil
 }
 
 // awaitState waits until process pid is in state (as /proc/pid/stat says:
