@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/fdpass/fdpass/internal/handoffmsg"
@@ -96,10 +97,23 @@ func (p *Process) serve(done chan struct{}) {
 
 // acceptLoop accepts on ln and hands each connection to serve, until ln is
 // closed.
+//
+// It keeps a descriptor in reserve: a process out of descriptors (a flood
+// of connections holds them all) closes it to accept the peer at once,
+// rather than wait until the flood ends for a descriptor that its own
+// listeners, retrying, are as likely to take. A successor that takes over
+// is what relieves such a process.
 func acceptLoop(ln *net.UnixListener, log *slog.Logger, what string, serve func(*net.UnixConn)) {
 	var b acceptBackoff
+	var r reserve
+	r.refill()
+	defer r.release()
 	for {
 		uc, err := ln.AcceptUnix()
+		if err != nil && outOfDescriptors(err) && r.release() {
+			uc, err = ln.AcceptUnix()
+		}
+		r.refill()
 		if err != nil {
 			if !b.retry(err, log, what) {
 				return
@@ -109,6 +123,38 @@ func acceptLoop(ln *net.UnixListener, log *slog.Logger, what string, serve func(
 		b.reset()
 		serve(uc)
 	}
+}
+
+// reserve is a descriptor kept open to be closed when one is needed.
+type reserve struct {
+	fd   int
+	open bool
+}
+
+// refill opens the reserve descriptor if it is not open; out of
+// descriptors, it stays empty until the next try.
+func (r *reserve) refill() {
+	if r.open {
+		return
+	}
+	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	r.fd, r.open = fd, err == nil
+}
+
+// release closes the reserve descriptor and reports whether there was one.
+func (r *reserve) release() bool {
+	if !r.open {
+		return false
+	}
+	syscall.Close(r.fd)
+	r.open = false
+	return true
+}
+
+// outOfDescriptors reports whether err says that the process (EMFILE) or
+// the system (ENFILE) has no descriptor left.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // acceptBackoff keeps an accept loop alive through errors: only a closed

@@ -4,7 +4,9 @@
 package flood
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"sync"
 	"testing"
@@ -14,9 +16,9 @@ import (
 )
 
 // Hold dials addr n times (each dial bounded by a second; what fails is
-// skipped), keeps the connections open for d, then closes them. It
-// returns how many it held.
-func Hold(addr string, n int, d time.Duration) int {
+// skipped), keeps the connections open until release is closed, then
+// closes them. It returns how many it held.
+func Hold(addr string, n int, release <-chan struct{}) int {
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -41,7 +43,7 @@ func Hold(addr string, n int, d time.Duration) int {
 		})
 	}
 	wg.Wait()
-	time.Sleep(d)
+	<-release
 	for _, c := range conns {
 		c.Close()
 	}
@@ -50,9 +52,12 @@ func Hold(addr string, n int, d time.Duration) int {
 
 // Survive checks, for a test, that the example bin (a test's build),
 // limited to 1,024 descriptors, survives a flood of 3,000 connections held
-// for 3 s: it answers probe again within 5 s of the flood's end, and
-// hands over to a new instance with the same args, which answers too.
-// args must give the listen address as 127.0.0.1:0 and a -graceful path.
+// for 3 s: it answers probe again within 5 s of the flood's end. Then,
+// out of descriptors again under a second flood that holds on, it hands
+// over to a new instance with the same args and no such limit (what an
+// operator starts to relieve it): the successor must be ready within 10 s,
+// while the flood still holds, and answer probe. args must give the
+// listen address as 127.0.0.1:0 and a -graceful path.
 func Survive(t *testing.T, bin string, args []string, probe func(addr string) error) {
 	t.Helper()
 	prlimit, err := exec.LookPath("prlimit")
@@ -65,7 +70,9 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 		t.Fatal(err)
 	}
 	addr := proc.Field(line, "addr")
-	held := Hold(addr, 3000, 3*time.Second)
+	release := make(chan struct{})
+	time.AfterFunc(3*time.Second, func() { close(release) })
+	held := Hold(addr, 3000, release)
 	if held < 1100 {
 		t.Fatalf("the flood held only %d connections: the server did not run out of descriptors", held)
 	}
@@ -81,14 +88,60 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("answering %v after the flood of %d connections ended", time.Since(ended).Round(time.Millisecond), held)
+
+	release = make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	heldNow := make(chan int, 1)
+	go func() { heldNow <- Hold(addr, 3000, release) }()
+	// prlimit execs bin: the first's PID is bin's.
+	awaitDescriptors(t, first.PID(), 1000)
+	start := time.Now()
 	next := proc.StartT(t, bin, args...)
-	if _, err := next.Await("ready", 30*time.Second); err != nil {
-		t.Fatal(err)
+	if _, err := next.Await("ready", 10*time.Second); err != nil {
+		t.Fatalf("successor of a server out of descriptors: %v", err)
+	}
+	select {
+	case n := <-heldNow:
+		t.Fatalf("the flood of %d connections ended before the takeover did", n)
+	default:
+	}
+	t.Logf("successor ready %v after it started, the flood holding", time.Since(start).Round(time.Millisecond))
+	if err := probe(addr); err != nil {
+		t.Fatalf("after the handoff, the flood holding: %v", err)
+	}
+	close(release)
+	if n := <-heldNow; n < 1100 {
+		t.Errorf("the second flood held only %d connections", n)
 	}
 	if _, err := first.Await("exit", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := probe(addr); err != nil {
 		t.Fatalf("after the handoff: %v", err)
+	}
+}
+
+// awaitDescriptors waits until process pid has at least n descriptors open.
+func awaitDescriptors(t *testing.T, pid, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d has %d descriptors open after 20 s, want %d", pid, len(ents), n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
