@@ -59,25 +59,11 @@ func TestContainer(t *testing.T) {
 // within it.
 const containerDrain = 5 * time.Second
 
-// The slow clients of a container: how many, and how long the server
-// takes to answer each request (/slow?ms=). Before each takeover the test
-// waits for one of them to have had a request in flight for between
-// busyMin (the server has read it) and busyMax (it lasts 1.5 s more,
-// through the takeover): the clients fall into step, since their
-// connections move together after their answers, and a takeover that came
-// between two of their requests would find none busy.
-const (
-	slowClients = 4
-	slowRequest = 2 * time.Second
-	busyMin     = 100 * time.Millisecond
-	busyMax     = 500 * time.Millisecond
-)
-
 // awaitBusy waits for a slow request that the next takeover will find in
 // the server's hands.
 func awaitBusy(t *testing.T, slow *load.Load, n int) {
 	t.Helper()
-	if _, err := slow.AwaitInFlight(busyMin, busyMax, 30*time.Second); err != nil {
+	if _, err := slow.AwaitSlowBusy(30 * time.Second); err != nil {
 		t.Fatalf("takeover %d: %v", n, err)
 	}
 }
@@ -143,7 +129,7 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 	defer ld.Stop()
 	// Clients whose request is in hand at every takeover: their
 	// connections move after the answer (a "late" line), never closed.
-	slow, err := load.Start(load.Options{Addr: proc.Field(line, "addr"), KeepAlive: slowClients, Path: fmt.Sprintf("/slow?ms=%d", slowRequest.Milliseconds()), Timeout: slowRequest + requestTimeout})
+	slow, err := load.StartSlow(proc.Field(line, "addr"), load.SlowRequest+requestTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

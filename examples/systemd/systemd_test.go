@@ -68,7 +68,7 @@ func testUnits(t *testing.T, withSocket bool) {
 		// Clients with a request in hand at every reload: their
 		// connections move after the answer (the old process says
 		// "late" in the journal), none is closed.
-		slow, err := load.Start(load.Options{Addr: f.addr, KeepAlive: slowClients, Path: fmt.Sprintf("/slow?ms=%d", slowRequest.Milliseconds()), Timeout: 10 * time.Second})
+		slow, err := load.StartSlow(f.addr, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +79,7 @@ func testUnits(t *testing.T, withSocket bool) {
 		late := strings.Count(f.m.Journal(service), " late pid=")
 		for i := range 5 {
 			old := f.m.MainPID(t, service)
-			if _, err := slow.AwaitInFlight(busyMin, busyMax, settle); err != nil {
+			if _, err := slow.AwaitSlowBusy(settle); err != nil {
 				t.Fatalf("reload %d: %v", i+1, err)
 			}
 			f.m.Systemctl(t, "reload", service)
@@ -318,20 +318,6 @@ func (f *fixture) install(t *testing.T, name string, data []byte) {
 		t.Fatal(err)
 	}
 }
-
-// The slow clients of the reload test: how many, and how long the server
-// takes to answer each request (/slow?ms=). Before each reload the test
-// waits for one of them to have had a request in flight for between
-// busyMin (the server has read it) and busyMax (it lasts 1.5 s more, through
-// the reload): the clients fall into step, since their connections move
-// together after their answers, and a reload that came between two of
-// their requests would find none busy.
-const (
-	slowClients = 4
-	slowRequest = 2 * time.Second
-	busyMin     = 100 * time.Millisecond
-	busyMax     = 500 * time.Millisecond
-)
 
 // awaitJournal waits until the service's journal holds want lines with s.
 func (f *fixture) awaitJournal(t *testing.T, s string, want int) {

@@ -245,3 +245,30 @@ func (l *Load) AwaitInFlight(least, most, timeout time.Duration) (time.Time, err
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Slow clients at a takeover: SlowClients keep-alive clients whose every
+// request the server takes SlowRequest to answer (the examples' /slow?ms=).
+// Before each takeover a test waits (AwaitSlowBusy) for one of them to have
+// had a request in flight for between SlowBusyMin (the server has read it)
+// and SlowBusyMax (it lasts 1.5 s more, through the takeover): the clients
+// fall into step, since their connections move together after their
+// answers, and a takeover that came between two of their requests would
+// find none busy.
+const (
+	SlowClients = 4
+	SlowRequest = 2 * time.Second
+	SlowBusyMin = 100 * time.Millisecond
+	SlowBusyMax = 500 * time.Millisecond
+)
+
+// StartSlow starts the slow clients against addr, each request bounded by
+// timeout (at least SlowRequest).
+func StartSlow(addr string, timeout time.Duration) (*Load, error) {
+	return Start(Options{Addr: addr, KeepAlive: SlowClients, Path: fmt.Sprintf("/slow?ms=%d", SlowRequest.Milliseconds()), Timeout: max(timeout, SlowRequest)})
+}
+
+// AwaitSlowBusy waits, for at most timeout, for a slow request that the
+// next takeover will find in the server's hands (AwaitInFlight).
+func (l *Load) AwaitSlowBusy(timeout time.Duration) (time.Time, error) {
+	return l.AwaitInFlight(SlowBusyMin, SlowBusyMax, timeout)
+}
