@@ -96,7 +96,7 @@ func handoffFields(m handoffmsg.Message) handoffmsg.Message {
 		k.Features = m.Features
 	case handoffmsg.MsgConns:
 		k.Items, k.Total = m.Items, m.Total
-	case handoffmsg.MsgAdopted, handoffmsg.MsgLate:
+	case handoffmsg.MsgAdopted, handoffmsg.MsgLate, handoffmsg.MsgCapacity:
 		k.Items = m.Items
 	case handoffmsg.MsgUpgraded:
 		k.PID = m.PID
@@ -106,7 +106,7 @@ func handoffFields(m handoffmsg.Message) handoffmsg.Message {
 	return k
 }
 
-// buildMessage reads a Message from b: the type (mod 24, so that 0, 9 to
+// buildMessage reads a Message from b: the type (mod 24, so that 0, 10 to
 // 15 and 18 to 23 are unknown), then every field whatever the type, the reason last with
 // a two-byte length that may exceed MaxReasonLen (cut to what is left).
 func buildMessage(b []byte) handoffmsg.Message {

@@ -290,7 +290,8 @@ type transcript struct {
 	gotDone bool // the fake received DONE, and so acknowledged it
 	conns   int  // connections the fake received in CONNS batches
 	// The fake sent something after READY that HANDOFF.md does not have
-	// a successor send (anything but one ADOPTED): the predecessor may
+	// a successor send (anything but one ADOPTED, after one CAPACITY if
+	// its READY asked for FeatureCapacity, offered): the predecessor may
 	// read it where it waits for DONE's acknowledgement, and roll back
 	// while the fake acknowledges DONE. A successor that breaks the
 	// protocol so is not protected from serving beside its predecessor.
@@ -311,6 +312,9 @@ func hangUpBound(timeout time.Duration) time.Duration {
 func fakeSuccessor(path string, socks *sockets, steps []predStep, stall bool, timeout time.Duration) (*transcript, error) {
 	tr := &transcript{}
 	ready, adopted := false, false
+	// CAPACITY is due after READY (wantCap), and was sent (sentCap).
+	wantCap, sentCap := false, false
+	offered := uint32(0)
 	c, err := unixmsg.Dial("unixpacket", path, &unixmsg.Options{NoAck: true})
 	if err != nil {
 		return nil, err
@@ -337,6 +341,9 @@ func fakeSuccessor(path string, socks *sockets, steps []predStep, stall bool, ti
 			ev.m = m
 			if m.Type == handoffmsg.MsgConns {
 				tr.conns += b.Len()
+			}
+			if m.Type == handoffmsg.MsgOffer {
+				offered = m.Features
 			}
 			b.Close()
 			tr.events = append(tr.events, ev)
@@ -367,10 +374,14 @@ func fakeSuccessor(path string, socks *sockets, steps []predStep, stall bool, ti
 			}
 			m, _ := handoffmsg.Parse(payload)
 			tr.events = append(tr.events, event{m: m, items: b.Len()})
+			const capMig = handoffmsg.FeatureMigrate | handoffmsg.FeatureCapacity
 			switch {
 			case !ready:
 				ready = m.Type == handoffmsg.MsgReady
-			case m.Type == handoffmsg.MsgAdopted && !adopted:
+				wantCap = ready && m.Features&offered&capMig == capMig
+			case m.Type == handoffmsg.MsgCapacity && wantCap && !sentCap:
+				sentCap = true
+			case m.Type == handoffmsg.MsgAdopted && !adopted && wantCap == sentCap:
 				adopted = true
 			default:
 				tr.stray = true
@@ -403,7 +414,7 @@ func fakeSuccessor(path string, socks *sockets, steps []predStep, stall bool, ti
 func checkPredecessorSaid(tr *transcript, migrating bool, gen uint64) error {
 	var ours uint32
 	if migrating {
-		ours = handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns | handoffmsg.FeatureLateConns
+		ours = handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns | handoffmsg.FeatureLateConns | handoffmsg.FeatureCapacity
 	}
 	var hello, ready, done *handoffmsg.Message
 	var first *event
@@ -458,6 +469,8 @@ func checkPredecessorSaid(tr *transcript, migrating bool, gen uint64) error {
 			if both&handoffmsg.FeatureStreamConns == 0 {
 				both &^= handoffmsg.FeatureLateConns
 			}
+			// CAPACITY is asked for in READY, not named in DONE.
+			both &^= handoffmsg.FeatureCapacity
 			if both != 0 && adopted != tr.conns {
 				return fmt.Errorf("DONE after ADOPTED %d, %d connections sent", adopted, tr.conns)
 			}
@@ -490,6 +503,10 @@ func predecessorSeeds() []scriptSeed {
 	return []scriptSeed{
 		{name: "handoff", script: cat(hello, hear, ready, hear), add: true},
 		{name: "migration", script: cat(helloMig, hear, readyMig, hear, hear, adopted, hear), cfg: []byte{predMigrate}, add: true},
+		{name: "migration-capacity", script: cat([]byte{pstepHello, 0, mig | handoffmsg.FeatureCapacity}, hear, []byte{pstepReady, mig | handoffmsg.FeatureCapacity},
+			[]byte{pstepMessage, byte(handoffmsg.MsgCapacity), 1, 1}, hear, hear, adopted, hear), cfg: []byte{predMigrate}, add: true},
+		{name: "migration-capacity-missing", script: cat([]byte{pstepHello, 0, mig | handoffmsg.FeatureCapacity}, hear, []byte{pstepReady, mig | handoffmsg.FeatureCapacity},
+			hear, adopted, hear), cfg: []byte{predMigrate}},
 		{name: "migration-not-streamed", script: cat([]byte{pstepHello, 0, 1}, hear, []byte{pstepReady, 1}, hear, adopted, hear), cfg: []byte{predMigrate}},
 		{name: "migration-declined", script: cat(helloMig, hear, ready, hear), cfg: []byte{predMigrate}},
 		{name: "migration-adopted-wrong", script: cat(helloMig, hear, readyMig, hear, hear, []byte{pstepAdopted, 7}, hear), cfg: []byte{predMigrate}},

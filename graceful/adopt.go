@@ -18,16 +18,17 @@ import (
 // are, the listeners and packet sockets among them converted ahead, and
 // the connection to the predecessor.
 type inheritance struct {
-	batch   *unixmsg.Batch
-	avail   map[matchKey][]int // untaken items of batch
-	vals    []any              // items of batch converted ahead, by index, until taken
-	homes   []nsAnswer         // whether each of vals is in ns
-	pred    *unixmsg.Conn      // to the predecessor
-	migrate bool               // both sides want FeatureMigrate
-	stream  bool               // and FeatureStreamConns
-	late    bool               // and FeatureLateConns
-	pid     int                // the predecessor's, as it says (0: it did not)
-	ns      ownNetNS           // this process's network namespace
+	batch    *unixmsg.Batch
+	avail    map[matchKey][]int // untaken items of batch
+	vals     []any              // items of batch converted ahead, by index, until taken
+	homes    []nsAnswer         // whether each of vals is in ns
+	pred     *unixmsg.Conn      // to the predecessor
+	migrate  bool               // both sides want FeatureMigrate
+	stream   bool               // and FeatureStreamConns
+	late     bool               // and FeatureLateConns
+	capacity bool               // and FeatureCapacity
+	pid      int                // the predecessor's, as it says (0: it did not)
+	ns       ownNetNS           // this process's network namespace
 }
 
 // matchKey is what an inherited item is, as its meta says (see

@@ -38,7 +38,7 @@ func TestRestartHostileSuccessor(t *testing.T) {
 		{"version", mustAppend(t, handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: 2, MaxVersion: 3}), graceful.ErrVersion},
 		{"garbage", []byte("GET / HTTP/1.0\r\n\r\n"), graceful.ErrMalformed},
 		{"ready first", mustAppend(t, handoffmsg.Message{Type: handoffmsg.MsgReady}), graceful.ErrMalformed},
-		{"unknown type", append([]byte("FDHO\x01\x09\x00\x00"), nil...), graceful.ErrMalformed},
+		{"unknown type", append([]byte("FDHO\x01\x0a\x00\x00"), nil...), graceful.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := mustCount(t)

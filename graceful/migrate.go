@@ -57,7 +57,7 @@ func (p *Process) checkMigrated(conns []*Conn) error {
 // features returns the feature bits this process supports.
 func (p *Process) features() uint32 {
 	if p.opts.Migrate {
-		return handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns | handoffmsg.FeatureLateConns
+		return handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns | handoffmsg.FeatureLateConns | handoffmsg.FeatureCapacity
 	}
 	return 0
 }

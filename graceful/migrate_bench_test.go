@@ -40,6 +40,11 @@ func benchState(remote net.Addr) []byte {
 // connections at Ready and reports how long Ready took, then hands its own
 // over and checks that it closed everything.
 func roleMigBench() error {
+	if s := os.Getenv(envNoFile); s != "" {
+		if err := lowerNoFile(s); err != nil {
+			return err
+		}
+	}
 	before, err := fd.Count()
 	if err != nil {
 		return err
@@ -164,7 +169,7 @@ func cpuTime() time.Duration {
 
 // benchClients dials n connections to addr from this process and checks
 // that each is answered by generation gen.
-func benchClients(b *testing.B, addr string, n int) []net.Conn {
+func benchClients(b testing.TB, addr string, n int) []net.Conn {
 	conns := make([]net.Conn, n)
 	var wg sync.WaitGroup
 	var failed atomic.Value

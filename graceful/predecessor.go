@@ -162,10 +162,18 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 		if !stream {
 			both &^= handoffmsg.FeatureLateConns
 		}
+		most := 0
+		if both&handoffmsg.FeatureCapacity != 0 {
+			if most, err = p.receiveCapacity(c, log); err != nil {
+				return nil, err
+			}
+			both &^= handoffmsg.FeatureCapacity
+		}
 		mig, err = p.mig.Send(c, migrate.SendOptions{
 			Stream:  stream,
 			Late:    both&handoffmsg.FeatureLateConns != 0,
 			Quiesce: p.quiesceTimeout(),
+			Most:    most,
 			Logger:  log,
 		})
 		if err != nil {
@@ -192,4 +200,25 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 	}
 	mig.Commit()
 	return mig, nil
+}
+
+// receiveCapacity reads the CAPACITY that follows a READY asking for
+// FeatureCapacity: the most connections the successor takes.
+func (p *Process) receiveCapacity(c *unixmsg.Conn, log *slog.Logger) (int, error) {
+	m, err := handoffmsg.Receive(c)
+	if err == nil {
+		err = m.Expect(handoffmsg.MsgCapacity)
+		if err != nil && m.Type != handoffmsg.MsgError {
+			handoffmsg.SendError(c, handoffmsg.CodeProtocol, err.Error())
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("waiting for CAPACITY: %w", err)
+	}
+	most := int(min(m.Items, 1<<31-1))
+	if n := p.mig.Len(); n > most {
+		log.Warn("graceful: the successor takes only some connections; the others stay and drain",
+			slog.Int("takes", most), slog.Int("tracked", n))
+	}
+	return most, nil
 }

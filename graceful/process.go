@@ -44,6 +44,9 @@ type Options struct {
 	// MaxMigrated and MaxMigratedBytes bound what a successor accepts in
 	// a migration: connections, and their state and unread bytes all
 	// together. More fails the handoff. If zero, 100,000 and 256 MiB.
+	// A predecessor of this version sends no more connections than
+	// MaxMigrated, nor than fit under the successor's descriptor limit
+	// (FeatureCapacity, HANDOFF.md): the others stay with it and drain.
 	MaxMigrated      int
 	MaxMigratedBytes int64
 	// Successor, if set, makes the command Upgrade starts (see Upgrade).

@@ -1,6 +1,7 @@
 package graceful
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -104,6 +105,7 @@ func (p *Process) hello(c *unixmsg.Conn) (*inheritance, uint64, error) {
 	in.migrate = both&handoffmsg.FeatureMigrate != 0
 	in.stream = in.migrate && both&handoffmsg.FeatureStreamConns != 0
 	in.late = in.stream && both&handoffmsg.FeatureLateConns != 0
+	in.capacity = in.migrate && both&handoffmsg.FeatureCapacity != 0
 	return in, m.Generation + 1, nil
 }
 
@@ -119,6 +121,7 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 	c := in.pred
 	c.SetDeadline(time.Now().Add(p.opts.Timeout))
 	var ask uint32
+	most := 0
 	if in.migrate {
 		ask = handoffmsg.FeatureMigrate
 		if in.stream {
@@ -127,6 +130,21 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 		if in.late {
 			ask |= handoffmsg.FeatureLateConns
 		}
+		if in.capacity {
+			// Only what fits under this process's descriptor limit:
+			// a batch that does not fit arrives truncated, and fails
+			// the handoff.
+			most = cmp.Or(p.opts.MaxMigrated, migrate.DefaultMaxConns)
+			if room, ok := descriptorRoom(); ok && room < most {
+				most = room
+			}
+			if most < 1 {
+				p.log.Warn("graceful: no room for connections under the descriptor limit; they stay with the predecessor and drain", slog.Int("room", most))
+				ask, most = 0, 0
+			} else {
+				ask |= handoffmsg.FeatureCapacity
+			}
+		}
 	}
 	// From READY on, what this process writes to standard error is its
 	// own (see Upgrade).
@@ -134,8 +152,13 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 	if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgReady, Features: ask}); err != nil {
 		return false, err
 	}
+	if most > 0 {
+		if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgCapacity, Items: uint32(min(most, 1<<32-1))}); err != nil {
+			return false, err
+		}
+	}
 	var conns []*Conn
-	if in.migrate {
+	if ask&handoffmsg.FeatureMigrate != 0 {
 		conns, err = p.mig.Receive(c, p.receiveOptions(in.stream))
 		if err != nil {
 			return false, err

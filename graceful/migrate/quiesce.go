@@ -86,8 +86,9 @@ func (q *quiet) wake() {
 // interrupted now and take wakes only once the quiesce is over. Otherwise
 // readers are interrupted batch by batch, ahead of take: thousands
 // interrupted at once would all run before the goroutine that sends them,
-// and take wakes whenever batch connections wait.
-func (t *Tracker) startQuiesce(batch int, wait time.Duration, log *slog.Logger) *quiet {
+// and take wakes whenever batch connections wait. With most > 0, only the
+// first most idle connections quiesce; the others are left alone.
+func (t *Tracker) startQuiesce(batch int, wait time.Duration, most int, log *slog.Logger) *quiet {
 	snap := t.snapshot()
 	q := &quiet{
 		log: log, batch: batch,
@@ -104,7 +105,7 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, log *slog.Logger) 
 	q.left.Store(1)
 	for _, c := range snap {
 		c.mu.Lock()
-		if c.phase == phaseIdle {
+		if c.phase == phaseIdle && (most <= 0 || len(q.snap) < most) {
 			q.left.Add(1)
 			if c.gate == nil {
 				q.ungated.Add(1)
@@ -295,7 +296,7 @@ func (q *quiet) end() (late int) {
 // quiesce interrupts the readers of every tracked connection and returns
 // those that reach Handoff within the quiesce timeout; the others stay.
 func (t *Tracker) quiesce(wait time.Duration, log *slog.Logger) []*Conn {
-	cs, _ := t.startQuiesce(0, wait, log).take(math.MaxInt, 0)
+	cs, _ := t.startQuiesce(0, wait, 0, log).take(math.MaxInt, 0)
 	return cs
 }
 

@@ -37,11 +37,13 @@ type ReceiveOptions struct {
 	MaxBytes int64
 }
 
-// Default bounds of what a successor accepts.
-const (
-	defaultMaxConns = 100_000
-	defaultMaxBytes = 256 << 20
-)
+// DefaultMaxConns bounds the connections a successor accepts when
+// ReceiveOptions.MaxConns is zero.
+const DefaultMaxConns = 100_000
+
+// defaultMaxBytes bounds their state and unread bytes when
+// ReceiveOptions.MaxBytes is zero.
+const defaultMaxBytes = 256 << 20
 
 // ErrLimit: the predecessor offers more connections, or more state and
 // unread bytes, than ReceiveOptions allow; the successor refuses them all.
@@ -126,7 +128,7 @@ func (t *Tracker) Receive(c *unixmsg.Conn, opts ReceiveOptions) ([]*Conn, error)
 		return nil, err
 	}
 	start := time.Now()
-	left := budget{conns: cmp.Or(opts.MaxConns, defaultMaxConns), bytes: cmp.Or(opts.MaxBytes, defaultMaxBytes)}
+	left := budget{conns: cmp.Or(opts.MaxConns, DefaultMaxConns), bytes: cmp.Or(opts.MaxBytes, defaultMaxBytes)}
 	total, have := -1, 0
 	for total < 0 || have < total {
 		b, err := c.Receive()

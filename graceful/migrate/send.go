@@ -51,6 +51,10 @@ type SendOptions struct {
 	// Quiesce bounds how long readers are waited for, counted from the
 	// call; the latecomers stay.
 	Quiesce time.Duration
+	// Most, if positive, bounds the connections that move (the
+	// successor's FeatureCapacity): beyond it, connections are not
+	// quiesced, and stay with their readers.
+	Most int
 	// Logger, if not nil, hears how the migration went.
 	Logger *slog.Logger
 }
@@ -97,7 +101,7 @@ func (t *Tracker) send(c *unixmsg.Conn, opts SendOptions, per int) (*Outgoing, e
 	// sender that waits for room waits again for a processor, behind the
 	// readers it woke.
 	c.UnixConn().SetWriteBuffer(sendBuffer)
-	q := t.startQuiesce(batch, opts.Quiesce, log)
+	q := t.startQuiesce(batch, opts.Quiesce, opts.Most, log)
 	// The successor says nothing until it has every connection, unless it
 	// fails: listen meanwhile, so that the batches stop at once then (a
 	// streamed migration may wait for readers for the whole quiesce

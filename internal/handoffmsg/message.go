@@ -45,13 +45,16 @@ import (
 //	LATE (8), predecessor to successor, after DONE, the payload of a
 //	batch of connections that reached their boundary late, N = 4:
 //	  0 u32 number of connections in this batch (>= 1)
+//	CAPACITY (9), successor to predecessor, right after READY, with
+//	FeatureCapacity agreed and a migration asked for, N = 4:
+//	  0 u32 most connections the successor takes (>= 1)
 //	UPGRADE (16), a requester to the running process, asking it to start
 //	its successor and answer with the verdict, N = 4:
 //	  0 u32 reserved, 0
 //	UPGRADED (17), the running process to a requester, N = 4:
 //	  0 u32 PID of the successor that took over
 //
-// Types 9 to 15 are reserved for the connection-migration phase. A message
+// Types 10 to 15 are reserved for the connection-migration phase. A message
 // of any other type, a reserved field that is not zero, or a body of the
 // wrong length is an error. Feature bits a side does not know are ignored
 // (and kept by the codec). HELLO and ERROR keep layout version 1 forever, so
@@ -87,6 +90,10 @@ const (
 	// MsgLate moves connections after DONE, with FeatureLateConns; the
 	// successor answers each with MsgAdopted.
 	MsgLate MessageType = 8
+	// MsgCapacity, from the successor right after READY when both sides
+	// announced FeatureCapacity, bounds the connections it takes (Items,
+	// at least 1): the rest stay with the predecessor.
+	MsgCapacity MessageType = 9
 	// MsgUpgrade asks the running process to upgrade; it answers
 	// MsgUpgraded, or ERROR with the reason it failed.
 	MsgUpgrade  MessageType = 16
@@ -102,6 +109,7 @@ var typeNames = [...]string{
 	MsgConns:    "CONNS",
 	MsgAdopted:  "ADOPTED",
 	MsgLate:     "LATE",
+	MsgCapacity: "CAPACITY",
 	MsgUpgrade:  "UPGRADE",
 	MsgUpgraded: "UPGRADED",
 }
@@ -132,6 +140,14 @@ const FeatureStreamConns = 1 << 1
 // that the successor answers one by one with ADOPTED. Agreed as
 // FeatureStreamConns is.
 const FeatureLateConns = 1 << 2
+
+// FeatureCapacity, with FeatureMigrate, has the successor say after READY
+// how many connections it can take (MsgCapacity): no more move, and the
+// others stay with the predecessor and drain, as when the successor does
+// not migrate. A successor bounded by its descriptor limit takes what fits
+// instead of failing the handoff on a batch it cannot receive. Announced in
+// HELLO and kept in OFFER; READY does not ask for it.
+const FeatureCapacity = 1 << 3
 
 // ConnsMore is the T of a CONNS batch that more batches follow, in a
 // migration with FeatureStreamConns.
@@ -186,6 +202,7 @@ type Message struct {
 	// the batch, and how long the predecessor waits for READY.
 	// CONNS: Items is the number of connections in the batch.
 	// ADOPTED: Items is the number of connections adopted.
+	// CAPACITY: Items is the most connections the successor takes.
 	Generation    uint64
 	Items         uint32
 	TimeoutMillis uint32
@@ -207,7 +224,7 @@ func bodyLen(t MessageType) int {
 		return 8
 	case MsgOffer:
 		return 24
-	case MsgReady, MsgDone, MsgAdopted, MsgUpgrade, MsgUpgraded, MsgLate:
+	case MsgReady, MsgDone, MsgAdopted, MsgUpgrade, MsgUpgraded, MsgLate, MsgCapacity:
 		return 4
 	case MsgConns:
 		return 8
@@ -248,7 +265,7 @@ func Append(dst []byte, m Message) ([]byte, error) {
 	case MsgConns:
 		dst = le.AppendUint32(dst, m.Items)
 		dst = le.AppendUint32(dst, m.Total)
-	case MsgAdopted, MsgLate:
+	case MsgAdopted, MsgLate, MsgCapacity:
 		dst = le.AppendUint32(dst, m.Items)
 	case MsgUpgrade:
 		dst = le.AppendUint32(dst, 0)
@@ -280,6 +297,10 @@ func checkMessage(m *Message) error {
 	case MsgLate:
 		if m.Items == 0 {
 			return errf(ErrMalformed, "LATE: no connection")
+		}
+	case MsgCapacity:
+		if m.Items == 0 {
+			return errf(ErrMalformed, "CAPACITY: no connection")
 		}
 	case MsgConns:
 		if m.Items > m.Total {
@@ -348,11 +369,8 @@ func Parse(b []byte) (Message, error) {
 		m.Total = le.Uint32(body[4:8])
 	case MsgAdopted:
 		m.Items = le.Uint32(body[0:4])
-	case MsgLate:
+	case MsgLate, MsgCapacity:
 		m.Items = le.Uint32(body[0:4])
-		if m.Items == 0 {
-			return Message{}, errf(ErrMalformed, "LATE: no connection")
-		}
 	case MsgUpgrade:
 		if r := le.Uint32(body[0:4]); r != 0 {
 			return Message{}, errf(ErrMalformed, "UPGRADE: reserved field %#x", r)

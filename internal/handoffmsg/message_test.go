@@ -23,6 +23,7 @@ func TestMessageRoundTrip(t *testing.T) {
 		{Type: handoffmsg.MsgConns},
 		{Type: handoffmsg.MsgAdopted, Items: 10000},
 		{Type: handoffmsg.MsgLate, Items: 3},
+		{Type: handoffmsg.MsgCapacity, Items: 900},
 		{Type: handoffmsg.MsgError, Code: handoffmsg.CodeTimeout},
 		{Type: handoffmsg.MsgError, Code: 999, Reason: strings.Repeat("é", handoffmsg.MaxReasonLen/2)},
 	} {
@@ -88,8 +89,9 @@ func TestParseMessageErrors(t *testing.T) {
 		{"bad magic", []byte("FDPS\x01\x01\x00\x00"), handoffmsg.ErrBadMagic},
 		{"bad magic short", []byte("HTTP/"), handoffmsg.ErrBadMagic},
 		{"version", mod(hello, func(b []byte) []byte { b[4] = 2; return b }), handoffmsg.ErrVersion},
-		{"unknown type", []byte("FDHO\x01\x09\x00\x00"), handoffmsg.ErrUnknownMessage},
-		{"reserved type", []byte("FDHO\x01\x09\x00\x00"), handoffmsg.ErrUnknownMessage},
+		{"unknown type", []byte("FDHO\x01\x12\x00\x00"), handoffmsg.ErrUnknownMessage},
+		{"reserved type", []byte("FDHO\x01\x0a\x00\x00"), handoffmsg.ErrUnknownMessage},
+		{"CAPACITY of none", []byte("FDHO\x01\x09\x04\x00\x00\x00\x00\x00"), handoffmsg.ErrMalformed},
 		{"late without connections", []byte("FDHO\x01\x08\x04\x00\x00\x00\x00\x00"), handoffmsg.ErrMalformed},
 		{"late short", []byte("FDHO\x01\x08\x00\x00"), handoffmsg.ErrMalformed},
 		{"reserved type 15", []byte("FDHO\x01\x0f\x00\x00"), handoffmsg.ErrUnknownMessage},
@@ -124,8 +126,9 @@ func TestAppendMessageErrors(t *testing.T) {
 		want error
 	}{
 		{handoffmsg.Message{}, handoffmsg.ErrUnknownMessage},
-		{handoffmsg.Message{Type: 9}, handoffmsg.ErrUnknownMessage},
+		{handoffmsg.Message{Type: 10}, handoffmsg.ErrUnknownMessage},
 		{handoffmsg.Message{Type: handoffmsg.MsgLate}, handoffmsg.ErrMalformed},
+		{handoffmsg.Message{Type: handoffmsg.MsgCapacity}, handoffmsg.ErrMalformed},
 		{handoffmsg.Message{Type: handoffmsg.MsgConns, Items: 3, Total: 2}, handoffmsg.ErrMalformed},
 		{handoffmsg.Message{Type: handoffmsg.MsgHello}, handoffmsg.ErrMalformed},
 		{handoffmsg.Message{Type: handoffmsg.MsgOffer}, handoffmsg.ErrMalformed},

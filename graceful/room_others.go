@@ -1,0 +1,6 @@
+//go:build !linux
+
+package graceful
+
+// descriptorRoom cannot tell here.
+func descriptorRoom() (room int, ok bool) { return 0, false }
