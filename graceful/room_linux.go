@@ -1,7 +1,9 @@
 package graceful
 
 import (
+	"errors"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +17,9 @@ func descriptorRoom() (room int, ok bool) {
 		return 0, false
 	}
 	d, err := os.Open("/proc/self/fd")
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		return 0, true // no room for the directory itself
+	}
 	if err != nil {
 		return 0, false
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"syscall"
@@ -153,13 +154,18 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 		return false, err
 	}
 	if most > 0 {
-		if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgCapacity, Items: uint32(min(most, 1<<32-1))}); err != nil {
+		if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgCapacity, Items: uint32(min(uint64(most), math.MaxUint32))}); err != nil {
 			return false, err
 		}
 	}
 	var conns []*Conn
 	if ask&handoffmsg.FeatureMigrate != 0 {
-		conns, err = p.mig.Receive(c, p.receiveOptions(in.stream))
+		opts := p.receiveOptions(in.stream)
+		if most > 0 {
+			// A predecessor that sends more than it was told fails.
+			opts.MaxConns = most
+		}
+		conns, err = p.mig.Receive(c, opts)
 		if err != nil {
 			return false, err
 		}
