@@ -50,6 +50,7 @@ const (
 	envHTTPTLS     = "GT_HTTP_TLS"     // directory with cert.pem and key.pem: serve HTTPS
 	envHTTPDrain   = "GT_HTTP_DRAIN"   // Drain's deadline
 	envHTTPMaxMig  = "GT_HTTP_MAXMIG"  // Options.MaxMigrated, if set
+	envHTTPNoLate  = "GT_HTTP_NOLATE"  // if set, Options.Migrated refuses all but the first batch it sees (LATE ones)
 )
 
 var _ = registerRestartRole("httpgen", roleHTTPGen)
@@ -76,7 +77,17 @@ func roleHTTPGen() error {
 		return err
 	}
 	maxMig, _ := strconv.Atoi(os.Getenv(envHTTPMaxMig))
-	p, err := graceful.New(graceful.Options{Path: os.Getenv(envPath), Migrate: true, QuiesceTimeout: quiesce, MaxMigrated: maxMig, Logger: childLogger()})
+	var migrated func([]*graceful.Conn) error
+	if os.Getenv(envHTTPNoLate) != "" {
+		var seen atomic.Bool
+		migrated = func([]*graceful.Conn) error {
+			if seen.Swap(true) {
+				return errors.New("no connections after the migration's first phase")
+			}
+			return nil
+		}
+	}
+	p, err := graceful.New(graceful.Options{Path: os.Getenv(envPath), Migrate: true, QuiesceTimeout: quiesce, MaxMigrated: maxMig, Migrated: migrated, Logger: childLogger()})
 	if err != nil {
 		return err
 	}

@@ -106,15 +106,16 @@ func TestLateMigration(t *testing.T) {
 	}
 }
 
-// TestLateRefused: a successor that refuses a connection coming late (it
-// exceeds MaxMigrated) leaves it with the predecessor, which answers its
-// next request with "Connection: close"; nothing fails.
+// TestLateRefused: a successor that refuses a connection coming late (its
+// Options.Migrated refuses every LATE batch) leaves it with the
+// predecessor, which answers its next request with "Connection: close";
+// nothing fails. (MaxMigrated no longer refuses: the successor says it in
+// CAPACITY, and the predecessor sends no more.)
 func TestLateRefused(t *testing.T) {
 	const clients = 4
 	restartCheckLeaks(t)
 	dir := t.TempDir()
-	// Room for the quick connections, not for the slow one.
-	g := startHTTPGens(t, httpGenEnv(dir, 5*time.Second, fmt.Sprintf("%s=%d", envHTTPMaxMig, clients)))
+	g := startHTTPGens(t, httpGenEnv(dir, 5*time.Second, envHTTPNoLate+"=1"))
 	l := newLoad()
 	defer l.halt()
 	l.h1Clients(g.addr, clients, 0, "/", 2*time.Millisecond, nil)
@@ -148,4 +149,40 @@ func saidAll(lines []string, substrs ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestCapacityLeavesBusy: a successor that takes fewer connections than
+// the predecessor holds (MaxMigrated, said in CAPACITY) gets those whose
+// readers wait for the next request first; the slow request's connection
+// (unless a quick one was busy too at that moment) stays with the
+// predecessor, which answers it, then its next request with "Connection:
+// close". Nothing fails, whichever stayed.
+func TestCapacityLeavesBusy(t *testing.T) {
+	const clients = 4
+	restartCheckLeaks(t)
+	dir := t.TempDir()
+	g := startHTTPGens(t, httpGenEnv(dir, 5*time.Second, fmt.Sprintf("%s=%d", envHTTPMaxMig, clients)))
+	l := newLoad()
+	defer l.halt()
+	l.h1Clients(g.addr, clients, 0, "/", 2*time.Millisecond, nil)
+	l.allAt(t, clients, 1)
+	s := startSlow(t, g.addr, 300)
+	g.current.expect("slow-start gen=1")
+	prev, _ := g.takeover()
+	l.allAt(t, clients, 2)
+	if err := <-s.done; err != nil || s.gen != "1" {
+		t.Fatalf("slow request: generation %s, %v", s.gen, err)
+	}
+	gen, shut, err := h1Get(s.c, s.r, "/")
+	if err != nil || (gen != "1" || !shut) && gen != "2" {
+		t.Errorf("the slow connection's next request: generation %s, Connection: close %v, %v; want 1 and close, or 2", gen, shut, err)
+	}
+	t.Logf("the slow connection's next request: generation %s, Connection: close %v", gen, shut)
+	if lines := prev.rest(); !saidAll(lines, "the successor takes only some connections", "drained") {
+		t.Errorf("the predecessor did not say it kept connections, or did not drain: %q", lines)
+	}
+	prev.mustExit()
+	if st := l.halt(); st.failed != 0 {
+		t.Errorf("%d requests failed: %q", st.failed, st.errs)
+	}
 }

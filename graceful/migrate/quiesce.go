@@ -92,7 +92,6 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, most int, log *slo
 	snap := t.snapshot()
 	q := &quiet{
 		log: log, batch: batch,
-		snap:  snap[:0],
 		all:   make(chan struct{}),
 		kick:  make(chan struct{}, 1),
 		queue: make([]*Conn, 0, len(snap)),
@@ -103,6 +102,20 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, most int, log *slo
 	// zero early. A reader that is not interrupted yet stops when it comes
 	// back for the next message.
 	q.left.Store(1)
+	if most > 0 && most < len(snap) {
+		// Connections whose readers wait for the next message first:
+		// they move at once; a busy one might never.
+		ready, busy := make([]*Conn, 0, len(snap)), make([]*Conn, 0, len(snap))
+		for _, c := range snap {
+			if c.movesAtOnce() {
+				ready = append(ready, c)
+			} else {
+				busy = append(busy, c)
+			}
+		}
+		snap = append(ready, busy...)
+	}
+	q.snap = snap[:0] // filled as snap is read
 	for _, c := range snap {
 		c.mu.Lock()
 		if c.phase == phaseIdle && (most <= 0 || len(q.snap) < most) {
@@ -123,6 +136,14 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, most int, log *slo
 	}
 	q.release()
 	return q
+}
+
+// movesAtOnce reports whether c's reader stops as soon as it is
+// interrupted: it has no Gate, or it waits for the next message.
+func (c *Conn) movesAtOnce() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gate == nil || c.idle
 }
 
 // interrupt interrupts the read of the next n readers still quiescing,
