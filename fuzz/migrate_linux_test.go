@@ -570,7 +570,7 @@ func migrateSeeds() []scriptSeed {
 		{name: "adopted-instead", script: []byte{opMessage, byte(handoffmsg.MsgAdopted), 1, 1}},
 		{name: "done-instead", script: cat(connsOp(opTotalByte, []byte{2}, tcp), []byte{opMessage, byte(handoffmsg.MsgDone), 0, 0})},
 		{name: "done-after-last", script: cat(connsOp(opConns, nil, tcp), []byte{opMessage, byte(handoffmsg.MsgDone), 0, 0})},
-		{name: "unknown-type", script: []byte{opMessage, 9, 0, 0}},
+		{name: "unknown-type", script: []byte{opMessage, 10, 0, 0}},
 		{name: "message-with-descriptor", script: []byte{opMessage | opAttachConn, byte(handoffmsg.MsgHello), 0, 0}},
 		{name: "error-from-predecessor", script: []byte{opError, byte(handoffmsg.CodeAborted)}},
 		{name: "raw-garbage", script: cat([]byte{opRaw, 5}, []byte("hello"))},

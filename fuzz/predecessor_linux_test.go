@@ -527,7 +527,7 @@ func predecessorSeeds() []scriptSeed {
 		{name: "error-instead-of-ready", script: cat(hello, hear, []byte{pstepError, byte(handoffmsg.CodeInternal)}, hear)},
 		{name: "upgrade-request", script: cat([]byte{pstepMessage, byte(handoffmsg.MsgUpgrade), 0, 0}, hear)},
 		{name: "upgrade-after-hello", script: cat(hello, hear, []byte{pstepMessage, byte(handoffmsg.MsgUpgrade), 0, 0}, hear)},
-		{name: "unknown-message", script: cat([]byte{pstepMessage, 9, 0, 0}, hear)},
+		{name: "unknown-message", script: cat([]byte{pstepMessage, 10, 0, 0}, hear)},
 		{name: "done-from-successor", script: cat(hello, hear, []byte{pstepMessage, byte(handoffmsg.MsgDone), 0, 0}, hear)},
 		{name: "raw-bad-magic", script: cat([]byte{pstepRaw, 4}, []byte("FDPS"), hear)},
 		{name: "raw-big", script: cat([]byte{pstepRaw, 255}, bytes.Repeat([]byte{'x'}, 255), hear)},

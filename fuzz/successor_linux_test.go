@@ -673,7 +673,7 @@ func successorSeeds() []scriptSeed {
 		{name: "error-first", script: []byte{stepError, byte(handoffmsg.CodeUnauthorized)}},
 		{name: "error-after-offer", script: cat(offer, []byte{stepError, byte(handoffmsg.CodeTimeout)})},
 		{name: "ready-from-predecessor", script: cat(offer, []byte{stepMessage, byte(handoffmsg.MsgReady), 0, 0})},
-		{name: "unknown-message", script: cat(offer, []byte{stepMessage, 9, 0, 0})},
+		{name: "unknown-message", script: cat(offer, []byte{stepMessage, 10, 0, 0})},
 		{name: "conns-unasked", script: cat(offer, conns(opConns, nil, tcp), done)},
 		{name: "raw-bad-magic", script: cat([]byte{stepRaw, 4}, []byte("FDPS"))},
 		{name: "raw-empty-after-offer", script: cat(offer, []byte{stepRaw, 0})},

@@ -162,8 +162,9 @@ func TestStalledSuccessor(t *testing.T) {
 			for i := range clients {
 				clients[i] = trackedEcho(t, p)
 			}
-			// Two HTTP requests in hand: one ends while the predecessor
-			// quiesces, the other once the successor has stopped.
+			// Two HTTP requests in hand: one ends once the successor has
+			// said READY (the predecessor quiescing, or about to), the
+			// other once the successor has stopped.
 			busy := startBusyHTTP(t, p, 2)
 			quiesced := step != "before-hello" && step != "before-ready"
 			// In a process group of its own, so that no signal for this

@@ -90,9 +90,9 @@ const (
 	// MsgLate moves connections after DONE, with FeatureLateConns; the
 	// successor answers each with MsgAdopted.
 	MsgLate MessageType = 8
-	// MsgCapacity, from the successor right after READY when both sides
-	// announced FeatureCapacity, bounds the connections it takes (Items,
-	// at least 1): the rest stay with the predecessor.
+	// MsgCapacity, from the successor right after a READY that asks for
+	// FeatureCapacity (announced by both sides), bounds the connections
+	// it takes (Items, at least 1): the rest stay with the predecessor.
 	MsgCapacity MessageType = 9
 	// MsgUpgrade asks the running process to upgrade; it answers
 	// MsgUpgraded, or ERROR with the reason it failed.
@@ -146,7 +146,8 @@ const FeatureLateConns = 1 << 2
 // others stay with the predecessor and drain, as when the successor does
 // not migrate. A successor bounded by its descriptor limit takes what fits
 // instead of failing the handoff on a batch it cannot receive. Announced in
-// HELLO and kept in OFFER; READY does not ask for it.
+// HELLO, kept in OFFER, asked for in READY (with FeatureMigrate) by a
+// successor that then sends CAPACITY; not named in DONE.
 const FeatureCapacity = 1 << 3
 
 // ConnsMore is the T of a CONNS batch that more batches follow, in a
