@@ -183,7 +183,13 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 		// DONE names the second phase that took place, if any.
 		both = 0
 		if p.opts.Migrate {
-			log.Warn("graceful: the successor does not migrate connections (no Options.Migrate there); they stay and drain")
+			if hello.Features&p.features()&handoffmsg.FeatureCapacity != 0 {
+				// It announced the phase, then did not ask for it: no
+				// room under its descriptor limit.
+				log.Warn("graceful: the successor has no room for connections; they stay and drain")
+			} else {
+				log.Warn("graceful: the successor does not migrate connections (no Options.Migrate there); they stay and drain")
+			}
 		}
 	}
 	// systemd follows the successor from here on: its READY=1 comes
