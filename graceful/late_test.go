@@ -112,21 +112,8 @@ func TestLateMigration(t *testing.T) {
 // nothing fails. (MaxMigrated no longer refuses: the successor says it in
 // CAPACITY, and the predecessor sends no more.)
 func TestLateRefused(t *testing.T) {
-	const clients = 4
-	restartCheckLeaks(t)
-	dir := t.TempDir()
-	g := startHTTPGens(t, httpGenEnv(dir, 5*time.Second, envHTTPNoLate+"=1"))
-	l := newLoad()
+	g, l, s, prev := takeoverWithSlow(t, envHTTPNoLate+"=1", 100)
 	defer l.halt()
-	l.h1Clients(g.addr, clients, 0, "/", 2*time.Millisecond, nil)
-	l.allAt(t, clients, 1)
-	s := startSlow(t, g.addr, 100)
-	g.current.expect("slow-start gen=1")
-	prev, _ := g.takeover()
-	l.allAt(t, clients, 2)
-	if err := <-s.done; err != nil || s.gen != "1" {
-		t.Fatalf("slow request: generation %s, %v", s.gen, err)
-	}
 	g.current.expect("connections after the takeover stay with the predecessor")
 	gen, shut, err := h1Get(s.c, s.r, "/")
 	if err != nil || gen != "1" || !shut {
@@ -139,6 +126,32 @@ func TestLateRefused(t *testing.T) {
 	if st := l.halt(); st.failed != 0 {
 		t.Errorf("%d requests failed: %q", st.failed, st.errs)
 	}
+}
+
+// lateClients is how many quick keep-alive clients takeoverWithSlow runs.
+const lateClients = 4
+
+// takeoverWithSlow starts an HTTP generation with env, lateClients quick
+// keep-alive clients and a slow request of ms, and has a successor take
+// over while the slow request is in hand; it returns once the quick
+// clients are answered by the successor and the slow request by the
+// predecessor.
+func takeoverWithSlow(t *testing.T, env string, ms int) (*httpGens, *load, *slowClient, *restartChild) {
+	t.Helper()
+	restartCheckLeaks(t)
+	g := startHTTPGens(t, httpGenEnv(t.TempDir(), 5*time.Second, env))
+	l := newLoad()
+	t.Cleanup(func() { l.halt() })
+	l.h1Clients(g.addr, lateClients, 0, "/", 2*time.Millisecond, nil)
+	l.allAt(t, lateClients, 1)
+	s := startSlow(t, g.addr, ms)
+	g.current.expect("slow-start gen=1")
+	prev, _ := g.takeover()
+	l.allAt(t, lateClients, 2)
+	if err := <-s.done; err != nil || s.gen != "1" {
+		t.Fatalf("slow request: generation %s, %v", s.gen, err)
+	}
+	return g, l, s, prev
 }
 
 // saidAll reports whether lines contain each of substrs.
@@ -158,21 +171,8 @@ func saidAll(lines []string, substrs ...string) bool {
 // predecessor, which answers it, then its next request with "Connection:
 // close". Nothing fails, whichever stayed.
 func TestCapacityLeavesBusy(t *testing.T) {
-	const clients = 4
-	restartCheckLeaks(t)
-	dir := t.TempDir()
-	g := startHTTPGens(t, httpGenEnv(dir, 5*time.Second, fmt.Sprintf("%s=%d", envHTTPMaxMig, clients)))
-	l := newLoad()
+	_, l, s, prev := takeoverWithSlow(t, fmt.Sprintf("%s=%d", envHTTPMaxMig, lateClients), 300)
 	defer l.halt()
-	l.h1Clients(g.addr, clients, 0, "/", 2*time.Millisecond, nil)
-	l.allAt(t, clients, 1)
-	s := startSlow(t, g.addr, 300)
-	g.current.expect("slow-start gen=1")
-	prev, _ := g.takeover()
-	l.allAt(t, clients, 2)
-	if err := <-s.done; err != nil || s.gen != "1" {
-		t.Fatalf("slow request: generation %s, %v", s.gen, err)
-	}
 	gen, shut, err := h1Get(s.c, s.r, "/")
 	if err != nil || (gen != "1" || !shut) && gen != "2" {
 		t.Errorf("the slow connection's next request: generation %s, Connection: close %v, %v; want 1 and close, or 2", gen, shut, err)
