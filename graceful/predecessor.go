@@ -164,7 +164,7 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 		}
 		most := 0
 		if both&handoffmsg.FeatureCapacity != 0 {
-			if most, err = p.receiveCapacity(c, log); err != nil {
+			if most, err = p.receiveCapacity(c); err != nil {
 				return nil, err
 			}
 			both &^= handoffmsg.FeatureCapacity
@@ -210,7 +210,7 @@ func (p *Process) offer(c *unixmsg.Conn, hello handoffmsg.Message, log *slog.Log
 
 // receiveCapacity reads the CAPACITY that follows a READY asking for
 // FeatureCapacity: the most connections the successor takes.
-func (p *Process) receiveCapacity(c *unixmsg.Conn, log *slog.Logger) (int, error) {
+func (p *Process) receiveCapacity(c *unixmsg.Conn) (int, error) {
 	m, err := handoffmsg.Receive(c)
 	if err == nil {
 		err = m.Expect(handoffmsg.MsgCapacity)
@@ -221,10 +221,5 @@ func (p *Process) receiveCapacity(c *unixmsg.Conn, log *slog.Logger) (int, error
 	if err != nil {
 		return 0, fmt.Errorf("waiting for CAPACITY: %w", err)
 	}
-	most := int(min(m.Items, 1<<31-1))
-	if n := p.mig.Len(); n > most {
-		log.Warn("graceful: the successor takes only some connections; the others stay and drain",
-			slog.Int("takes", most), slog.Int("tracked", n))
-	}
-	return most, nil
+	return int(min(m.Items, 1<<31-1)), nil
 }

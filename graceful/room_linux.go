@@ -1,9 +1,7 @@
 package graceful
 
 import (
-	"errors"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +15,7 @@ func descriptorRoom() (room int, ok bool) {
 		return 0, false
 	}
 	d, err := os.Open("/proc/self/fd")
-	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+	if outOfDescriptors(err) {
 		return 0, true // no room for the directory itself
 	}
 	if err != nil {

@@ -103,6 +103,8 @@ func (t *Tracker) startQuiesce(batch int, wait time.Duration, most int, log *slo
 	// back for the next message.
 	q.left.Store(1)
 	if most > 0 && most < len(snap) {
+		log.Warn("graceful: the successor takes only some connections; the others stay and drain",
+			slog.Int("takes", most), slog.Int("tracked", len(snap)))
 		// Connections whose readers wait for the next message first:
 		// they move at once; a busy one might never.
 		ready, busy := make([]*Conn, 0, len(snap)), make([]*Conn, 0, len(snap))

@@ -39,13 +39,6 @@ func (t *Tracker) untrack(c *Conn) {
 	t.mu.Unlock()
 }
 
-// Len returns the number of tracked connections.
-func (t *Tracker) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.tracked)
-}
-
 // snapshot returns the tracked connections.
 func (t *Tracker) snapshot() []*Conn {
 	t.mu.Lock()
