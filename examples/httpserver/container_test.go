@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/flood"
 	"github.com/fdpass/fdpass/examples/internal/load"
 	"github.com/fdpass/fdpass/examples/internal/proc"
 	"github.com/fdpass/fdpass/internal/fdtest"
@@ -227,6 +228,98 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p)); l == nsLink {
 			t.Errorf("process %d of the namespace outlived it", p)
 		}
+	}
+}
+
+// TestContainerFull: the server, PID 1 of its namespace and limited to
+// 1,024 descriptors (prlimit: both generations), holds 950 idle
+// keep-alive connections under load when SIGHUP asks for a reload. The
+// successor, under the same limit, keeps a margin for its own work (64
+// descriptors and a sixteenth of the limit) and so has room for some of
+// them only: it takes what fits (CAPACITY, graceful/HANDOFF.md), the
+// others stay with the old generation, which answers each one's next
+// request with "Connection: close" as it drains, and exits. No request
+// fails, every idle connection has its next request answered by one
+// generation or the other, those that moved stay open, and the namespace
+// holds the new generation and no zombie. (Without CAPACITY the successor
+// takes all of them and is left with about 50 descriptors to accept with;
+// the test fails.)
+func TestContainerFull(t *testing.T) {
+	const idle = 950
+	if os.Getuid() != 0 {
+		t.Skip("needs root: unshare --pid (CI runs as root)")
+	}
+	for _, tool := range []string{"unshare", "prlimit"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s (util-linux) is missing: %v", tool, err)
+		}
+	}
+	fdtest.WarmUp()
+	fdtest.CheckLeaks(t)
+	bin := proc.BuildT(t, t.TempDir(), "github.com/fdpass/fdpass/examples/httpserver")
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	ns := proc.StartT(t, "prlimit", "--nofile=1024:1024", "--", "env", "GORACE="+gorace,
+		"unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+		bin, "-graceful", filepath.Join(t.TempDir(), "handoff.sock"), "-listen", "127.0.0.1:0", "-drain", containerDrain.String())
+	line, err := ns.Await("ready", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, addr := proc.Field(line, "pid"), proc.Field(line, "addr")
+	pid1 := childOf(t, ns.PID())
+	base := namespace(pid1)
+	base.drop(old)
+
+	ld, err := load.Start(load.Options{Addr: addr, KeepAlive: 16, OneShot: 4, Timeout: requestTimeout, Pause: pause})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Stop()
+	held, err := flood.OpenIdle(addr, idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if st, err := ld.AwaitInstance(old, 30*time.Second); err != nil {
+		t.Fatalf("%v: %v", err, st)
+	}
+
+	w := ld.Window()
+	if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP to PID 1: %v", err)
+	}
+	line, err = ns.Await("ready", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := proc.Field(line, "pid")
+	a, err := held.Next()
+	t.Logf("%d idle connections after the takeover from %s to %s: %v", idle, old, next, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := flood.CheckSplit(a, idle, old, next); err != nil {
+		t.Error(err)
+	}
+	// The old generation may have exited before the new one said ready.
+	awaitCount(t, ns, "exit", 1)
+	awaitNamespace(t, pid1, base, next)
+	// Those that moved serve on.
+	if a, err := held.Next(); err != nil || a.By[next] != held.Len() || len(a.Closing) != 0 {
+		t.Errorf("%d connections that moved, their next request: %v, %v; want each answered by %s and kept open", held.Len(), a, err, next)
+	}
+	if st := w.Close(); st.Failed != 0 {
+		t.Errorf("the load across the takeover: %v; %d requests failed: %q", st, st.Failed, st.Errors)
+	} else {
+		t.Logf("the load across the takeover: %v", st)
+	}
+	held.Close()
+	ld.Stop()
+	if err := syscall.Kill(pid1, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Wait(containerDrain + 10*time.Second); err != nil {
+		t.Fatalf("after SIGTERM: %v", err)
 	}
 }
 

@@ -4,7 +4,8 @@
 // PID 1 of a machine of its own (internal/systemdtest), with the units of
 // this directory, and drives it with systemctl under strict keep-alive
 // load: reloads, a reload onto a broken build, a daemon-reload, a crash, a
-// restart, a stop and a start.
+// restart, a stop and a start, and a reload under LimitNOFILE=1024 with
+// more idle connections than the successor takes.
 package systemd_test
 
 import (
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fdpass/fdpass/examples/internal/flood"
 	"github.com/fdpass/fdpass/examples/internal/load"
 	"github.com/fdpass/fdpass/examples/internal/proc"
 	"github.com/fdpass/fdpass/internal/systemdtest"
@@ -251,6 +253,61 @@ func testUnits(t *testing.T, withSocket bool) {
 		}
 		f.checkStored(t, wantStored)
 	})
+
+	t.Run("full", func(t *testing.T) {
+		f.full(t)
+		f.checkStored(t, wantStored)
+	})
+}
+
+// full: the service under LimitNOFILE=1024 (a drop-in, then a restart)
+// holds 950 idle keep-alive connections under load when systemctl
+// reloads it. The successor, under the same limit, keeps a margin for its
+// own work and has room for some of them only: it takes what fits
+// (CAPACITY, graceful/HANDOFF.md); the others stay with the old process,
+// which answers each one's next request with "Connection: close" as it
+// drains, then exits. No request fails, every idle connection has its
+// next request answered by one process or the other, and those that moved
+// stay open.
+func (f *fixture) full(t *testing.T) {
+	const idle = 950
+	f.install(t, "/etc/systemd/system/"+service+".d/nofile.conf", []byte("[Service]\nLimitNOFILE=1024\n"))
+	f.m.Systemctl(t, "daemon-reload")
+	w := f.ld.Window()
+	before := f.m.MainPID(t, service)
+	f.m.Systemctl(t, "restart", service)
+	old := f.awaitNewMain(t, before)
+	limits, err := f.m.Run("cat", fmt.Sprintf("/proc/%d/limits", old))
+	if err != nil || !strings.Contains(limits, "Max open files            1024                 1024") {
+		t.Fatalf("MainPID %d under LimitNOFILE=1024: %v\n%s", old, err, limits)
+	}
+	held, err := flood.OpenIdle(f.addr, idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	f.m.Systemctl(t, "reload", service)
+	next := f.m.MainPID(t, service)
+	if next == old || next == 0 {
+		t.Fatalf("reload: MainPID %d, was %d", next, old)
+	}
+	a, err := held.Next()
+	t.Logf("%d idle connections after the reload from %d to %d: %v", idle, old, next, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := flood.CheckSplit(a, idle, strconv.Itoa(old), strconv.Itoa(next)); err != nil {
+		t.Error(err)
+	}
+	f.awaitJournal(t, fmt.Sprintf("exit pid=%d ", old), 1)
+	if a, err := held.Next(); err != nil || a.By[strconv.Itoa(next)] != held.Len() || len(a.Closing) != 0 {
+		t.Errorf("%d connections that moved, their next request: %v, %v; want each answered by %d and kept open", held.Len(), a, err, next)
+	}
+	st := w.Close()
+	t.Logf("restart under the limit and the reload: %v", st)
+	if st.Failed != 0 {
+		t.Errorf("%d requests failed: %q", st.Failed, st.Errors)
+	}
 }
 
 // start boots a machine, installs the example and its units (the port

@@ -1,6 +1,7 @@
 // Package flood opens many TCP connections to a server and holds them:
 // what a careless client or a local attacker does to push a server to its
-// descriptor limit (EMFILE), for the examples' tests.
+// descriptor limit (EMFILE), or, as keep-alive HTTP clients (Idle), what
+// a busy server holds near its limit; for the examples' tests.
 package flood
 
 import (
