@@ -42,15 +42,22 @@ func lowerNoFile(s string) error {
 // of 400 some move; with 72, no room is left beyond the successor's own
 // descriptors and margin (72 less 64 and 4 leaves less than what any
 // process holds open), it does not ask for the migration, and all stay.
+//
+// While the connections arrive, a successor short of room (its
+// predecessor has more descriptors open) holds its accepts (AcceptWait):
+// with 400 it does, and with no limit of its own (0: the test's, far
+// above 600) it does not.
 func TestMigrateUnderDescriptorLimit(t *testing.T) {
 	for _, tc := range []struct {
 		limit int
 		some  bool
-	}{{400, true}, {72, false}} {
+	}{{400, true}, {72, false}, {0, true}} {
 		t.Run(strconv.Itoa(tc.limit), func(t *testing.T) { testUnderLimit(t, tc.limit, tc.some) })
 	}
 }
 
+// testUnderLimit runs the test with the successor limited to limit
+// descriptors (0: not lowered).
 func testUnderLimit(t *testing.T, limit int, some bool) {
 	restartCheckLeaks(t)
 	const n = 600
@@ -68,11 +75,18 @@ func testUnderLimit(t *testing.T, limit int, some bool) {
 			t.Fatalf("connection %d before the takeover: %q", i, got)
 		}
 	}
-	next := startRestartChild(t, "", "migbench", nil, append(env, envNoFile+"="+strconv.Itoa(limit))...)
+	nextEnv := env
+	if limit > 0 {
+		nextEnv = append(env, envNoFile+"="+strconv.Itoa(limit))
+	}
+	next := startRestartChild(t, "", "migbench", nil, nextEnv...)
 	line = next.expect("ready gen=2 ")
 	moved, _ := strconv.Atoi(field(line, "migrated"))
-	if some && (moved <= 0 || moved >= limit) || !some && moved != 0 || field(line, "badstate") != "0" {
+	switch {
+	case limit == 0 && moved != n, limit > 0 && some && (moved <= 0 || moved >= limit), !some && moved != 0, field(line, "badstate") != "0":
 		t.Fatalf("successor under a limit of %d descriptors: %s; want some (%v) of %d connections migrated with their state", limit, line, some, n)
+	case field(line, "held") != strconv.FormatBool(limit > 0 && some):
+		t.Errorf("successor under a limit of %d descriptors: %s; want accepts held (AcceptWait) while the connections arrive if and only if the room is short", limit, line)
 	}
 	byGen := map[string]int{}
 	for i, c := range conns {
@@ -82,7 +96,7 @@ func testUnderLimit(t *testing.T, limit int, some bool) {
 	if byGen["2"] != moved || byGen["1"] != n-moved {
 		t.Errorf("answers by generation %v; want %d by 2 (moved) and %d by 1 (stayed)", byGen, moved, n-moved)
 	}
-	t.Logf("%d of %d connections moved to a successor limited to %d descriptors; the others stayed", moved, n, limit)
+	t.Logf("%d of %d connections moved to a successor limited to %d descriptors (0: not lowered); the others stayed", moved, n, limit)
 	for _, c := range conns {
 		c.Close()
 	}

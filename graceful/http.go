@@ -370,6 +370,10 @@ func (l *httpListener) accept() {
 	defer close(l.accepted)
 	var b acceptBackoff
 	for {
+		select {
+		case <-l.hs.p.AcceptWait():
+		case <-l.done:
+		}
 		nc, err := l.Listener.Accept()
 		if err != nil {
 			// Running out of descriptors under a flood of connections

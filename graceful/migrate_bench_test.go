@@ -49,7 +49,22 @@ func roleMigBench() error {
 	if err != nil {
 		return err
 	}
-	p, err := graceful.New(graceful.Options{Path: os.Getenv(envPath), Timeout: time.Minute, QuiesceTimeout: 30 * time.Second, Migrate: true})
+	// Whether accepts were held (AcceptWait) when the first connections
+	// arrived.
+	var p *graceful.Process
+	var held atomic.Int32
+	migrated := func([]*graceful.Conn) error {
+		if held.Load() == 0 {
+			select {
+			case <-p.AcceptWait():
+				held.Store(1)
+			default:
+				held.Store(2)
+			}
+		}
+		return nil
+	}
+	p, err = graceful.New(graceful.Options{Path: os.Getenv(envPath), Timeout: time.Minute, QuiesceTimeout: 30 * time.Second, Migrate: true, Migrated: migrated})
 	if err != nil {
 		return err
 	}
@@ -84,6 +99,7 @@ func roleMigBench() error {
 	}
 	wg.Go(func() {
 		for {
+			<-p.AcceptWait()
 			c, err := ln.Accept()
 			if err != nil {
 				return
@@ -132,7 +148,7 @@ func roleMigBench() error {
 		serve(c, c.State())
 	}
 	stop = profile("predecessor")
-	say("ready gen=%d addr=%s migrated=%d badstate=%d unread=%d took=%d cpu=%d", gen, ln.Addr(), len(conns), badState.Load(), unread, took.Microseconds(), cpu.Microseconds())
+	say("ready gen=%d addr=%s migrated=%d badstate=%d unread=%d took=%d cpu=%d held=%t", gen, ln.Addr(), len(conns), badState.Load(), unread, took.Microseconds(), cpu.Microseconds(), held.Load() == 2)
 	<-p.Exit()
 	stop()
 	ln.Close()

@@ -118,6 +118,7 @@ type Process struct {
 	in          *inheritance               // the predecessor's offer, until Ready (successor.go)
 	late        *unixmsg.Conn              // to the predecessor, while connections come late
 	lateDone    chan struct{}              // closed when they no longer do
+	acceptHold  chan struct{}              // while connections that fill the room arrive (holdAccepts)
 	sd          *systemd.Set               // descriptors systemd passed, until Ready
 	sys         sdState                    // systemd bookkeeping (systemd.go)
 	ln          *net.UnixListener          // the handoff listener

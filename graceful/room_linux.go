@@ -2,6 +2,7 @@ package graceful
 
 import (
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,19 +15,33 @@ func descriptorRoom() (room int, ok bool) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
 		return 0, false
 	}
-	d, err := os.Open("/proc/self/fd")
+	open, err := countOpen("self")
 	if outOfDescriptors(err) {
 		return 0, true // no room for the directory itself
 	}
 	if err != nil {
 		return 0, false
 	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
-		return 0, false
-	}
 	// The directory's own descriptor is among them, and closed now.
 	limit := int(min(lim.Cur, 1<<30))
-	return limit - (len(names) - 1) - 64 - limit/16, true
+	return limit - (open - 1) - 64 - limit/16, true
+}
+
+// openDescriptors returns how many descriptors process pid has open; ok
+// is false where this process may not look (another user's process,
+// another PID namespace's).
+func openDescriptors(pid int) (n int, ok bool) {
+	n, err := countOpen(strconv.Itoa(pid))
+	return n, err == nil
+}
+
+// countOpen counts the entries of /proc/<proc>/fd.
+func countOpen(proc string) (int, error) {
+	d, err := os.Open("/proc/" + proc + "/fd")
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	return len(names), err
 }

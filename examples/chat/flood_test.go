@@ -15,8 +15,8 @@ import (
 
 // TestDescriptorFlood: limited to 1,024 descriptors and flooded with 3,000
 // connections held for 3 s, the chat server must not stop accepting for
-// good: it answers again within 5 s of the flood's end, and still hands
-// over.
+// good: it answers again within 5 s of the flood's end, and, flooded
+// again, hands over to a successor under the same limit (flood.Survive).
 func TestDescriptorFlood(t *testing.T) {
 	dir := t.TempDir()
 	bin := proc.BuildT(t, dir, "github.com/fdpass/fdpass/examples/chat")

@@ -117,6 +117,9 @@ func run(sock, addr string, timeout, drain time.Duration, stall, verbose bool) e
 		defer close(accepting)
 		var b cli.Backoff
 		for {
+			// In a successor short of descriptors, not while the
+			// connections that fill its room arrive.
+			<-p.AcceptWait()
 			c, err := ln.Accept()
 			if err != nil {
 				if b.Retry(err) {

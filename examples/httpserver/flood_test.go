@@ -16,7 +16,8 @@ import (
 // TestDescriptorFlood: a server limited to 1,024 descriptors, flooded with
 // 3,000 connections held for 3 s, runs out of descriptors (EMFILE on
 // accept) and must not stop accepting for good: once the flood ends it
-// answers again within 5 s, and still hands over.
+// answers again within 5 s, and, flooded again, hands over to a successor
+// under the same limit (flood.Survive).
 func TestDescriptorFlood(t *testing.T) {
 	dir := t.TempDir()
 	bin := proc.BuildT(t, dir, "github.com/fdpass/fdpass/examples/httpserver")

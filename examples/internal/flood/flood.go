@@ -55,10 +55,13 @@ func Hold(addr string, n int, release <-chan struct{}) int {
 // limited to 1,024 descriptors, survives a flood of 3,000 connections held
 // for 3 s: it answers probe again within 5 s of the flood's end. Then,
 // out of descriptors again under a second flood that holds on, it hands
-// over to a new instance with the same args and no such limit (what an
-// operator starts to relieve it): the successor must be ready within 10 s,
-// while the flood still holds, and answer probe. args must give the
-// listen address as 127.0.0.1:0 and a -graceful path.
+// over to a new instance with the same args under the same limit (what a
+// reload under systemd or in a container starts): the successor must be
+// ready within 10 s, while the flood still holds, without a rollback,
+// and once the flood ends answer probe within 5 s, the old instance gone.
+// (While the flood holds, the connections beyond what its limit holds
+// wait in the listener's backlog, the probe's among them.) args must give
+// the listen address as 127.0.0.1:0 and a -graceful path.
 func Survive(t *testing.T, bin string, args []string, probe func(addr string) error) {
 	t.Helper()
 	prlimit, err := exec.LookPath("prlimit")
@@ -77,18 +80,8 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	if held < 1100 {
 		t.Fatalf("the flood held only %d connections: the server did not run out of descriptors", held)
 	}
-	ended := time.Now()
-	for {
-		err := probe(addr)
-		if err == nil {
-			break
-		}
-		if time.Since(ended) > 5*time.Second {
-			t.Fatalf("no answer within 5 s of the flood's end: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("answering %v after the flood of %d connections ended", time.Since(ended).Round(time.Millisecond), held)
+	took := awaitProbe(t, addr, probe)
+	t.Logf("answering %v after the flood of %d connections ended", took.Round(time.Millisecond), held)
 
 	release = make(chan struct{})
 	defer func() {
@@ -103,15 +96,12 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	// prlimit execs bin: the first's PID is bin's.
 	awaitDescriptors(t, first.PID(), 1000)
 	start := time.Now()
-	next := proc.StartT(t, bin, args...)
+	next := proc.StartT(t, prlimit, append([]string{"--nofile=1024:1024", "--", bin}, args...)...)
 	// The flood holds until release is closed, below.
 	if _, err := next.Await("ready", 10*time.Second); err != nil {
 		t.Fatalf("successor of a server out of descriptors: %v", err)
 	}
 	t.Logf("successor ready %v after it started, the flood holding", time.Since(start).Round(time.Millisecond))
-	if err := probe(addr); err != nil {
-		t.Fatalf("after the handoff, the flood holding: %v", err)
-	}
 	close(release)
 	if n := <-heldNow; n < 1100 {
 		t.Errorf("the second flood held only %d connections", n)
@@ -119,8 +109,25 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	if _, err := first.Await("exit", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := probe(addr); err != nil {
-		t.Fatalf("after the handoff: %v", err)
+	awaitProbe(t, addr, probe)
+	if n := first.Count("rollback") + next.Count("rollback"); n != 0 {
+		t.Errorf("%d rollbacks", n)
+	}
+}
+
+// awaitProbe waits up to 5 s for probe to succeed.
+func awaitProbe(t *testing.T, addr string, probe func(addr string) error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := probe(addr)
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("no answer within 5 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
