@@ -106,14 +106,14 @@ func (p *Process) serve(done chan struct{}) {
 func acceptLoop(ln *net.UnixListener, log *slog.Logger, what string, serve func(*net.UnixConn)) {
 	var b acceptBackoff
 	var r reserve
-	r.refill()
+	r.refill(1)
 	defer r.release()
 	for {
 		uc, err := ln.AcceptUnix()
 		if err != nil && outOfDescriptors(err) && r.release() {
 			uc, err = ln.AcceptUnix()
 		}
-		r.refill()
+		r.refill(1)
 		if err != nil {
 			if !b.retry(err, log, what) {
 				return
@@ -125,29 +125,32 @@ func acceptLoop(ln *net.UnixListener, log *slog.Logger, what string, serve func(
 	}
 }
 
-// reserve is a descriptor kept open to be closed when one is needed.
-type reserve struct {
-	fd   int
-	open bool
-}
+// reserve is descriptors kept open (/dev/null, close-on-exec) to be
+// closed when some are needed.
+type reserve []int
 
-// refill opens the reserve descriptor if it is not open; out of
-// descriptors, it stays empty until the next try.
-func (r *reserve) refill() {
-	if r.open {
-		return
+// refill opens reserve descriptors until there are n; out of
+// descriptors, it stops there until the next try.
+func (r *reserve) refill(n int) {
+	for len(*r) < n {
+		fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		*r = append(*r, fd)
 	}
-	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	r.fd, r.open = fd, err == nil
 }
 
-// release closes the reserve descriptor and reports whether there was one.
+// release closes the reserve descriptors and reports whether there were
+// any.
 func (r *reserve) release() bool {
-	if !r.open {
+	if len(*r) == 0 {
 		return false
 	}
-	syscall.Close(r.fd)
-	r.open = false
+	for _, fd := range *r {
+		syscall.Close(fd)
+	}
+	*r = (*r)[:0]
 	return true
 }
 

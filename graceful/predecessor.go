@@ -34,7 +34,14 @@ func (p *Process) prepare() (*unixmsg.Batch, error) {
 	}
 	for ; p.outN < len(p.regs); p.outN++ {
 		r := p.regs[p.outN]
-		if err := p.out.Add(strconv.Itoa(p.out.Len()), r.v, r.meta, nil); err != nil {
+		err := p.out.Add(strconv.Itoa(p.out.Len()), r.v, r.meta, nil)
+		if outOfDescriptors(err) && p.spare.release() {
+			// A flood of connections holds every other descriptor:
+			// a listener left out would not reach the successor.
+			err = p.out.Add(strconv.Itoa(p.out.Len()), r.v, r.meta, nil)
+			p.spare.refill(spareFDs)
+		}
+		if err != nil {
 			// Closed by its owner before it could be duplicated: it is
 			// not handed over.
 			p.log.Warn("graceful: descriptor left out of the handoff",

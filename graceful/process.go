@@ -118,7 +118,8 @@ type Process struct {
 	in          *inheritance               // the predecessor's offer, until Ready (successor.go)
 	late        *unixmsg.Conn              // to the predecessor, while connections come late
 	lateDone    chan struct{}              // closed when they no longer do
-	acceptHold  chan struct{}              // while connections that fill the room arrive (holdAccepts)
+	acceptHold  chan struct{}              // closed when accepts may go on (spare.go)
+	holds       int                        // holdAccepts not yet released
 	sd          *systemd.Set               // descriptors systemd passed, until Ready
 	sys         sdState                    // systemd bookkeeping (systemd.go)
 	ln          *net.UnixListener          // the handoff listener
@@ -127,6 +128,7 @@ type Process struct {
 	outN        int                        //
 	conns       map[*net.UnixConn]struct{} // peers being served (admit.go)
 	upgrade     *upgradeRun                // the Upgrade in progress (upgrade.go)
+	spare       reserve                    // for a handoff out of descriptors (spare.go)
 	serving     chan struct{}              // closed when the serve loop ends
 	peers       sync.WaitGroup             // goroutines serving peers
 }
@@ -167,12 +169,17 @@ func New(opts Options) (*Process, error) {
 	// the socket (a path lookup in /proc), and a process that serves
 	// another namespace says so with ListenInNetNS.
 	p.ns = currentNetNS()
+	// Before anything accepts: a successor started under a flood of
+	// connections may find none to spare later (spare.go).
+	p.spare.refill(spareFDs)
 	if err := p.initSystemd(); err != nil {
+		p.spare.release()
 		return nil, err
 	}
 	q, err := p.start()
 	if err != nil {
 		p.systemdStopping(true)
+		p.spare.release()
 		return nil, err
 	}
 	return q, nil
@@ -364,6 +371,7 @@ func (p *Process) Close() error {
 	p.mu.Lock()
 	out, handedOff, owner := p.out, p.handedOff, p.owner
 	p.out, p.regs = nil, nil
+	p.spare.release()
 	late, lateDone := p.late, p.lateDone
 	p.mu.Unlock()
 	if late != nil {

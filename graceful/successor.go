@@ -123,6 +123,8 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 	c.SetDeadline(time.Now().Add(p.opts.Timeout))
 	var ask uint32
 	most := 0
+	release := func() {}
+	defer func() { release() }()
 	if in.migrate {
 		ask = handoffmsg.FeatureMigrate
 		if in.stream {
@@ -136,8 +138,7 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 			// a batch that does not fit arrives truncated, and fails
 			// the handoff. Accepts are held before counting, so that
 			// what they take is counted (AcceptWait).
-			release := p.holdAccepts()
-			defer release()
+			release = p.holdAccepts()
 			most = cmp.Or(p.opts.MaxMigrated, migrate.DefaultMaxConns)
 			room, ok := descriptorRoom()
 			if ok && room < most {
@@ -180,7 +181,7 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 			opts.MaxConns = most
 		}
 		conns, err = p.mig.Receive(c, opts)
-		p.releaseAccepts()
+		release()
 		if err != nil {
 			return false, err
 		}
@@ -204,57 +205,6 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 		p.log.Warn("graceful: the predecessor does not migrate connections (no Options.Migrate there)")
 	}
 	return late, nil
-}
-
-// holdAccepts holds accepts (AcceptWait) until the release it returns,
-// or releaseAccepts, is called. A successor short of room holds them
-// while the connections arrive (confirm): under a flood of new ones, its
-// own accepts would otherwise take the room it announced, and a batch
-// would arrive truncated.
-func (p *Process) holdAccepts() (release func()) {
-	p.mu.Lock()
-	if p.acceptHold == nil {
-		p.acceptHold = make(chan struct{})
-	}
-	p.mu.Unlock()
-	return p.releaseAccepts
-}
-
-// releaseAccepts ends holdAccepts' hold, if any.
-func (p *Process) releaseAccepts() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.acceptHold != nil {
-		close(p.acceptHold)
-		p.acceptHold = nil
-	}
-}
-
-// acceptNow is AcceptWait's answer when accepts are not held.
-var acceptNow = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
-
-// AcceptWait returns a channel that is closed when this process may
-// accept a connection: at once, except in a successor short of
-// descriptors (its predecessor holds more open than there is room for
-// under its RLIMIT_NOFILE), while the connections it takes arrive: from
-// READY to the end of the migration's main phase (HANDOFF.md,
-// "Connection migration"). New connections wait in the listeners'
-// backlog meanwhile; the predecessor stopped accepting at READY.
-// HTTPServer waits for it before each accept; an accept loop of the
-// application's own should too (receive from the channel, then Accept):
-// otherwise, under a flood of connections, what it accepts can take the
-// room the connections need, and the takeover fails and rolls back.
-func (p *Process) AcceptWait() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.acceptHold != nil {
-		return p.acceptHold
-	}
-	return acceptNow
 }
 
 // receiveOptions are the successor's side of a migration.

@@ -146,11 +146,11 @@ func (p *Process) systemdReady(gone []string) {
 			p.store(v)
 		}
 		for _, name := range gone {
-			p.sdNotify("FDSTOREREMOVE=1", p.notify.Remove(name))
+			p.sdNotify("FDSTOREREMOVE=1", func() error { return p.notify.Remove(name) })
 			p.log.Debug("graceful: removed from the descriptor store", slog.String("name", name))
 		}
 	}
-	p.sdNotify("READY=1", p.notify.Ready())
+	p.sdNotify("READY=1", p.notify.Ready)
 }
 
 // store puts a duplicate of the socket v in the descriptor store under its
@@ -159,7 +159,7 @@ func (p *Process) systemdReady(gone []string) {
 func (p *Process) store(v any) {
 	name, err := storeName(v)
 	if err != nil {
-		p.sdNotify("FDSTORE=1", err)
+		p.sdNotify("FDSTORE=1", func() error { return err })
 		return
 	}
 	d, err := fd.Dup(v)
@@ -169,7 +169,7 @@ func (p *Process) store(v any) {
 		return
 	}
 	defer fd.CloseAll([]int{d})
-	p.sdNotify("FDSTORE=1", p.notify.Notify("FDSTORE=1\nFDPOLL=0\nFDNAME="+name, d))
+	p.sdNotify("FDSTORE=1", func() error { return p.notify.Notify("FDSTORE=1\nFDPOLL=0\nFDNAME="+name, d) })
 	p.log.Debug("graceful: stored in the descriptor store", slog.String("name", name))
 }
 
@@ -203,16 +203,18 @@ func storeName(v any) (string, error) {
 	return head + string(addr) + "/" + ino, nil
 }
 
-// sdNotify logs a failed notification; systemd's view of the service is
-// advisory to the Process, never a reason to stop serving.
-func (p *Process) sdNotify(what string, err error) {
-	if err != nil {
+// sdNotify sends a notification, on the spare descriptors if it must
+// (a flood of connections holds all the others: a READY=1 lost then
+// leaves systemctl reload waiting), and logs a failure; systemd's view of
+// the service is advisory to the Process, never a reason to stop serving.
+func (p *Process) sdNotify(what string, send func() error) {
+	if err := p.withSpares(send); err != nil {
 		p.log.Warn("graceful: systemd notification failed", slog.String("state", what), slog.Any("error", err))
 	}
 }
 
 // systemdHandoff marks the start of a handoff (RELOADING=1).
-func (p *Process) systemdHandoff() { p.sdNotify("RELOADING=1", p.notify.Reloading()) }
+func (p *Process) systemdHandoff() { p.sdNotify("RELOADING=1", p.notify.Reloading) }
 
 // systemdTakeover tells systemd that pid, the successor, is the main
 // process now. It is sent just before DONE, so that the successor's own
@@ -225,7 +227,7 @@ func (p *Process) systemdTakeover(pid int) {
 	p.mu.Lock()
 	p.sys.successor = pid
 	p.mu.Unlock()
-	p.sdNotify("MAINPID", p.notify.MainPID(pid))
+	p.sdNotify("MAINPID", func() error { return p.notify.MainPID(pid) })
 }
 
 // systemdRollback says the service is ready again after a failed handoff.
@@ -240,10 +242,10 @@ func (p *Process) systemdRollback() {
 	p.sys.successor = 0
 	p.mu.Unlock()
 	if named != 0 {
-		p.sdNotify("MAINPID", p.notify.Notify("MAINPID="+strconv.Itoa(os.Getpid())+"\nREADY=1"))
+		p.sdNotify("MAINPID", func() error { return p.notify.Notify("MAINPID=" + strconv.Itoa(os.Getpid()) + "\nREADY=1") })
 		return
 	}
-	p.sdNotify("READY=1", p.notify.Ready())
+	p.sdNotify("READY=1", p.notify.Ready)
 }
 
 // systemdTookOver forgets the successor named during the handoff that
@@ -264,7 +266,7 @@ func (p *Process) systemdAbandoned(pid int) {
 	if pid <= 0 {
 		return
 	}
-	p.sdNotify("MAINPID", p.notify.Notify("MAINPID="+strconv.Itoa(pid)+"\nREADY=1"))
+	p.sdNotify("MAINPID", func() error { return p.notify.Notify("MAINPID=" + strconv.Itoa(pid) + "\nREADY=1") })
 }
 
 // systemdStopping says the service is stopping (a Close without a
@@ -281,7 +283,7 @@ func (p *Process) systemdStopping(handedOff bool) {
 	p.mu.Unlock()
 	set.Close()
 	if !handedOff && !failedSuccessor {
-		p.sdNotify("STOPPING=1", p.notify.Stopping())
+		p.sdNotify("STOPPING=1", p.notify.Stopping)
 	}
 }
 

@@ -85,23 +85,19 @@ func (p *Process) Upgrade(ctx context.Context) error {
 }
 
 func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
-	cmd, err := p.successorCmd()
+	cmd, tail, err := p.startSuccessor(u)
+	if outOfDescriptors(err) {
+		// Out of descriptors (a flood of connections holds them all):
+		// the spare ones, with accepts held until the upgrade is over,
+		// so that the listeners do not take what they free. The
+		// successor is what relieves such a process.
+		if release, ok := p.useSpares(); ok {
+			defer release()
+			cmd, tail, err = p.startSuccessor(u)
+		}
+	}
 	if err != nil {
 		return err
-	}
-	tail, stop, err := captureStderr(cmd)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	err = cmd.Start()
-	if err == nil {
-		u.pid = cmd.Process.Pid
-	}
-	p.mu.Unlock()
-	stop()
-	if err != nil {
-		return fmt.Errorf("start successor: %w", err)
 	}
 	p.log.Info("graceful: upgrade: started successor", slog.Int("successor", u.pid))
 	exited := make(chan error, 1)
@@ -115,6 +111,29 @@ func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
 		p.endSuccessor(cmd, exited, verdict)
 	}
 	return verdict
+}
+
+// startSuccessor starts the successor, its standard error captured.
+func (p *Process) startSuccessor(u *upgradeRun) (*exec.Cmd, *stderrTail, error) {
+	cmd, err := p.successorCmd()
+	if err != nil {
+		return nil, nil, err
+	}
+	tail, stop, err := captureStderr(cmd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("start successor: %w", err)
+	}
+	p.mu.Lock()
+	err = cmd.Start()
+	if err == nil {
+		u.pid = cmd.Process.Pid
+	}
+	p.mu.Unlock()
+	stop()
+	if err != nil {
+		return nil, nil, fmt.Errorf("start successor: %w", err)
+	}
+	return cmd, tail, nil
 }
 
 // endSuccessor ends the successor that did not take over, once the

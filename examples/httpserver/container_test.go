@@ -323,6 +323,78 @@ func TestContainerFull(t *testing.T) {
 	}
 }
 
+// TestContainerFlood: the server, PID 1 of its namespace and limited to
+// 1,024 descriptors (prlimit: both generations), is flooded with 3,000
+// connections that hold on, out of descriptors, when SIGHUP asks for a
+// reload. The successor, under the same limit, must be ready within 10 s
+// with the flood holding, without a rollback: the predecessor accepts it
+// through its reserve descriptor, and the successor holds its accepts
+// while the connections it has room for arrive (AcceptWait). Once the
+// flood ends the new generation answers within 5 s, the old one has
+// exited, and the namespace holds no zombie.
+func TestContainerFlood(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: unshare --pid (CI runs as root)")
+	}
+	for _, tool := range []string{"unshare", "prlimit"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s (util-linux) is missing: %v", tool, err)
+		}
+	}
+	bin := proc.BuildT(t, t.TempDir(), "github.com/fdpass/fdpass/examples/httpserver")
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	ns := proc.StartT(t, "prlimit", "--nofile=1024:1024", "--", "env", "GORACE="+gorace,
+		"unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+		bin, "-graceful", filepath.Join(t.TempDir(), "handoff.sock"), "-listen", "127.0.0.1:0", "-drain", containerDrain.String())
+	line, err := ns.Await("ready", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := proc.Field(line, "addr")
+	pid1 := childOf(t, ns.PID())
+	base := namespace(pid1)
+	base.drop(proc.Field(line, "pid"))
+	serving := childOf(t, pid1) // the generation, seen from here
+
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	held := make(chan int, 1)
+	go func() { held <- flood.Hold(addr, 3000, release) }()
+	flood.AwaitDescriptors(t, serving, 1000)
+	start := time.Now()
+	if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP to PID 1: %v", err)
+	}
+	line, err = ns.Await("ready", 10*time.Second)
+	if err != nil {
+		t.Fatalf("successor of a server out of descriptors: %v", err)
+	}
+	t.Logf("successor ready %v after SIGHUP, the flood holding", time.Since(start).Round(time.Millisecond))
+	next := proc.Field(line, "pid")
+	close(release)
+	if n := <-held; n < 1100 {
+		t.Errorf("the flood held only %d connections: the server did not run out of descriptors", n)
+	}
+	awaitCount(t, ns, "exit", 1)
+	awaitNamespace(t, pid1, base, next)
+	flood.AwaitProbe(t, addr, get)
+	if n := ns.Count("rollback"); n != 0 {
+		t.Errorf("%d rollbacks", n)
+	}
+	if err := syscall.Kill(pid1, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Wait(containerDrain + 10*time.Second); err != nil {
+		t.Fatalf("after SIGTERM: %v", err)
+	}
+}
+
 // childOf returns the pid of the only child of pid, once it has one.
 func childOf(t *testing.T, pid int) int {
 	t.Helper()

@@ -4,8 +4,9 @@
 // PID 1 of a machine of its own (internal/systemdtest), with the units of
 // this directory, and drives it with systemctl under strict keep-alive
 // load: reloads, a reload onto a broken build, a daemon-reload, a crash, a
-// restart, a stop and a start, and a reload under LimitNOFILE=1024 with
-// more idle connections than the successor takes.
+// restart, a stop and a start, and, under LimitNOFILE=1024, a reload with
+// more idle connections than the successor takes and one during a flood of
+// connections that holds every descriptor.
 package systemd_test
 
 import (
@@ -258,6 +259,10 @@ func testUnits(t *testing.T, withSocket bool) {
 		f.full(t)
 		f.checkStored(t, wantStored)
 	})
+	t.Run("flood", func(t *testing.T) {
+		f.flood(t)
+		f.checkStored(t, wantStored)
+	})
 }
 
 // full: the service under LimitNOFILE=1024 (a drop-in, then a restart)
@@ -271,16 +276,8 @@ func testUnits(t *testing.T, withSocket bool) {
 // stay open.
 func (f *fixture) full(t *testing.T) {
 	const idle = 950
-	f.install(t, "/etc/systemd/system/"+service+".d/nofile.conf", []byte("[Service]\nLimitNOFILE=1024\n"))
-	f.m.Systemctl(t, "daemon-reload")
 	w := f.ld.Window()
-	before := f.m.MainPID(t, service)
-	f.m.Systemctl(t, "restart", service)
-	old := f.awaitNewMain(t, before)
-	limits, err := f.m.Run("cat", fmt.Sprintf("/proc/%d/limits", old))
-	if err != nil || !strings.Contains(limits, "Max open files            1024                 1024") {
-		t.Fatalf("MainPID %d under LimitNOFILE=1024: %v\n%s", old, err, limits)
-	}
+	old := f.limitNoFile(t)
 	held, err := flood.OpenIdle(f.addr, idle)
 	if err != nil {
 		t.Fatal(err)
@@ -307,6 +304,93 @@ func (f *fixture) full(t *testing.T) {
 	t.Logf("restart under the limit and the reload: %v", st)
 	if st.Failed != 0 {
 		t.Errorf("%d requests failed: %q", st.Failed, st.Errors)
+	}
+}
+
+// limitNoFile puts the service under LimitNOFILE=1024 (a drop-in, then a
+// restart, unless its main process is under it already) and returns its
+// main process.
+func (f *fixture) limitNoFile(t *testing.T) int {
+	t.Helper()
+	const want = "Max open files            1024                 1024"
+	limits := func(pid int) string {
+		l, err := f.m.Run("cat", fmt.Sprintf("/proc/%d/limits", pid))
+		if err != nil {
+			t.Fatalf("limits of MainPID %d: %v", pid, err)
+		}
+		return l
+	}
+	pid := f.m.MainPID(t, service)
+	if strings.Contains(limits(pid), want) {
+		return pid
+	}
+	f.install(t, "/etc/systemd/system/"+service+".d/nofile.conf", []byte("[Service]\nLimitNOFILE=1024\n"))
+	f.m.Systemctl(t, "daemon-reload")
+	f.m.Systemctl(t, "restart", service)
+	pid = f.awaitNewMain(t, pid)
+	if l := limits(pid); !strings.Contains(l, want) {
+		t.Fatalf("MainPID %d, under LimitNOFILE=1024:\n%s", pid, l)
+	}
+	return pid
+}
+
+// flood: the service under LimitNOFILE=1024, flooded with 3,000
+// connections that hold on, out of descriptors, is reloaded: systemctl
+// reload succeeds with the flood holding (the old process starts its
+// successor with its spare descriptors, accepts the -reload command and
+// the successor with its reserve; the successor holds its accepts while
+// the connections it has room for arrive), and once the flood ends the
+// new main process answers within 5 s, with no rollback.
+func (f *fixture) flood(t *testing.T) {
+	old := f.limitNoFile(t)
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	held := make(chan int, 1)
+	go func() { held <- flood.Hold(f.addr, 3000, release) }()
+	// MainPID is a pid of the machine's PID namespace: count in there.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := f.m.Run("sh", "-c", fmt.Sprintf("ls /proc/%d/fd | wc -l", old))
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		if err == nil && n >= 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MainPID %d has %d descriptors open after 20 s of the flood (%v), want 1000", old, n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rollbacks := strings.Count(f.m.Journal(service), "rollback pid=")
+	start := time.Now()
+	if out, err := f.m.Run("timeout", "60", "systemctl", "reload", service); err != nil {
+		j := f.m.Journal(service)
+		t.Fatalf("systemctl reload with the flood holding: %v\n%s\njournal:\n%s", err, out, j[max(0, len(j)-6000):])
+	}
+	next := f.m.MainPID(t, service)
+	if next == old || next == 0 {
+		t.Fatalf("reload: MainPID %d, was %d", next, old)
+	}
+	t.Logf("reloaded %d -> %d in %v, the flood holding", old, next, time.Since(start).Round(time.Millisecond))
+	close(release)
+	if n := <-held; n < 1100 {
+		t.Errorf("the flood held only %d connections: the service did not run out of descriptors", n)
+	}
+	f.awaitJournal(t, fmt.Sprintf("exit pid=%d ", old), 1)
+	flood.AwaitProbe(t, f.addr, func(addr string) error {
+		got, err := instance(addr)
+		if err == nil && got != strconv.Itoa(next) {
+			err = fmt.Errorf("answered by %s, want the new MainPID %d", got, next)
+		}
+		return err
+	})
+	if n := strings.Count(f.m.Journal(service), "rollback pid=") - rollbacks; n != 0 {
+		t.Errorf("%d rollbacks", n)
 	}
 }
 
@@ -424,19 +508,29 @@ func (f *fixture) awaitNewMain(t *testing.T, old int) int {
 // answered.
 func (f *fixture) get(t *testing.T) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	inst, err := instance(f.addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return inst
+}
+
+// instance sends one request to addr on a new connection and returns the
+// instance that answered.
+func instance(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", f.addr)
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	resp.Body.Close()
-	return resp.Header.Get("X-Instance")
+	return resp.Header.Get("X-Instance"), nil
 }
 
 // freeAddr returns a loopback address with a port nothing listens on now.

@@ -80,7 +80,7 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	if held < 1100 {
 		t.Fatalf("the flood held only %d connections: the server did not run out of descriptors", held)
 	}
-	took := awaitProbe(t, addr, probe)
+	took := AwaitProbe(t, addr, probe)
 	t.Logf("answering %v after the flood of %d connections ended", took.Round(time.Millisecond), held)
 
 	release = make(chan struct{})
@@ -94,7 +94,7 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	heldNow := make(chan int, 1)
 	go func() { heldNow <- Hold(addr, 3000, release) }()
 	// prlimit execs bin: the first's PID is bin's.
-	awaitDescriptors(t, first.PID(), 1000)
+	AwaitDescriptors(t, first.PID(), 1000)
 	start := time.Now()
 	next := proc.StartT(t, prlimit, append([]string{"--nofile=1024:1024", "--", bin}, args...)...)
 	// The flood holds until release is closed, below.
@@ -109,14 +109,15 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	if _, err := first.Await("exit", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	awaitProbe(t, addr, probe)
+	AwaitProbe(t, addr, probe)
 	if n := first.Count("rollback") + next.Count("rollback"); n != 0 {
 		t.Errorf("%d rollbacks", n)
 	}
 }
 
-// awaitProbe waits up to 5 s for probe to succeed.
-func awaitProbe(t *testing.T, addr string, probe func(addr string) error) time.Duration {
+// AwaitProbe waits up to 5 s for probe to succeed and returns how long
+// it took.
+func AwaitProbe(t *testing.T, addr string, probe func(addr string) error) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -131,8 +132,9 @@ func awaitProbe(t *testing.T, addr string, probe func(addr string) error) time.D
 	}
 }
 
-// awaitDescriptors waits until process pid has at least n descriptors open.
-func awaitDescriptors(t *testing.T, pid, n int) {
+// AwaitDescriptors waits until process pid has at least n descriptors
+// open.
+func AwaitDescriptors(t *testing.T, pid, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
