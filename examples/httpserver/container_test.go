@@ -246,29 +246,11 @@ func runContainer(t *testing.T, bin string, env []string, init ...string) {
 // the test fails.)
 func TestContainerFull(t *testing.T) {
 	const idle = 950
-	if os.Getuid() != 0 {
-		t.Skip("needs root: unshare --pid (CI runs as root)")
-	}
-	for _, tool := range []string{"unshare", "prlimit"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s (util-linux) is missing: %v", tool, err)
-		}
-	}
 	fdtest.WarmUp()
 	fdtest.CheckLeaks(t)
 	bin := proc.BuildT(t, t.TempDir(), "github.com/fdpass/fdpass/examples/httpserver")
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	ns := proc.StartT(t, "prlimit", "--nofile=1024:1024", "--", "env", "GORACE="+gorace,
-		"unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-		bin, "-graceful", filepath.Join(t.TempDir(), "handoff.sock"), "-listen", "127.0.0.1:0", "-drain", containerDrain.String())
-	line, err := ns.Await("ready", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, line, pid1, base := limitedContainer(t, bin)
 	old, addr := proc.Field(line, "pid"), proc.Field(line, "addr")
-	pid1 := childOf(t, ns.PID())
-	base := namespace(pid1)
-	base.drop(old)
 
 	ld, err := load.Start(load.Options{Addr: addr, KeepAlive: 16, OneShot: 4, Timeout: requestTimeout, Pause: pause})
 	if err != nil {
@@ -315,12 +297,7 @@ func TestContainerFull(t *testing.T) {
 	}
 	held.Close()
 	ld.Stop()
-	if err := syscall.Kill(pid1, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.Wait(containerDrain + 10*time.Second); err != nil {
-		t.Fatalf("after SIGTERM: %v", err)
-	}
+	endContainer(t, ns, pid1)
 }
 
 // TestContainerFlood: the server, PID 1 of its namespace and limited to
@@ -333,27 +310,9 @@ func TestContainerFull(t *testing.T) {
 // flood ends the new generation answers within 5 s, the old one has
 // exited, and the namespace holds no zombie.
 func TestContainerFlood(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: unshare --pid (CI runs as root)")
-	}
-	for _, tool := range []string{"unshare", "prlimit"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s (util-linux) is missing: %v", tool, err)
-		}
-	}
 	bin := proc.BuildT(t, t.TempDir(), "github.com/fdpass/fdpass/examples/httpserver")
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	ns := proc.StartT(t, "prlimit", "--nofile=1024:1024", "--", "env", "GORACE="+gorace,
-		"unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-		bin, "-graceful", filepath.Join(t.TempDir(), "handoff.sock"), "-listen", "127.0.0.1:0", "-drain", containerDrain.String())
-	line, err := ns.Await("ready", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, line, pid1, base := limitedContainer(t, bin)
 	addr := proc.Field(line, "addr")
-	pid1 := childOf(t, ns.PID())
-	base := namespace(pid1)
-	base.drop(proc.Field(line, "pid"))
 	serving := childOf(t, pid1) // the generation, seen from here
 
 	release := make(chan struct{})
@@ -371,7 +330,7 @@ func TestContainerFlood(t *testing.T) {
 	if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP to PID 1: %v", err)
 	}
-	line, err = ns.Await("ready", 10*time.Second)
+	line, err := ns.Await("ready", 10*time.Second)
 	if err != nil {
 		t.Fatalf("successor of a server out of descriptors: %v", err)
 	}
@@ -387,6 +346,40 @@ func TestContainerFlood(t *testing.T) {
 	if n := ns.Count("rollback"); n != 0 {
 		t.Errorf("%d rollbacks", n)
 	}
+	endContainer(t, ns, pid1)
+}
+
+// limitedContainer starts bin as runContainer does, but limited to 1,024
+// descriptors (prlimit: the namespace and every generation in it). It
+// returns the namespace, the first generation's ready line, PID 1 (a pid
+// here) and the namespace's processes but the generation.
+func limitedContainer(t *testing.T, bin string) (ns *proc.Instance, ready string, pid1 int, base nsProcs) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root: unshare --pid (CI runs as root)")
+	}
+	for _, tool := range []string{"unshare", "prlimit"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s (util-linux) is missing: %v", tool, err)
+		}
+	}
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	ns = proc.StartT(t, "prlimit", "--nofile=1024:1024", "--", "env", "GORACE="+gorace,
+		"unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+		bin, "-graceful", filepath.Join(t.TempDir(), "handoff.sock"), "-listen", "127.0.0.1:0", "-drain", containerDrain.String())
+	ready, err := ns.Await("ready", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid1 = childOf(t, ns.PID())
+	base = namespace(pid1)
+	base.drop(proc.Field(ready, "pid"))
+	return ns, ready, pid1, base
+}
+
+// endContainer ends the namespace by SIGTERM to its PID 1.
+func endContainer(t *testing.T, ns *proc.Instance, pid1 int) {
+	t.Helper()
 	if err := syscall.Kill(pid1, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
