@@ -315,16 +315,7 @@ func TestContainerFlood(t *testing.T) {
 	addr := proc.Field(line, "addr")
 	serving := childOf(t, pid1) // the generation, seen from here
 
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	held := make(chan int, 1)
-	go func() { held <- flood.Hold(addr, 3000, release) }()
+	fl := flood.Start(t, addr, 3000)
 	flood.AwaitDescriptors(t, serving, 1000)
 	start := time.Now()
 	if err := syscall.Kill(pid1, syscall.SIGHUP); err != nil {
@@ -336,8 +327,7 @@ func TestContainerFlood(t *testing.T) {
 	}
 	t.Logf("successor ready %v after SIGHUP, the flood holding", time.Since(start).Round(time.Millisecond))
 	next := proc.Field(line, "pid")
-	close(release)
-	if n := <-held; n < 1100 {
+	if n := fl.End(); n < 1100 {
 		t.Errorf("the flood held only %d connections: the server did not run out of descriptors", n)
 	}
 	awaitCount(t, ns, "exit", 1)

@@ -343,16 +343,7 @@ func (f *fixture) limitNoFile(t *testing.T) int {
 // new main process answers within 5 s, with no rollback.
 func (f *fixture) flood(t *testing.T) {
 	old := f.limitNoFile(t)
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	held := make(chan int, 1)
-	go func() { held <- flood.Hold(f.addr, 3000, release) }()
+	fl := flood.Start(t, f.addr, 3000)
 	// MainPID is a pid of the machine's PID namespace: count in there.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -377,8 +368,7 @@ func (f *fixture) flood(t *testing.T) {
 		t.Fatalf("reload: MainPID %d, was %d", next, old)
 	}
 	t.Logf("reloaded %d -> %d in %v, the flood holding", old, next, time.Since(start).Round(time.Millisecond))
-	close(release)
-	if n := <-held; n < 1100 {
+	if n := fl.End(); n < 1100 {
 		t.Errorf("the flood held only %d connections: the service did not run out of descriptors", n)
 	}
 	f.awaitJournal(t, fmt.Sprintf("exit pid=%d ", old), 1)

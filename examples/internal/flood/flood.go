@@ -51,6 +51,32 @@ func Hold(addr string, n int, release <-chan struct{}) int {
 	return len(conns)
 }
 
+// Flood is connections held in the background (Hold) until End.
+type Flood struct {
+	release chan struct{}
+	held    chan int
+	once    sync.Once
+	n       int
+}
+
+// Start dials addr n times in the background and holds the connections
+// until End, which the end of t calls too.
+func Start(t testing.TB, addr string, n int) *Flood {
+	f := &Flood{release: make(chan struct{}), held: make(chan int, 1)}
+	go func() { f.held <- Hold(addr, n, f.release) }()
+	t.Cleanup(func() { f.End() })
+	return f
+}
+
+// End closes the connections and returns how many were held.
+func (f *Flood) End() int {
+	f.once.Do(func() {
+		close(f.release)
+		f.n = <-f.held
+	})
+	return f.n
+}
+
 // Survive checks, for a test, that the example bin (a test's build),
 // limited to 1,024 descriptors, survives a flood of 3,000 connections held
 // for 3 s: it answers probe again within 5 s of the flood's end. Then,
@@ -83,27 +109,17 @@ func Survive(t *testing.T, bin string, args []string, probe func(addr string) er
 	took := AwaitProbe(t, addr, probe)
 	t.Logf("answering %v after the flood of %d connections ended", took.Round(time.Millisecond), held)
 
-	release = make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	heldNow := make(chan int, 1)
-	go func() { heldNow <- Hold(addr, 3000, release) }()
+	second := Start(t, addr, 3000)
 	// prlimit execs bin: the first's PID is bin's.
 	AwaitDescriptors(t, first.PID(), 1000)
 	start := time.Now()
 	next := proc.StartT(t, prlimit, append([]string{"--nofile=1024:1024", "--", bin}, args...)...)
-	// The flood holds until release is closed, below.
+	// The flood holds until End, below.
 	if _, err := next.Await("ready", 10*time.Second); err != nil {
 		t.Fatalf("successor of a server out of descriptors: %v", err)
 	}
 	t.Logf("successor ready %v after it started, the flood holding", time.Since(start).Round(time.Millisecond))
-	close(release)
-	if n := <-heldNow; n < 1100 {
+	if n := second.End(); n < 1100 {
 		t.Errorf("the second flood held only %d connections", n)
 	}
 	if _, err := first.Await("exit", 30*time.Second); err != nil {
