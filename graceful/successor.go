@@ -146,8 +146,8 @@ func (p *Process) confirm(in *inheritance) (late bool, err error) {
 			}
 			// Hold them on while the connections arrive only if the
 			// room is short: the predecessor, whose connections are
-			// among its descriptors and which accepts no more after
-			// READY, has more open than there is room here (or it
+			// among its descriptors and which, flooded, has no room
+			// to accept more, has more open than there is room here (or it
 			// cannot be told). A flood of connections has filled it
 			// then, or its limit is higher.
 			if theirs, known := openDescriptors(in.pid); !ok || known && theirs <= room {

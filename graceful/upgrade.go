@@ -85,6 +85,8 @@ func (p *Process) Upgrade(ctx context.Context) error {
 }
 
 func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
+	endHold := func() {}
+	defer func() { endHold() }()
 	cmd, tail, err := p.startSuccessor(u)
 	if outOfDescriptors(err) {
 		// Out of descriptors (a flood of connections holds them all):
@@ -92,7 +94,7 @@ func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
 		// so that the listeners do not take what they free. The
 		// successor is what relieves such a process.
 		if release, ok := p.useSpares(); ok {
-			defer release()
+			endHold = release
 			cmd, tail, err = p.startSuccessor(u)
 		}
 	}
@@ -103,6 +105,10 @@ func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	verdict, done := p.await(ctx, u, exited, tail)
+	// Serving on after a refusal, or handed over: accept again now,
+	// not once a refused successor has finished (endSuccessor).
+	endHold()
+	endHold = func() {}
 	if verdict == nil {
 		p.log.Info("graceful: upgrade: successor took over", slog.Int("successor", u.pid))
 		return nil
