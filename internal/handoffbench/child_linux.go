@@ -52,11 +52,17 @@ type Role struct {
 	// turn comes, closes everything and returns. A signalled role calls
 	// g.AwaitTurn to wait for its turn.
 	Run func(g *Gen) error
+	// Settles roles do work after g.Ready that only the benchmark needs
+	// (fdpass waits for its background duplicates, so that the next
+	// handoff starts from an idle predecessor). They call g.AwaitTimed
+	// first: the benchmark sends SIGUSR1 once it has timed the handoff,
+	// so that this work does not compete with the predecessor's exit.
+	Settles bool
 }
 
 // FDPass and Floor are the variants this package provides.
 var (
-	FDPass = Role{Name: "fdpass", Run: runFDPass}
+	FDPass = Role{Name: "fdpass", Settles: true, Run: runFDPass}
 	Floor  = Role{Name: "floor", Signalled: true, Run: runFloor}
 )
 
@@ -68,6 +74,7 @@ type Gen struct {
 	role  string
 	marks []mark
 	hup   chan os.Signal
+	timed chan os.Signal
 	stop  func()
 }
 
@@ -114,6 +121,10 @@ func (g *Gen) run(roles []Role) error {
 	}
 	if r == nil {
 		return fmt.Errorf("unknown role %q", g.role)
+	}
+	if r.Settles {
+		g.timed = make(chan os.Signal, 1)
+		signal.Notify(g.timed, syscall.SIGUSR1)
 	}
 	var err error
 	if g.N, err = strconv.Atoi(os.Getenv(envN)); err != nil {
@@ -211,6 +222,10 @@ func (g *Gen) Idle() {
 	g.say("idle pid=%d", os.Getpid())
 }
 
+// AwaitTimed waits for SIGUSR1, the benchmark's signal to a role that
+// Settles that the handoff to it has been timed.
+func (g *Gen) AwaitTimed() { <-g.timed }
+
 // AwaitTurn waits for SIGHUP, the benchmark's signal to a signalled role
 // that it should start its successor.
 func (g *Gen) AwaitTurn() { <-g.hup }
@@ -261,7 +276,10 @@ func runFDPass(g *Gen) error {
 	// After Ready the Process duplicates every listener, and its handoff
 	// listener, for the next successor, in the background: wait for that
 	// (n listeners, n duplicates, the handoff listener and its duplicate)
-	// so that the next handoff is timed from an idle predecessor.
+	// so that the next handoff is timed from an idle predecessor. The
+	// polling is the benchmark's, not the handoff's: it waits until the
+	// handoff has been timed.
+	g.AwaitTimed()
 	if err := awaitSockets(2*g.N + 2); err != nil {
 		closeAll()
 		return err

@@ -12,7 +12,10 @@
 // and the predecessor process has exited and been reaped. The times come
 // from CLOCK_MONOTONIC, which every process reads alike, so the
 // successor's own phases (its start-up until main, then each step it
-// marks) are reported beside the total.
+// marks) are reported beside the total. What a generation does after it is
+// ready for the benchmark's sake alone (fdpass polls its descriptors until
+// its background duplicates are made) waits until the handoff is timed
+// (Role.Settles), so that it does not compete with the predecessor's exit.
 //
 // Variants:
 //   - fdpass: the benchmark starts the successor, which calls graceful.New,

@@ -164,6 +164,9 @@ func (c *Chain) first() error {
 	if ev.kv["inherited"] != "0" {
 		return fmt.Errorf("the first generation inherited its listeners: %s", ev.line)
 	}
+	if err := c.timed(p.pid); err != nil {
+		return err
+	}
 	if _, err := c.await(p, "idle", nil); err != nil {
 		return err
 	}
@@ -341,6 +344,9 @@ func (c *Chain) Handoff() (Sample, error) {
 		// Its parent, the predecessor, has been reaped: it is ours now.
 		succ = c.track(ready.pid)
 	}
+	if err := c.timed(succ.pid); err != nil {
+		return Sample{}, err
+	}
 	if _, err := c.await(succ, "idle", nil); err != nil {
 		return Sample{}, err
 	}
@@ -384,6 +390,15 @@ func sample(start int64, ready event, reaped int64) (Sample, error) {
 	s.Total = time.Duration(max(prev[0], reaped) - start)
 	s.CPU, s.MinFlt, s.Switches = time.Duration(prev[1]), prev[2], prev[3]
 	return s, nil
+}
+
+// timed tells a generation of a role that Settles that its takeover has
+// been timed.
+func (c *Chain) timed(pid int) error {
+	if !c.role.Settles {
+		return nil
+	}
+	return unix.Kill(pid, unix.SIGUSR1)
 }
 
 // dialAll checks that every listener of the serving generation accepts a
