@@ -16,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// benchSizes straddle MinRingSockets (63 and 64) and MinRingBatch (1,023
-// and 1,024), and go below and beyond them.
-var benchSizes = []int{16, 32, 63, 64, 128, 256, 512, 768, 1023, 1024, 4096, 10000}
+// benchSizes go from below the sizes at which VerifyAll spreads its checks
+// over the processors and uses rings to beyond them.
+var benchSizes = []int{16, 32, 63, 64, 128, 256, 512, 768, 1023, 1024, 2048, 4096, 10000}
 
 // benchBatches are batches of the kinds VerifyAll reads through io_uring:
 // one kind each, a mix of sockets, and a mix of everything.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"unsafe"
 
@@ -32,15 +33,19 @@ import (
 // are checked through a ring instead: one for each TCP or UDP socket, four
 // for each other socket (see socketCalls). Through a ring each takes a
 // receive that only peeks (to be sure it is a socket) and four socket
-// options, all answered inline; the ring itself costs 50-130 µs to set up
-// and tear down, more on a thread new to io_uring. On a 2-core virtual
-// machine, for fresh descriptors checked on such a thread
+// options, all answered inline; the ring costs 50-130 µs to set up and
+// tear down, more on a thread new to io_uring. One at a time, that many
+// are checked on every processor (spread). On a 2-core virtual machine,
+// for fresh descriptors checked from a thread of their own
 // (BenchmarkVerifyAllCold, as in a process that has just received them;
-// 3 runs), the ring took 0.83-0.87x the time of one at a time for 1,024
-// TCP listeners, 1.07-1.14x for 512 and 0.58-0.62x for 10,000; for unix
-// sockets 0.76-0.85x at 256, 0.89-0.92x at 128 and about 0.3x from 1,024;
-// for a mix of every socket kind 0.86-0.89x at 256.
-const minRingSockets = 1024
+// 3 runs), the ring took 1.10-1.16x the time of one at a time for 1,024
+// TCP listeners, 1.06-1.23x for 2,048, 0.82-0.89x for 4,096 and
+// 0.93-1.02x for 10,000; for unix connections 0.40-0.66x at 1,024 (4,096
+// calls) and 0.46-0.47x at 10,000; for a mix of every socket kind
+// 0.64-0.74x at 1,024 and 0.50-0.56x at 10,000. For duplicates of one
+// socket the ring does better still: checks one at a time from two
+// processors contend for the socket's one count of references.
+const minRingSockets = 4096
 
 // socketCalls is the number of system calls Verify takes for a socket of
 // kind k that is what it is declared.
@@ -56,13 +61,10 @@ func socketCalls(k Kind) int {
 // ring. They need a statx each, which io_uring always hands to a worker
 // thread, and the kernel starts such workers for a thread new to io_uring:
 // that costs as much as a few hundred one-at-a-time checks. On a 2-core
-// virtual machine, for fresh descriptors checked on such a thread
-// (BenchmarkVerifyAllCold, as in a process that has just received them;
-// medians of 6 runs), the ring took 0.53-0.85x the time of one at a time
-// at 1,024 regular files, and tied for character devices (1.03x); from
-// 4,096, 0.45-0.72x. Checking the same batch again and again
-// (BenchmarkVerifyAllPaths), the ring wins from 768.
-const minRingBatch = 1024
+// virtual machine, one at a time on every processor (BenchmarkVerifyAllCold,
+// 3 runs), the ring took 1.17-1.41x the time of one at a time at 1,024
+// regular files, 0.96-1.22x at 4,096 and 0.94-1.15x at 10,000.
+const minRingBatch = 8192
 
 // ringMins are the thresholds of a ring: in system calls for descriptors
 // declared sockets, in descriptors for the others.
@@ -97,27 +99,31 @@ func verifyAllFrom(fds []int, want []Kind, mins ringMins, st *pathStats) (int, e
 		}
 	}
 	ringSocks, ringOthers := calls >= mins.sockets, len(want)-socks >= mins.others
-	var ringed []int
-	first, ferr := len(fds), error(nil)
-	for i, k := range want {
-		if k.IsSocket() && ringSocks || !k.IsSocket() && ringOthers {
-			ringed = append(ringed, i)
-			continue
-		}
-		if oneCall(k) {
-			st.oneCall++
-		} else {
-			st.each++
-		}
-		if err := Verify(fds[i], k); err != nil {
-			first, ferr = i, err
-			break
+	var each, ring []int
+	if ringSocks || ringOthers {
+		for i, k := range want {
+			if k.IsSocket() && ringSocks || !k.IsSocket() && ringOthers {
+				ring = append(ring, i)
+			} else {
+				each = append(each, i)
+			}
 		}
 	}
-	// ringed holds only indices before first: a failure among them comes
-	// first.
-	if len(ringed) > 0 {
-		if i, err := verifySome(fds, want, ringed, st); err != nil {
+	var first int
+	var ferr error
+	if ring == nil {
+		first, ferr = verifyEach(fds, want, len(want), func(p int) int { return p }, st)
+	} else {
+		first, ferr = verifyEach(fds, want, len(each), func(p int) int { return each[p] }, st)
+		// Only those before the first failure one at a time: a failure
+		// among them comes first.
+		if ferr != nil {
+			n, _ := slices.BinarySearch(ring, first)
+			ring = ring[:n]
+		}
+	}
+	if len(ring) > 0 {
+		if i, err := verifySome(fds, want, ring, st); err != nil {
 			return i, err
 		}
 	}
@@ -132,6 +138,53 @@ func oneCall(k Kind) bool {
 	return k == TCPListener || k == TCPConn || k == UDP
 }
 
+// verifyCalls is the number of system calls Verify takes for a descriptor
+// of kind k that is what it is declared, counting one for those that are
+// not sockets.
+func verifyCalls(k Kind) int {
+	if k.IsSocket() {
+		return socketCalls(k)
+	}
+	return 1
+}
+
+// verifyEach checks fds[at(p)] against want[at(p)] one at a time, for each
+// position p in [0, n) (at ascending), and returns the first failure, or
+// -1. Many are checked on every processor (spread).
+func verifyEach(fds []int, want []Kind, n int, at func(int) int, st *pathStats) (int, error) {
+	calls := 0
+	for p := range n {
+		calls += verifyCalls(want[at(p)])
+	}
+	workers := 1
+	if calls >= minSpreadCalls {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var ones, others atomic.Int64
+	p, err := spread(n, workers, func(lo, hi int) (int, error) {
+		var o, e int64
+		defer func() { ones.Add(o); others.Add(e) }()
+		for p := lo; p < hi; p++ {
+			i := at(p)
+			if oneCall(want[i]) {
+				o++
+			} else {
+				e++
+			}
+			if err := Verify(fds[i], want[i]); err != nil {
+				return p, err
+			}
+		}
+		return -1, nil
+	})
+	st.oneCall += int(ones.Load())
+	st.each += int(others.Load())
+	if err != nil {
+		return at(p), err
+	}
+	return -1, nil
+}
+
 // verifySome verifies fds[i] against want[i] for each i in idx (ascending)
 // through a ring, or one at a time if no ring can be had, and returns the
 // first failure.
@@ -141,17 +194,7 @@ func verifySome(fds []int, want []Kind, idx []int, st *pathStats) (int, error) {
 		return i, err
 	}
 	st.ringErr = err
-	for _, i := range idx {
-		if oneCall(want[i]) {
-			st.oneCall++
-		} else {
-			st.each++
-		}
-		if err := Verify(fds[i], want[i]); err != nil {
-			return i, err
-		}
-	}
-	return -1, nil
+	return verifyEach(fds, want, len(idx), func(p int) int { return idx[p] }, st)
 }
 
 // verifyRing is verifySome through a ring; used is false, with the reason
