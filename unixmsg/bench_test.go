@@ -37,14 +37,25 @@ var (
 // Sender and receiver live in different processes because each holds 10,000
 // descriptors at once, and together they would pass the 20,000 hard
 // RLIMIT_NOFILE of the machines this project runs on.
-func BenchmarkTransfer(b *testing.B) {
+func BenchmarkTransfer(b *testing.B) { benchTransfer(b, nil) }
+
+// BenchmarkTransferDistinct is BenchmarkTransfer with 10,000 distinct TCP
+// listeners, as a real batch holds, rather than duplicates of one: the
+// kernel keeps one count of references for all the duplicates of a
+// socket, which every check of one from another processor contends for.
+func BenchmarkTransferDistinct(b *testing.B) { benchTransfer(b, []string{envDistinct + "=1"}) }
+
+// envDistinct, set, makes the sender's descriptors distinct listeners.
+const envDistinct = "BENCH_DISTINCT"
+
+func benchTransfer(b *testing.B, env []string) {
 	raiseNoFile(b, benchFDs+1000)
 	for _, rangeClose := range []bool{false, true} {
 		name := "raw"
 		if rangeClose {
 			name = "raw-closerange"
 		}
-		b.Run(name, func(b *testing.B) { benchRaw(b, rangeClose) })
+		b.Run(name, func(b *testing.B) { benchRaw(b, rangeClose, env) })
 	}
 	for _, verify := range []bool{false, true} {
 
@@ -54,7 +65,7 @@ func BenchmarkTransfer(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
-			wait := startChild(b, "bench-batch", nil, theirs)
+			wait := startChild(b, "bench-batch", env, theirs)
 			theirs.Close()
 			rx := fileConn(b, mine, &unixmsg.Options{SkipVerify: !verify})
 			defer rx.Close()
@@ -90,10 +101,10 @@ func BenchmarkTransfer(b *testing.B) {
 // receiver closes each descriptor with close(2), as a hand-written loop
 // would, or, with rangeClose, each message's run with close_range(2), the
 // way Batch.Close does.
-func benchRaw(b *testing.B, rangeClose bool) {
+func benchRaw(b *testing.B, rangeClose bool, env []string) {
 	mine, theirs := socketPairFiles(b, syscall.SOCK_SEQPACKET)
 	defer mine.Close()
-	wait := startChild(b, "bench-raw", nil, theirs)
+	wait := startChild(b, "bench-raw", env, theirs)
 	theirs.Close()
 	rc, err := mine.SyscallConn()
 	if err != nil {
@@ -142,11 +153,28 @@ func benchRaw(b *testing.B, rangeClose bool) {
 	wait()
 }
 
-// benchSources returns benchFDs duplicates of one TCP listener's descriptor.
+// benchSources returns benchFDs duplicates of one TCP listener's
+// descriptor, or with envDistinct set benchFDs distinct listeners' (on
+// 127.0.0.1, ports of the kernel's choosing), and a listener for the
+// items' meta.
 func benchSources() (net.Listener, []int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		childFatal(err)
+	}
+	if os.Getenv(envDistinct) != "" {
+		fds := make([]int, benchFDs)
+		for i := range fds {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err == nil {
+				fds[i], err = fd.Dup(l)
+				l.Close()
+			}
+			if err != nil {
+				childFatal(err)
+			}
+		}
+		return ln, fds
 	}
 	src, err := fd.Dup(ln)
 	if err != nil {
