@@ -371,7 +371,6 @@ func (p *Process) Close() error {
 	p.mu.Lock()
 	out, handedOff, owner := p.out, p.handedOff, p.owner
 	p.out, p.regs = nil, nil
-	p.spare.release()
 	late, lateDone := p.late, p.lateDone
 	p.mu.Unlock()
 	if late != nil {
@@ -389,7 +388,12 @@ func (p *Process) Close() error {
 	for _, c := range p.mig.Migrated() {
 		c.Close()
 	}
+	// STOPPING=1 may need the spare descriptors (sdNotify): they go
+	// last.
 	p.systemdStopping(handedOff)
+	p.mu.Lock()
+	p.spare.release()
+	p.mu.Unlock()
 	p.closeExit()
 	return nil
 }

@@ -162,14 +162,26 @@ func (p *Process) store(v any) {
 		p.sdNotify("FDSTORE=1", func() error { return err })
 		return
 	}
-	d, err := fd.Dup(v)
-	if err != nil {
+	// The duplicate, like the notification, may need the spare
+	// descriptors: a flood of connections may hold all the others.
+	var gone error
+	p.sdNotify("FDSTORE=1", func() error {
+		d, err := fd.Dup(v)
+		if outOfDescriptors(err) {
+			return err
+		}
+		if err != nil {
+			gone = err
+			return nil
+		}
+		defer fd.CloseAll([]int{d})
+		return p.notify.Notify("FDSTORE=1\nFDPOLL=0\nFDNAME="+name, d)
+	})
+	if gone != nil {
 		// Closed by its owner meanwhile: nothing to keep.
-		p.log.Debug("graceful: socket closed before it was stored", slog.String("name", name), slog.Any("error", err))
+		p.log.Debug("graceful: socket closed before it was stored", slog.String("name", name), slog.Any("error", gone))
 		return
 	}
-	defer fd.CloseAll([]int{d})
-	p.sdNotify("FDSTORE=1", func() error { return p.notify.Notify("FDSTORE=1\nFDPOLL=0\nFDNAME="+name, d) })
 	p.log.Debug("graceful: stored in the descriptor store", slog.String("name", name))
 }
 

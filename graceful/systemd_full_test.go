@@ -1,0 +1,89 @@
+//go:build linux
+
+package graceful_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/fdpass/fdpass/fd"
+	"github.com/fdpass/fdpass/graceful"
+)
+
+var _ = registerRestartRole("systemd-full", systemdFull)
+
+// systemdFull is a service under systemd whose descriptor table is full:
+// after Ready it takes every descriptor number under its limit but one,
+// listens on a new socket with that one, says so, and closes the Process.
+func systemdFull() error {
+	p, err := graceful.New(graceful.Options{Path: os.Getenv("SD_HANDOFF")})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if err := p.Ready(); err != nil {
+		return err
+	}
+	n, err := fd.Count()
+	if err != nil {
+		return err
+	}
+	if err := lowerNoFile(strconv.Itoa(n + 32)); err != nil {
+		return err
+	}
+	var fill []int
+	defer func() { fd.CloseAll(fill) }()
+	for {
+		f, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if errors.Is(err, syscall.EMFILE) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		fill = append(fill, f)
+	}
+	// One number free, for the socket Listen makes.
+	syscall.Close(fill[len(fill)-1])
+	fill = fill[:len(fill)-1]
+	ln, err := p.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if f, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err == nil {
+		syscall.Close(f)
+		return errors.New("a descriptor number is free after Listen")
+	}
+	id, err := fd.IdentifyConn(ln)
+	if err != nil {
+		return err
+	}
+	say("full pid=%d ino=%d", os.Getpid(), id.Ino)
+	return p.Close()
+}
+
+// TestSystemdStoreFull: a socket made after Ready is stored, and STOPPING=1
+// sent, though every other descriptor number is taken: the duplicate that
+// goes to the store and each notification's socket come from the spare
+// descriptors the Process keeps.
+func TestSystemdStoreFull(t *testing.T) {
+	restartCheckLeaks(t)
+	dir := t.TempDir()
+	np := newNotifyPeer(t, filepath.Join(dir, "notify"))
+	c := startRestartChild(t, "", "systemd-full", nil,
+		"SD_HANDOFF="+filepath.Join(dir, "handoff.sock"),
+		"NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
+	line := c.expect("full")
+	c.mustExit()
+	pid, _ := strconv.Atoi(field(line, "pid"))
+	np.await(t, pid, "READY=1")
+	if fds := np.stored(t, pid, "/"+field(line, "ino")); len(fds) != 1 {
+		t.Errorf("the socket made with the table full: stored with %d descriptors, want 1", len(fds))
+	}
+	np.await(t, pid, "STOPPING=1")
+}
