@@ -15,16 +15,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FuzzVerifyAll checks kinds.VerifyAll on batches of at least 1,024
-// descriptors of the kinds it reads through io_uring (sockets from
-// kinds.MinRingSockets system calls' worth, others from kinds.MinRingBatch
-// descriptors; kinds' TestVerifyAllPath shows which path runs), with TCP
-// and UDP descriptors between them, some
-// declared wrongly and some numbers not open. Each byte of picks adds one
-// descriptor of a ring kind, bits 0-6 choosing it from ringPool and, when
-// bit 7 is set, bits 4-6 one from oneCallPool before it; picks is walked
-// round until the batch holds 1,024 plus size (a little-endian uint16,
-// modulo 3,072) of them. wrong holds up to 8 declarations of 3 bytes: a
+// FuzzVerifyAll checks kinds.VerifyAll on batches of 1,024 to 8,192
+// descriptors: sockets of the kinds it reads through io_uring (from
+// kinds.MinRingSockets system calls' worth, 4,096; below that, and for
+// every other kind, one at a time on every processor; kinds'
+// TestVerifyAllPath shows which path runs) and descriptors of other kinds
+// beside them, with TCP and UDP descriptors between them, some declared
+// wrongly and some numbers not open. Each byte of picks adds one
+// descriptor of the ring pool, bits 0-6 choosing it and, when bit 7 is
+// set, bits 4-6 one from the pool of TCP and UDP before it; picks is
+// walked round until the batch holds 1,024 plus size (a little-endian
+// uint16, modulo 7,168) of them. wrong holds up to 8 declarations of 3 bytes: a
 // position (uint16, modulo the batch) and a kind (modulo 11, so invalid
 // kinds too).
 //
@@ -64,8 +65,9 @@ type vaEntry struct {
 	kind kinds.Kind
 }
 
-// vaPools opens the descriptors that batches are made of: ring are of the
-// kinds VerifyAll reads through the ring (or tries to), one of TCP and UDP.
+// vaPools opens the descriptors that batches are made of: ring are sockets
+// of the kinds VerifyAll reads through the ring and descriptors of other
+// kinds, one of TCP and UDP.
 // The returned function closes them all.
 func vaPools(dir string) (ring, one []vaEntry, closeAll func(), err error) {
 	var opened []int
@@ -199,7 +201,7 @@ func verifyAllRun(dir string, picks, wrong, size []byte) error {
 	}
 	var sz [2]byte
 	copy(sz[:], size)
-	nRing := 1024 + int(binary.LittleEndian.Uint16(sz[:]))%3072
+	nRing := 1024 + int(binary.LittleEndian.Uint16(sz[:]))%7168
 	var batch []vaEntry
 	for i := range nRing {
 		b := picks[i%len(picks)]
@@ -303,6 +305,7 @@ func verifyAllSeeds() []verifyAllSeed {
 	return []verifyAllSeed{
 		{name: "named-1024", picks: named, add: true},
 		{name: "named-4096", picks: named, size: le(3072 - 1)},
+		{name: "named-8192", picks: named, size: le(7168 - 1)},
 		{name: "every-kind", picks: all, size: le(1000), add: true},
 		{name: "tcp-udp-between", picks: withOne, size: le(500), add: true},
 		{name: "unix-listeners-only", picks: seq(0)},

@@ -11,27 +11,24 @@ type PathStats struct {
 	RingErr error // why the ring was refused or stopped, if it was
 }
 
-// MinRingSockets and MinRingBatch are the numbers of descriptors declared
-// sockets, and of the other kinds, from which VerifyAll uses a ring.
-const (
-	MinRingSockets = minRingSockets
-	MinRingBatch   = minRingBatch
-)
+// MinRingSockets is the number of system calls' worth of descriptors
+// declared sockets from which VerifyAll uses a ring.
+const MinRingSockets = minRingSockets
 
-// VerifyAllFrom is VerifyAll with the ring used from ringMin descriptors
-// of either class (0: always; a larger number than the batch: never),
-// reporting the paths taken.
+// VerifyAllFrom is VerifyAll with the ring used from ringMin system calls'
+// worth of sockets (0: always; more than the batch's: never), reporting
+// the paths taken.
 func VerifyAllFrom(fds []int, want []Kind, ringMin int) (int, PathStats, error) {
-	return verifyAllStats(fds, want, ringMins{ringMin, ringMin})
+	return verifyAllStats(fds, want, ringMin)
 }
 
 // VerifyAllPaths is VerifyAll, reporting the paths taken.
 func VerifyAllPaths(fds []int, want []Kind) (int, PathStats, error) {
-	return verifyAllStats(fds, want, ringMins{minRingSockets, minRingBatch})
+	return verifyAllStats(fds, want, minRingSockets)
 }
 
-func verifyAllStats(fds []int, want []Kind, mins ringMins) (int, PathStats, error) {
+func verifyAllStats(fds []int, want []Kind, minRing int) (int, PathStats, error) {
 	var st pathStats
-	i, err := verifyAllFrom(fds, want, mins, &st)
+	i, err := verifyAllFrom(fds, want, minRing, &st)
 	return i, PathStats{st.oneCall, st.each, st.ring, st.behind, st.ringErr}, err
 }

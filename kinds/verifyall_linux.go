@@ -24,9 +24,14 @@ import (
 // socket options that name a socket's kind are read for hundreds of
 // descriptors per system call, at about a tenth of a microsecond each.
 // Where io_uring is missing or refused (older kernels, seccomp profiles
-// that forbid it), or for a descriptor it cannot answer for (namespace
-// handles, empty files, anonymous inodes), the descriptor gets the
-// one-at-a-time check instead; the answer is the same either way.
+// that forbid it), or for a descriptor declared a socket that is not one,
+// the descriptor gets the one-at-a-time check instead; the answer is the
+// same either way. Descriptors of the other kinds (files, directories,
+// devices, namespaces) are always checked one at a time: they need a
+// statx each, which io_uring hands to a worker thread, and on a 2-core
+// virtual machine a ring took 1.17-1.41x the time of one at a time (on
+// every processor) for 1,024 regular files, 0.96-1.22x for 4,096 and
+// 0.94-1.15x for 10,000 (BenchmarkVerifyAllCold, 3 runs): it never won.
 
 // minRingSockets is the number of system calls that checking the
 // descriptors declared sockets one at a time would take, from which they
@@ -56,20 +61,6 @@ func socketCalls(k Kind) int {
 	return len(sockOpts)
 }
 
-// minRingBatch is the number of descriptors of the other kinds (files,
-// directories, devices, namespaces) from which they are checked through a
-// ring. They need a statx each, which io_uring always hands to a worker
-// thread, and the kernel starts such workers for a thread new to io_uring:
-// that costs as much as a few hundred one-at-a-time checks. On a 2-core
-// virtual machine, one at a time on every processor (BenchmarkVerifyAllCold,
-// 3 runs), the ring took 1.17-1.41x the time of one at a time at 1,024
-// regular files, 0.96-1.22x at 4,096 and 0.94-1.15x at 10,000.
-const minRingBatch = 8192
-
-// ringMins are the thresholds of a ring: in system calls for descriptors
-// declared sockets, in descriptors for the others.
-type ringMins struct{ sockets, others int }
-
 // sockOpts are the SOL_SOCKET options read for each socket, in order.
 var sockOpts = [4]int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL, unix.SO_ACCEPTCONN}
 
@@ -85,24 +76,22 @@ type pathStats struct {
 
 func verifyAll(fds []int, want []Kind) (int, error) {
 	var st pathStats
-	return verifyAllFrom(fds, want, ringMins{minRingSockets, minRingBatch}, &st)
+	return verifyAllFrom(fds, want, minRingSockets, &st)
 }
 
-// verifyAllFrom is verifyAll with the thresholds mins, recording the paths
-// taken in st.
-func verifyAllFrom(fds []int, want []Kind, mins ringMins, st *pathStats) (int, error) {
-	socks, calls := 0, 0
+// verifyAllFrom is verifyAll with the ring used from minRing system calls'
+// worth of sockets (see minRingSockets), recording the paths taken in st.
+func verifyAllFrom(fds []int, want []Kind, minRing int, st *pathStats) (int, error) {
+	calls := 0
 	for _, k := range want {
 		if k.IsSocket() {
-			socks++
 			calls += socketCalls(k)
 		}
 	}
-	ringSocks, ringOthers := calls >= mins.sockets, len(want)-socks >= mins.others
 	var each, ring []int
-	if ringSocks || ringOthers {
+	if calls >= minRing {
 		for i, k := range want {
-			if k.IsSocket() && ringSocks || !k.IsSocket() && ringOthers {
+			if k.IsSocket() {
 				ring = append(ring, i)
 			} else {
 				each = append(each, i)
@@ -231,7 +220,6 @@ var errRingFD = errors.New("kinds: the ring's descriptor number is in the batch"
 const (
 	ringEntries          = 1024 // SQEs per ring: 256 descriptors of 4 options
 	ioringOpUringCmd     = 46
-	ioringOpStatx        = 21
 	ioringOpRecv         = 27
 	socketOpGetsockopt   = 2
 	ioringSetupSubmitAll = 1 << 7
@@ -332,9 +320,6 @@ func ringSize(n int) uint32 {
 	return size
 }
 
-// emptyPath is the "" path of statx(fd, "", AT_EMPTY_PATH).
-var emptyPath = [1]byte{0}
-
 // submit queues n SQEs written by fill (which gets each SQE's index in the
 // batch and its bytes), submits them and waits for all their completions,
 // calling done with each completion's user data and result.
@@ -376,53 +361,35 @@ func sockAnswer(res int32) bool {
 	return res > 0
 }
 
-// probe fills, for the descriptors fds, their type (and size) in stx and,
-// for sockets, the four sockOpts. ok[i] says that descriptor i was answered
-// in full; the caller checks the others one at a time.
-func (r *ring) probe(fds []int, want []Kind, stx []unix.Statx_t, vals []int32, ok []bool) error {
+// probe fills, for the descriptors fds, all declared sockets, the four
+// sockOpts in vals. ok[i] says that descriptor i was answered in full; the
+// caller checks the others one at a time.
+func (r *ring) probe(fds []int, vals []int32, ok []bool) error {
 	// First make sure that socket commands go to sockets only: a
 	// SOCKET_URING_OP_GETSOCKOPT sent to a device would reach whatever
-	// command handler its driver has. A descriptor declared a socket is
-	// asked for a receive of no bytes that only peeks and does not wait
+	// command handler its driver has. Each descriptor is asked for a
+	// receive of no bytes that only peeks and does not wait
 	// (IORING_OP_RECV, MSG_PEEK|MSG_DONTWAIT): io_uring answers it
-	// inline, without reading anything, in a tenth of a statx, which it
-	// always hands to a worker thread. Any other descriptor gets a statx.
+	// inline, without reading anything, and only a socket answers it.
 	var none [1]byte
 	err := r.submit(len(fds), func(j int, sqe []byte) {
+		sqe[0] = ioringOpRecv
 		putU32(sqe[4:], uint32(int32(fds[j])))
+		putU64(sqe[16:], uint64(uintptr(unsafe.Pointer(&none[0]))))
+		putU32(sqe[28:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		putU64(sqe[32:], uint64(j))
-		if want[j].IsSocket() {
-			sqe[0] = ioringOpRecv
-			putU64(sqe[16:], uint64(uintptr(unsafe.Pointer(&none[0]))))
-			putU32(sqe[28:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return
-		}
-		sqe[0] = ioringOpStatx
-		putU64(sqe[8:], uint64(uintptr(unsafe.Pointer(&stx[j]))))
-		putU64(sqe[16:], uint64(uintptr(unsafe.Pointer(&emptyPath[0]))))
-		putU32(sqe[24:], unix.STATX_TYPE|unix.STATX_SIZE)
-		putU32(sqe[28:], unix.AT_EMPTY_PATH)
 	}, func(ud uint64, res int32) {
-		if ud >= uint64(len(ok)) {
-			return
+		if ud < uint64(len(ok)) {
+			ok[ud] = sockAnswer(res)
 		}
-		if want[ud].IsSocket() {
-			stx[ud] = unix.Statx_t{}
-			if ok[ud] = sockAnswer(res); ok[ud] {
-				stx[ud].Mask, stx[ud].Mode = unix.STATX_TYPE, unix.S_IFSOCK
-			}
-			return
-		}
-		ok[ud] = res == 0 && stx[ud].Mask&unix.STATX_TYPE != 0
 	})
-	runtime.KeepAlive(stx)
 	runtime.KeepAlive(&none)
 	if err != nil {
 		return err
 	}
 	var socks []int // indexes into fds
 	for j := range fds {
-		if ok[j] && uint32(stx[j].Mode)&unix.S_IFMT == unix.S_IFSOCK {
+		if ok[j] {
 			socks = append(socks, j)
 			ok[j] = false // until every option has answered
 		}
@@ -462,14 +429,13 @@ func (r *ring) probe(fds []int, want []Kind, stx []unix.Statx_t, vals []int32, o
 func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
 	// One round covers chunk descriptors (see ringSize).
 	chunk := int(r.entries) / len(sockOpts)
-	stx := make([]unix.Statx_t, chunk)
 	vals := make([]int32, chunk*len(sockOpts))
 	ok := make([]bool, chunk)
 	for start := 0; start < len(fds); start += chunk {
 		part := fds[start:min(start+chunk, len(fds))]
 		clear(ok)
 		if st.ringErr == nil {
-			if err := r.probe(part, want[start:start+len(part)], stx, vals, ok); err != nil {
+			if err := r.probe(part, vals, ok); err != nil {
 				// The ring is no longer to be trusted: this
 				// chunk and the rest are checked one at a time.
 				clear(ok)
@@ -478,12 +444,7 @@ func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
 		}
 		for j, f := range part {
 			i := start + j
-			// Verify names no kind for an invalid declaration.
-			got, known := Invalid, ok[j] && want[i].Valid()
-			if known {
-				got, known = kindOf(&stx[j], vals[j*len(sockOpts):])
-			}
-			if !known {
+			if !ok[j] {
 				st.behind++
 				if err := Verify(f, want[i]); err != nil {
 					return i, err
@@ -491,7 +452,7 @@ func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
 				continue
 			}
 			st.ring++
-			if got != want[i] {
+			if got := kindOf(vals[j*len(sockOpts):]); got != want[i] {
 				return i, &MismatchError{Want: want[i], Got: got}
 			}
 		}
@@ -499,26 +460,13 @@ func (r *ring) verify(fds []int, want []Kind, st *pathStats) (int, error) {
 	return -1, nil
 }
 
-// kindOf names a descriptor's kind from its statx and, for a socket, its
-// socket options; known is false where that is not enough (an empty
-// regular file may be a namespace handle).
-func kindOf(stx *unix.Statx_t, v []int32) (k Kind, known bool) {
-	switch uint32(stx.Mode) & unix.S_IFMT {
-	case unix.S_IFSOCK:
-		proto := 0
-		if v[0] == unix.AF_INET || v[0] == unix.AF_INET6 || v[0] == unix.AF_SMC {
-			proto = int(v[2])
-		}
-		return classifySocket(int(v[0]), int(v[1]), proto, v[3] != 0), true
-	case unix.S_IFREG:
-		if stx.Mask&unix.STATX_SIZE != 0 && stx.Size > 0 {
-			return File, true
-		}
-		return Invalid, false
-	case unix.S_IFDIR, unix.S_IFIFO, unix.S_IFCHR:
-		return File, true
+// kindOf names a socket's kind from its four sockOpts.
+func kindOf(v []int32) Kind {
+	proto := 0
+	if v[0] == unix.AF_INET || v[0] == unix.AF_INET6 || v[0] == unix.AF_SMC {
+		proto = int(v[2])
 	}
-	return Invalid, false
+	return classifySocket(int(v[0]), int(v[1]), proto, v[3] != 0)
 }
 
 func putU32(b []byte, v uint32) { binary.NativeEndian.PutUint32(b, v) }

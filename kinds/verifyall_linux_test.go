@@ -368,8 +368,8 @@ func socketKinds(tb testing.TB) []maker {
 	}
 }
 
-// otherKinds opens descriptors of the other kinds the ring can answer for:
-// a regular file, a directory and a character device.
+// otherKinds opens descriptors of kinds other than sockets: a regular
+// file, a directory and a character device.
 func otherKinds(tb testing.TB) []maker {
 	dir := tb.TempDir()
 	file := filepath.Join(dir, "f")
@@ -380,7 +380,7 @@ func otherKinds(tb testing.TB) []maker {
 }
 
 // ringKinds opens descriptors of every kind VerifyAll reads through the
-// ring and can answer for there.
+// ring (the sockets) and of the others.
 func ringKinds(tb testing.TB) []maker {
 	return append(socketKinds(tb), otherKinds(tb)...)
 }
@@ -456,19 +456,16 @@ func interleave(a []int, ak []kinds.Kind, b []int, bk []kinds.Kind) ([]int, []ki
 // TestVerifyAllPath shows which path VerifyAll takes: descriptors declared
 // sockets through the ring once checking them one at a time would take
 // MinRingSockets system calls (one per TCP or UDP socket, four per other
-// socket), those of other kinds from MinRingBatch of them, each class one
-// at a time below its threshold, whatever the other class does.
+// socket), one at a time below that; descriptors of other kinds one at a
+// time, however many.
 func TestVerifyAllPath(t *testing.T) {
 	checkLeaks(t)
 	needRing(t)
 	tcpFDs, tcpWant := ownedBatch(t, kinds.MinRingSockets, makeInet(unix.SOCK_STREAM, true, kinds.TCPListener), makeInet(unix.SOCK_DGRAM, false, kinds.UDP))
 	unixFDs, unixWant := ownedBatch(t, kinds.MinRingSockets/4, makeListener(unix.SOCK_STREAM), makePair(unix.SOCK_SEQPACKET, kinds.UnixConn))
 	sockFDs, sockWant := interleave(tcpFDs, tcpWant, unixFDs, unixWant)
-	otherFDs, otherWant := ownedBatch(t, kinds.MinRingBatch, otherKinds(t)...)
-	const (
-		calls  = kinds.MinRingSockets
-		others = kinds.MinRingBatch
-	)
+	otherFDs, otherWant := ownedBatch(t, 1024, otherKinds(t)...)
+	const calls = kinds.MinRingSockets
 	type batch struct {
 		fds  []int
 		want []kinds.Kind
@@ -483,35 +480,29 @@ func TestVerifyAllPath(t *testing.T) {
 		return batch{f, w}
 	}
 	for _, tc := range []struct {
-		name         string
-		socks        batch
-		others       int
-		ringS, ringO bool
+		name   string
+		socks  batch
+		others int
+		ring   bool
 	}{
-		{"TCP and UDP just under", tcp(calls - 1), others - 1, false, false},
-		{"TCP and UDP at", tcp(calls), others - 1, true, false},
-		{"unix just under", unixs(calls/4 - 1), others - 1, false, false},
-		{"unix at", unixs(calls / 4), others - 1, true, false},
-		{"mixed just under", mixed(calls - 1), others - 1, false, false},
-		{"mixed at", mixed(calls), 0, true, false},
-		{"others at", mixed(calls - 1), others, false, true},
-		{"both at", batch{sockFDs, sockWant}, others, true, true},
+		{"TCP and UDP just under", tcp(calls - 1), 0, false},
+		{"TCP and UDP at", tcp(calls), 0, true},
+		{"unix just under", unixs(calls/4 - 1), 0, false},
+		{"unix at", unixs(calls / 4), 0, true},
+		{"mixed just under", mixed(calls - 1), len(otherFDs), false},
+		{"mixed at", mixed(calls), len(otherFDs), true},
+		{"all", batch{sockFDs, sockWant}, len(otherFDs), true},
 	} {
 		fds, want := interleave(otherFDs[:tc.others], otherWant[:tc.others], tc.socks.fds, tc.socks.want)
 		i, st, err := kinds.VerifyAllPaths(fds, want)
 		if i != -1 || err != nil {
 			t.Fatalf("%s: %d sockets and %d others: VerifyAll = %d, %v", tc.name, len(tc.socks.fds), tc.others, i, err)
 		}
-		var w kinds.PathStats
-		for _, c := range []struct {
-			want []kinds.Kind
-			ring bool
-		}{{tc.socks.want, tc.ringS}, {otherWant[:tc.others], tc.ringO}} {
-			if c.ring {
-				w.Ring += len(c.want)
-				continue
-			}
-			e := eachStats(c.want)
+		w := eachStats(otherWant[:tc.others])
+		if tc.ring {
+			w.Ring = len(tc.socks.want)
+		} else {
+			e := eachStats(tc.socks.want)
 			w.OneCall += e.OneCall
 			w.Each += e.Each
 		}
@@ -584,32 +575,23 @@ func TestVerifyAllPath(t *testing.T) {
 		t.Errorf("seqpacket message after the ring: %q, %v", buf[:n], err)
 	}
 
-	// Descriptors the ring cannot name are checked one at a time behind
-	// it: namespace handles and empty files (nsfs, pidfs and real empty
-	// files all look alike to statx) and anonymous inodes.
-	ns, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	empty, err := os.Create(filepath.Join(t.TempDir(), "empty"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer empty.Close()
+	// A descriptor declared a socket that is not one fails the ring's
+	// probe and is checked one at a time behind it, with Verify's answer.
 	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(ev)
-	fds = append([]int{int(ns.Fd()), int(empty.Fd()), ev}, otherFDs[:kinds.MinRingBatch-3]...)
-	want = append([]kinds.Kind{kinds.NetNS, kinds.File, kinds.Other}, otherWant[:kinds.MinRingBatch-3]...)
+	pos := len(sockFDs) / 2
+	fds = slices.Insert(slices.Clone(sockFDs), pos, ev)
+	want = slices.Insert(slices.Clone(sockWant), pos, kinds.UnixConn)
+	wi, werr := verifyEach(fds, want)
 	i, st, err := kinds.VerifyAllPaths(fds, want)
-	if i != -1 || err != nil {
-		t.Fatalf("with a namespace handle, an empty file and an eventfd: VerifyAll = %d, %v", i, err)
+	if i != pos || wi != pos || !sameError(err, werr) {
+		t.Fatalf("an eventfd declared a unix connection at %d: VerifyAll = %d, %v; Verify one at a time: %d, %v", pos, i, err, wi, werr)
 	}
-	if w := (kinds.PathStats{Ring: kinds.MinRingBatch - 3, Behind: 3}); st != w {
-		t.Errorf("with a namespace handle, an empty file and an eventfd: paths %+v, want %+v", st, w)
+	if w := (kinds.PathStats{Ring: pos, Behind: 1}); st != w {
+		t.Errorf("an eventfd declared a unix connection at %d: paths %+v, want %+v", pos, st, w)
 	}
 }
 
@@ -618,16 +600,17 @@ func TestVerifyAllPath(t *testing.T) {
 // checked one at a time, with the same answers.
 func TestVerifyAllRingRefused(t *testing.T) {
 	checkLeaks(t)
-	fds, want := ownedRingBatch(t, 2*kinds.MinRingBatch)
+	const n = kinds.MinRingSockets
+	fds, want := ownedRingBatch(t, 2*n)
 	bad := slices.Clone(want)
-	bad[kinds.MinRingBatch] = kinds.UDP
-	if want[kinds.MinRingBatch] == kinds.UDP {
-		bad[kinds.MinRingBatch] = kinds.TCPListener
+	bad[n] = kinds.UDP
+	if want[n] == kinds.UDP {
+		bad[n] = kinds.TCPListener
 	}
 	wi, werr := verifyEach(fds, bad)
 	var wme *kinds.MismatchError
-	if wi != kinds.MinRingBatch || !errors.As(werr, &wme) {
-		t.Fatalf("Verify one at a time: %d, %v; want %d and a mismatch", wi, werr, kinds.MinRingBatch)
+	if wi != n || !errors.As(werr, &wme) {
+		t.Fatalf("Verify one at a time: %d, %v; want %d and a mismatch", wi, werr, n)
 	}
 
 	// Fill every free descriptor number below the highest open one and
@@ -673,8 +656,8 @@ func TestVerifyAllRingRefused(t *testing.T) {
 	}
 	// Every descriptor up to the one declared wrong is checked one at a
 	// time.
-	if !errors.Is(bst.RingErr, unix.EMFILE) || bst.Each+bst.OneCall < kinds.MinRingBatch+1 || bst.Ring != 0 || bst.Behind != 0 {
-		t.Errorf("one declared wrong: paths %+v; want %d or more one at a time, the ring refused with EMFILE", bst, kinds.MinRingBatch+1)
+	if !errors.Is(bst.RingErr, unix.EMFILE) || bst.Each+bst.OneCall < n+1 || bst.Ring != 0 || bst.Behind != 0 {
+		t.Errorf("one declared wrong: paths %+v; want %d or more one at a time, the ring refused with EMFILE", bst, n+1)
 	}
 }
 
@@ -684,14 +667,15 @@ func TestVerifyAllRingRefused(t *testing.T) {
 func TestVerifyAllClosedNumber(t *testing.T) {
 	checkLeaks(t)
 	needRing(t)
-	fds, want := ownedRingBatch(t, kinds.MinRingBatch)
+	const n = kinds.MinRingSockets
+	fds, want := ownedRingBatch(t, n)
 	// The lowest free number: the next descriptor opened gets it.
 	free, err := unix.FcntlInt(uintptr(fds[0]), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	unix.Close(free)
-	for _, pos := range []int{0, kinds.MinRingBatch / 2, kinds.MinRingBatch} {
+	for _, pos := range []int{0, n / 2, n} {
 		for _, k := range []kinds.Kind{kinds.UnixConn, kinds.File, kinds.TCPConn} {
 			f := slices.Insert(slices.Clone(fds), pos, free)
 			w := slices.Insert(slices.Clone(want), pos, k)
