@@ -94,6 +94,7 @@ func (p *Process) runUpgrade(ctx context.Context, u *upgradeRun) error {
 		// so that the listeners do not take what they free. The
 		// successor is what relieves such a process.
 		if release, ok := p.useSpares(); ok {
+			p.log.Warn("graceful: upgrade: out of descriptors; starting the successor on the spare ones, accepts held", slog.Any("error", err))
 			endHold = release
 			cmd, tail, err = p.startSuccessor(u)
 		}

@@ -336,6 +336,9 @@ func TestContainerFlood(t *testing.T) {
 	if n := ns.Count("rollback"); n != 0 {
 		t.Errorf("%d rollbacks", n)
 	}
+	if n := ns.Count("spares"); n != 1 {
+		t.Errorf("the successor started on the spare descriptors %d times, want once: the server did not run out", n)
+	}
 	endContainer(t, ns, pid1)
 }
 

@@ -31,6 +31,7 @@
 //	ready pid=1234 generation=2 inherited=true handoff=3.1ms addr=127.0.0.1:3333
 //	late pid=1234 moved=3   (connections busy at the takeover moved after their response)
 //	rollback pid=1234 successor=1240 error="..."   (a successor failed; this one serves on)
+//	spares pid=1234   (out of descriptors, it starts its successor on its spare ones)
 //	failing pid=1240 generation=3   (with -fail-before-ready, before it exits with status 3)
 //	exit pid=1234 served=5120
 package main
@@ -56,10 +57,12 @@ import (
 )
 
 // Messages a Process reports to its Logger: a successor failed and it
-// serves on; connections busy at the takeover moved after it.
+// serves on; connections busy at the takeover moved after it; out of
+// descriptors, it starts its successor on its spare ones.
 const (
-	rolledBack = "graceful: handoff rolled back; still serving"
-	movedLate  = "graceful: connections moved after the takeover"
+	rolledBack   = "graceful: handoff rolled back; still serving"
+	movedLate    = "graceful: connections moved after the takeover"
+	spareUpgrade = "graceful: upgrade: out of descriptors; starting the successor on the spare ones, accepts held"
 )
 
 // maxSlow bounds the delay /slow?ms= asks for.
@@ -216,8 +219,9 @@ wait:
 }
 
 // events prints a "rollback" line for each rollback the Process reports
-// to its Logger and a "late" line for each takeover after which busy
-// connections moved, and passes every report on to next, if set.
+// to its Logger, a "late" line for each takeover after which busy
+// connections moved and a "spares" line for each successor started on the
+// spare descriptors, and passes every report on to next, if set.
 type events struct {
 	next  slog.Handler
 	attrs []slog.Attr // added with WithAttrs: the successor's pid
@@ -237,6 +241,9 @@ func (h events) Handle(ctx context.Context, r slog.Record) error {
 			return true
 		})
 		fmt.Printf("late pid=%d moved=%s\n", os.Getpid(), moved)
+	}
+	if r.Message == spareUpgrade {
+		fmt.Printf("spares pid=%d\n", os.Getpid())
 	}
 	if r.Message == rolledBack {
 		successor, reason := "", ""
