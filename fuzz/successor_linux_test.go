@@ -49,7 +49,9 @@ const (
 // connection has unread bytes) and then DONE, with the connections of the
 // migration in MigratedConns; every error matches a graceful sentinel; the
 // successor says HELLO, then READY (with the features agreed), then
-// ADOPTED (with the count) and nothing else on success; and once the
+// CAPACITY if the OFFER offered FeatureCapacity with a migration (how many
+// connections it takes: MaxMigrated, or what fits under its descriptor
+// limit), then ADOPTED (with the count) and nothing else on success; and once the
 // Process is closed the open-descriptor count is where it was. With a
 // stall, a timeout may end either side early.
 func FuzzHandoffSuccessor(f *testing.F) {
@@ -101,8 +103,8 @@ const (
 //	stepOffer: a byte of fields (bits 0-1 features: FeatureMigrate,
 //	  FeatureStreamConns; bit 2 an unknown feature too; bits 3-4 the
 //	  version, 1, 1, 2 or 0; bit 5 the item count is given in a byte
-//	  rather than counted), the number of items (mod 6), an item choice
-//	  byte each, then the count if given.
+//	  rather than counted; bit 6 FeatureCapacity), the number of items
+//	  (mod 6), an item choice byte each, then the count if given.
 //	stepConns: a byte laid out as readMigration's CONNS op, then the batch
 //	  as readConns reads it.
 //	stepDone: a features byte.
@@ -125,6 +127,9 @@ func readSuccessorScript(socks *sockets, script []byte) []succStep {
 			st.features = uint32(fb & 3)
 			if fb&4 != 0 {
 				st.features |= 1 << 7
+			}
+			if fb&0x40 != 0 {
+				st.features |= handoffmsg.FeatureCapacity
 			}
 			st.version = [...]uint16{1, 1, 2, 0}[fb>>3&3]
 			n := int(r.byte() % 6)
@@ -189,6 +194,8 @@ type succOutcome struct {
 	features  uint32
 	migrate   bool // both sides agreed to migrate
 	stream    bool
+	capacity  bool   // and on CAPACITY: the successor says how many it takes
+	most      int    // how many, if the model knows (else any from 1)
 	conns     int    // migrated in
 	why       string // of the failure
 	stalled   bool   // a stall was reached
@@ -199,7 +206,7 @@ func successorModel(steps []succStep, cfg byte) succOutcome {
 	var out succOutcome
 	var ours uint32
 	if cfg&succMigrate != 0 {
-		ours = handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns
+		ours = handoffmsg.FeatureMigrate | handoffmsg.FeatureStreamConns | handoffmsg.FeatureCapacity
 	}
 	next := func(i int, what string) (handoffmsg.Message, bool) {
 		if i >= len(steps) {
@@ -257,6 +264,15 @@ func successorModel(steps []succStep, cfg byte) succOutcome {
 		out.features = handoffmsg.FeatureMigrate
 		if out.stream {
 			out.features |= handoffmsg.FeatureStreamConns
+		}
+		// The successor takes what fits under its descriptor limit and
+		// MaxMigrated: here far more than a script can send, or the
+		// small MaxMigrated, which bounds the migration anyway.
+		if out.capacity = both&handoffmsg.FeatureCapacity != 0; out.capacity {
+			out.features |= handoffmsg.FeatureCapacity
+			if cfg&succSmall != 0 {
+				out.most = smallMaxConns
+			}
 		}
 	}
 	i := 1
@@ -424,6 +440,12 @@ func checkSuccessorSaid(said []handoffmsg.Message, want succOutcome, newErr, rea
 		return nil
 	}
 	rest := said[2:]
+	if want.capacity {
+		if len(rest) == 0 || rest[0].Type != handoffmsg.MsgCapacity || rest[0].Items < 1 || want.most > 0 && int(rest[0].Items) != want.most {
+			return fmt.Errorf("the successor said %+v after READY; CAPACITY (%d, or any from 1 if 0) was due", rest, want.most)
+		}
+		rest = rest[1:]
+	}
 	if want.migrate {
 		if len(rest) == 0 || rest[0].Type != handoffmsg.MsgAdopted || int(rest[0].Items) != migrated {
 			return fmt.Errorf("the successor said %+v after READY; ADOPTED %d was due", rest, migrated)
@@ -630,10 +652,12 @@ func successorSeeds() []scriptSeed {
 		fV2      = 2 << 3
 		fV0      = 3 << 3
 		fCount   = 0x20
+		fCap     = 0x40
 	)
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	offer := offerStep(0, offerOwnHandoff, offerTCP)
 	offerMig := offerStep(fMigrate|fStream, offerOwnHandoff, offerTCP, offerUDP, offerFile)
+	offerCap := offerStep(fMigrate|fStream|fCap, offerOwnHandoff, offerTCP)
 	done := []byte{stepDone, 0}
 	doneMig := []byte{stepDone, handoffmsg.FeatureMigrate}
 	tcp := conn(itTCP|lblTCP, "state", "GET /")
@@ -652,6 +676,10 @@ func successorSeeds() []scriptSeed {
 		{name: "migration-not-offered", script: cat(offer, done), cfg: []byte{succMigrate}},
 		{name: "migration-http-unread", script: cat(offerMig, conns(opConns, nil, httpBusy), doneMig), cfg: []byte{succMigrate}},
 		{name: "migration-limit", script: cat(offerMig, conns(opConns, nil, tcp, tcp, tcp, tcp), doneMig), cfg: []byte{succMigrate | succSmall}},
+		{name: "migration-capacity", script: cat(offerCap, conns(opConns, nil, tcp, tcp), doneMig), cfg: []byte{succMigrate | succSmall}, add: true},
+		{name: "migration-capacity-exceeded", script: cat(offerCap, conns(opConns, nil, tcp, tcp, tcp, tcp), doneMig), cfg: []byte{succMigrate | succSmall}},
+		{name: "migration-capacity-roomy", script: cat(offerCap, conns(opTotalMore, nil, tcp), conns(opConns, nil, tcp), doneMig), cfg: []byte{succMigrate}},
+		{name: "capacity-not-wanted-here", script: cat(offerCap, done)},
 		{name: "migration-done-early", script: cat(offerMig, conns(opTotalByte, []byte{2}, tcp), doneMig), cfg: []byte{succMigrate}},
 		{name: "migration-stall", script: cat(offerMig, conns(opTotalByte, []byte{2}, tcp), []byte{stepStall}), cfg: []byte{succMigrate}},
 		{name: "hang-up-at-once", script: nil, add: true},
