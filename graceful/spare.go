@@ -1,6 +1,9 @@
 package graceful
 
-import "sync"
+import (
+	"net"
+	"sync"
+)
 
 // A process out of descriptors, a flood of connections holding them all,
 // must still hand over: that is what relieves it. What a handoff needs
@@ -58,7 +61,9 @@ var acceptNow = func() chan struct{} {
 // accept; an accept loop of the application's own should too (receive
 // from the channel, then Accept): otherwise, under a flood of
 // connections, what it accepts can take the room the handoff needs, and
-// the takeover fails and rolls back.
+// the takeover fails and rolls back. An accept loop the application does
+// not own (grpc.Server's Serve, a framework's) gets the wait from
+// WaitListener.
 func (p *Process) AcceptWait() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -66,6 +71,36 @@ func (p *Process) AcceptWait() <-chan struct{} {
 		return p.acceptHold
 	}
 	return acceptNow
+}
+
+// WaitListener returns ln with an Accept that first waits for AcceptWait,
+// for an accept loop the application does not own: serve with
+// grpcServer.Serve(p.WaitListener(ln)), say. Closing it closes ln, and
+// ends a wait in Accept, which then returns ln's error for a closed
+// listener. Only Accept and Close differ from ln's; the value is not a
+// *net.TCPListener.
+func (p *Process) WaitListener(ln net.Listener) net.Listener {
+	return &waitListener{Listener: ln, p: p, closed: make(chan struct{})}
+}
+
+type waitListener struct {
+	net.Listener
+	p      *Process
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *waitListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.p.AcceptWait():
+	case <-l.closed:
+	}
+	return l.Listener.Accept()
+}
+
+func (l *waitListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 // useSpares holds accepts and closes the spare descriptors. ok is false,

@@ -2,8 +2,10 @@ package graceful
 
 import (
 	"errors"
+	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/internal/fdtest"
@@ -105,5 +107,86 @@ func TestWithSpares(t *testing.T) {
 	calls = 0
 	if err := p.withSpares(func() error { calls++; return syscall.ENFILE }); !errors.Is(err, syscall.ENFILE) || calls != 1 || held(p) {
 		t.Errorf("no spares: %v after %d calls, held %t; want ENFILE after 1, not held", err, calls, held(p))
+	}
+}
+
+// TestWaitListener: Accept waits while accepts are held and goes on when
+// they are released; Close ends a wait with the listener's own error for
+// a closed listener.
+func TestWaitListener(t *testing.T) {
+	fdtest.CheckLeaks(t)
+	p := &Process{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := p.WaitListener(ln)
+	defer wl.Close()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	accept := func() chan accepted {
+		ch := make(chan accepted, 1)
+		go func() {
+			c, err := wl.Accept()
+			ch <- accepted{c, err}
+		}()
+		return ch
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	// Not held: at once.
+	c := dial()
+	defer c.Close()
+	select {
+	case a := <-accept():
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		a.c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept did not return with accepts not held")
+	}
+
+	// Held: a connection waits in the backlog until the release.
+	release := p.holdAccepts()
+	c2 := dial()
+	defer c2.Close()
+	got := accept()
+	select {
+	case a := <-got:
+		t.Fatalf("Accept returned (%v, %v) while accepts were held", a.c, a.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		a.c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept did not return once accepts were released")
+	}
+
+	// Held, then closed: the wait ends.
+	release = p.holdAccepts()
+	defer release()
+	got = accept()
+	wl.Close()
+	select {
+	case a := <-got:
+		if !errors.Is(a.err, net.ErrClosed) {
+			t.Fatalf("Accept after Close: %v, want net.ErrClosed", a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a held Accept")
 	}
 }

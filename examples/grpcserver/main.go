@@ -6,8 +6,11 @@
 //	go run . -listen 127.0.0.1:4444 &
 //	go run . -listen 127.0.0.1:4444 &   # takes over; the first one exits
 //
-// The recipe: serve grpc-go on the listener Process.Listen returns, and
-// call GracefulStop once Exit is closed. gRPC connections are HTTP/2: they
+// The recipe: serve grpc-go on the listener Process.Listen returns,
+// wrapped with Process.WaitListener (grpc-go owns the accept loop: the
+// wrapper pauses it while a handoff needs the room that accepting would
+// take, under a flood of connections), and call GracefulStop once Exit is
+// closed. gRPC connections are HTTP/2: they
 // do not migrate. GracefulStop sends each client GOAWAY (in two steps, so
 // that no RPC the client started meanwhile is refused), lets the RPCs and
 // streams in hand finish here, and returns once they have; the clients
@@ -72,7 +75,7 @@ func run(sock, addr string, stop time.Duration) error {
 	srv := grpc.NewServer(grpc.ForceServerCodec(Codec{}))
 	srv.RegisterService(&EchoService, echo{prefix: []byte("gen=" + strconv.FormatUint(gen, 10) + " ")})
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(p.WaitListener(ln)) }()
 	if err := p.Ready(); err != nil {
 		return err
 	}
