@@ -104,8 +104,9 @@ func verifyAllFrom(fds []int, want []Kind, minRing int, st *pathStats) (int, err
 		first, ferr = verifyEach(fds, want, len(want), func(p int) int { return p }, st)
 	} else {
 		first, ferr = verifyEach(fds, want, len(each), func(p int) int { return each[p] }, st)
-		// Only those before the first failure one at a time: a failure
-		// among them comes first.
+		// Of the sockets for the ring, only those before the first
+		// failure found one at a time: a failure among them comes
+		// first.
 		if ferr != nil {
 			n, _ := slices.BinarySearch(ring, first)
 			ring = ring[:n]
