@@ -4,11 +4,14 @@ package graceful_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fdpass/fdpass/fd"
 	"github.com/fdpass/fdpass/graceful"
@@ -25,8 +28,29 @@ func systemdFull() error {
 		return err
 	}
 	defer p.Close()
+	// Ready starts, in the background, a duplicate of the handoff
+	// listener for the next successor and the handoff accept loop's
+	// reserve descriptor (/dev/null): wait for both, or they would take
+	// the number freed below.
+	socks, nulls, err := openKinds()
+	if err != nil {
+		return err
+	}
 	if err := p.Ready(); err != nil {
 		return err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s, n, err := openKinds()
+		if err != nil {
+			return err
+		}
+		if s > socks && n > nulls {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after Ready: %d sockets and %d /dev/null open, want more than %d and %d", s, n, socks, nulls)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	n, err := fd.Count()
 	if err != nil {
@@ -65,6 +89,26 @@ func systemdFull() error {
 	}
 	say("full pid=%d ino=%d", os.Getpid(), id.Ino)
 	return p.Close()
+}
+
+// openKinds counts the process's open sockets and descriptors of
+// /dev/null.
+func openKinds() (sockets, nulls int, err error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, e := range ents {
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		switch {
+		case err != nil:
+		case strings.HasPrefix(l, "socket:"):
+			sockets++
+		case l == os.DevNull:
+			nulls++
+		}
+	}
+	return sockets, nulls, nil
 }
 
 // TestSystemdStoreFull: a socket made after Ready is stored, and STOPPING=1
