@@ -17,11 +17,13 @@
 //     kinds and counts sent with raw sendmsg(2) over a socketpair, received
 //     with unixmsg.Conn; every Receive yields an error or a valid batch, and
 //     the process's open-descriptor count comes back to where it started.
-//   - FuzzVerifyAll (Linux): kinds.VerifyAll on batches of 1,024 to 4,095
-//     descriptors of the kinds it reads through io_uring, with TCP and UDP
-//     ones between them (through the ring too once they are many), some declared wrongly and some numbers not open;
-//     it answers as kinds.Verify does one descriptor at a time, and no
-//     descriptor is left open.
+//   - FuzzVerifyAll (Linux): kinds.VerifyAll on batches of 1,024 to 8,192
+//     descriptors: sockets (read through io_uring once they take 4,096
+//     system calls' worth, checked one at a time below that), files,
+//     directories, devices and namespaces (one at a time, spread over the
+//     goroutines), with TCP and UDP sockets between them, some declared
+//     wrongly and some numbers not open; it answers as kinds.Verify does
+//     one descriptor at a time, and no descriptor is left open.
 //   - FuzzParseControl: wire.ParseControl on arbitrary control buffers.
 //   - FuzzHandoffMessage: the graceful handoff-message parser, with a
 //     parse, append, parse round trip; every message type, UPGRADE and

@@ -65,9 +65,10 @@ type vaEntry struct {
 	kind kinds.Kind
 }
 
-// vaPools opens the descriptors that batches are made of: ring are sockets
-// of the kinds VerifyAll reads through the ring and descriptors of other
-// kinds, one of TCP and UDP.
+// vaPools opens the descriptors that batches are made of: ring holds
+// sockets other than TCP and UDP (four calls each one at a time, through
+// the ring in large batches) and descriptors that are not sockets, one
+// holds TCP and UDP sockets.
 // The returned function closes them all.
 func vaPools(dir string) (ring, one []vaEntry, closeAll func(), err error) {
 	var opened []int
@@ -291,11 +292,11 @@ func verifyAllSeeds() []verifyAllSeed {
 	// 19 a number not open; with bit 7, bits 4-6 pick 0 TCP listener, 1-2
 	// TCP conns, 3 UDP.
 	seq := func(b ...byte) []byte { return b }
-	all := make([]byte, 19) // every ring kind but the number not open
+	all := make([]byte, 19) // every kind of the pool but the number not open
 	for i := range all {
 		all[i] = byte(i)
 	}
-	named := seq(0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12) // the ring names them all
+	named := seq(0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12) // unix sockets, a file, a directory, a device
 	withOne := make([]byte, len(named))
 	for i, b := range named {
 		withOne[i] = b | 0x80 | byte(i%4)<<4

@@ -393,14 +393,14 @@ func closeValues(vals []any) {
 // VerifyAll checks that each fds[i] is of kind want[i], as Verify does, and
 // returns the index of the first descriptor that is not, with its error, or
 // -1 and nil. One at a time, a TCP or UDP socket takes one getsockopt(2),
-// other kinds a few calls each; on Linux a batch that takes 512 calls or
-// more is checked on every processor at once. On Linux, where the kernel
-// allows it (Linux 6.7 and later), the descriptors declared sockets are
-// read through io_uring, hundreds per system call, when checking them one
-// at a time would take 4,096 system calls or more (one for each TCP or UDP
-// socket, four for each other socket). No descriptor is affected: a
-// socket's check through the ring peeks at no data (a receive of no
-// bytes).
+// other kinds a few calls each. On Linux, when the checks one at a time
+// take 512 system calls or more, they are spread over GOMAXPROCS
+// goroutines; and where the kernel allows it (Linux 6.7 and later), the
+// descriptors declared sockets are read through io_uring, hundreds per
+// system call, when checking them one at a time would take 4,096 system
+// calls or more (one for each TCP or UDP socket, four for each other
+// socket). No descriptor is affected: a socket's check through the ring
+// peeks at no data (a receive of no bytes).
 func VerifyAll(fds []int, want []Kind) (int, error) {
 	if len(want) != len(fds) {
 		return 0, fmt.Errorf("kinds: VerifyAll: %d descriptors, %d kinds", len(fds), len(want))

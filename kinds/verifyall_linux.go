@@ -68,7 +68,8 @@ var sockOpts = [4]int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL, unix.SO_AC
 // which path ran.
 type pathStats struct {
 	oneCall int   // TCP and UDP kinds one at a time: one getsockopt(2) each
-	each    int   // other kinds checked one at a time, no ring wanted
+	each    int   // every other kind one at a time: a few calls each
+	spread  int   // of oneCall and each, those checked on several goroutines
 	ring    int   // answered by the ring
 	behind  int   // given to the ring, then checked one at a time
 	ringErr error // why the ring was refused or stopped, if it was
@@ -140,7 +141,8 @@ func verifyCalls(k Kind) int {
 
 // verifyEach checks fds[at(p)] against want[at(p)] one at a time, for each
 // position p in [0, n) (at ascending), and returns the first failure, or
-// -1. Many are checked on every processor (spread).
+// -1. When they take minSpreadCalls system calls or more, the checks are
+// spread over GOMAXPROCS goroutines.
 func verifyEach(fds []int, want []Kind, n int, at func(int) int, st *pathStats) (int, error) {
 	calls := 0
 	for p := range n {
@@ -169,6 +171,9 @@ func verifyEach(fds []int, want []Kind, n int, at func(int) int, st *pathStats) 
 	})
 	st.oneCall += int(ones.Load())
 	st.each += int(others.Load())
+	if workers > 1 {
+		st.spread += int(ones.Load() + others.Load())
+	}
 	if err != nil {
 		return at(p), err
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -83,8 +84,16 @@ func mixedFDs(tb testing.TB, n int) ([]int, []kinds.Kind) {
 
 func TestVerifyAllAgreesWithVerify(t *testing.T) {
 	checkLeaks(t)
-	for _, n := range []int{5, 300, 1023, 1024, 3000} {
-		fds, want := mixedFDs(t, n)
+	all, allWant := mixedFDs(t, 3000)
+	// The sizes around the thresholds: one goroutine, spread over
+	// several, sockets through the ring.
+	spreadAt := sizeAt(allWant, false, kinds.MinSpreadCalls)
+	ringAt := sizeAt(allWant, true, kinds.MinRingSockets)
+	if ringAt > len(all) {
+		t.Fatalf("%d descriptors never take the ring", len(all))
+	}
+	for _, n := range []int{5, spreadAt - 1, spreadAt, ringAt - 1, ringAt, len(all)} {
+		fds, want := all[:n], allWant[:n]
 		what := fmt.Sprintf("n=%d, the detected kinds", n)
 		if i, err := verifyAllPaths(t, what, fds, want); err != nil || i != -1 {
 			t.Fatalf("%s: VerifyAll = %d, %v; want -1, nil", what, i, err)
@@ -118,6 +127,32 @@ func TestVerifyAllAgreesWithVerify(t *testing.T) {
 			}
 		}
 	}
+}
+
+// checkCalls is the number of system calls Verify takes for a descriptor
+// that is of the kind k it is declared: one getsockopt for TCP and UDP,
+// four socket options for other sockets, one for the other kinds.
+func checkCalls(k kinds.Kind) int {
+	if k.IsSocket() && k != kinds.TCPListener && k != kinds.TCPConn && k != kinds.UDP {
+		return 4
+	}
+	return 1
+}
+
+// sizeAt returns the least n for which checking want[:n] one at a time
+// takes min system calls or more (counting only the descriptors declared
+// sockets if socks is set), or len(want)+1 if none does.
+func sizeAt(want []kinds.Kind, socks bool, min int) int {
+	calls := 0
+	for i, k := range want {
+		if k.IsSocket() || !socks {
+			calls += checkCalls(k)
+		}
+		if calls >= min {
+			return i + 1
+		}
+	}
+	return len(want) + 1
 }
 
 // ringOK says whether this kernel can read socket options through
@@ -190,12 +225,17 @@ func TestVerifyAllRawSockets(t *testing.T) {
 	if len(fds) == 0 {
 		t.Skip("no raw sockets could be created")
 	}
-	// Pad to a size that takes the io_uring path (1,250 of ring kinds).
-	pad, padWant := mixedFDs(t, 2000)
+	// Pad to a size whose sockets VerifyAll reads through io_uring:
+	// 2,400 mixed descriptors take 4,500 calls' worth of sockets.
+	pad, padWant := mixedFDs(t, 2400)
 	all := append(append([]int(nil), fds...), pad...)
+	if n := sizeAt(append(slices.Clone(want), padWant...), true, kinds.MinRingSockets); n > len(all) {
+		t.Fatalf("%d descriptors do not take the ring", len(all))
+	}
 	for i := range fds {
-		// TCP and UDP are checked one call at a time; the other kinds
-		// go through the ring, whose answer must name the same kind.
+		// Declared TCP or UDP (one getsockopt one at a time) or a unix
+		// socket (four): the ring's answer and the one at a time must
+		// name the same kind.
 		for _, k := range []kinds.Kind{kinds.TCPListener, kinds.TCPConn, kinds.UDP, kinds.UnixConn, kinds.UnixDatagram} {
 			w := append(append([]kinds.Kind(nil), want...), padWant...)
 			w[i] = k
@@ -217,9 +257,10 @@ func TestVerifyAllRawSockets(t *testing.T) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// BenchmarkVerify checks 10,000 listener descriptors one system call at a
-// time (each) and with VerifyAll (all): TCP ones, which VerifyAll also
-// checks one at a time, and unix ones, which it reads through io_uring.
+// BenchmarkVerify checks 10,000 duplicates of one listener one at a time
+// (each: one getsockopt for TCP, four socket options for unix) and with
+// VerifyAll (all), which reads both through io_uring where the kernel
+// allows it (10,000 and 40,000 calls' worth of sockets).
 func BenchmarkVerify(b *testing.B) {
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -287,15 +328,21 @@ func makeListener(typ int) maker {
 }
 
 // eachStats is the paths of the descriptors declared want, all checked one
-// at a time.
+// at a time: on several goroutines if that takes MinSpreadCalls system
+// calls or more and GOMAXPROCS allows.
 func eachStats(want []kinds.Kind) kinds.PathStats {
 	var st kinds.PathStats
+	calls := 0
 	for _, k := range want {
-		if k == kinds.TCPListener || k == kinds.TCPConn || k == kinds.UDP {
+		if checkCalls(k) == 1 && k.IsSocket() {
 			st.OneCall++
 		} else {
 			st.Each++
 		}
+		calls += checkCalls(k)
+	}
+	if calls >= kinds.MinSpreadCalls && runtime.GOMAXPROCS(0) > 1 {
+		st.Spread = len(want)
 	}
 	return st
 }
@@ -485,6 +532,10 @@ func TestVerifyAllPath(t *testing.T) {
 		others int
 		ring   bool
 	}{
+		{"TCP and UDP under spreading", tcp(kinds.MinSpreadCalls - 1), 0, false},
+		{"TCP and UDP spread", tcp(kinds.MinSpreadCalls), 0, false},
+		{"others under spreading", tcp(0), kinds.MinSpreadCalls - 1, false},
+		{"others spread", tcp(0), kinds.MinSpreadCalls, false},
 		{"TCP and UDP just under", tcp(calls - 1), 0, false},
 		{"TCP and UDP at", tcp(calls), 0, true},
 		{"unix just under", unixs(calls/4 - 1), 0, false},
@@ -498,13 +549,9 @@ func TestVerifyAllPath(t *testing.T) {
 		if i != -1 || err != nil {
 			t.Fatalf("%s: %d sockets and %d others: VerifyAll = %d, %v", tc.name, len(tc.socks.fds), tc.others, i, err)
 		}
-		w := eachStats(otherWant[:tc.others])
+		w := eachStats(want)
 		if tc.ring {
-			w.Ring = len(tc.socks.want)
-		} else {
-			e := eachStats(tc.socks.want)
-			w.OneCall += e.OneCall
-			w.Each += e.Each
+			w = ringStats(want)
 		}
 		if st != w {
 			t.Errorf("%s (%d sockets, %d others): paths %+v, want %+v", tc.name, len(tc.socks.fds), tc.others, st, w)
@@ -707,38 +754,58 @@ func verifyEach(fds []int, want []kinds.Kind) (int, error) {
 
 // TestVerifyAllFirstOfMany: with several wrong declarations in a large
 // batch, VerifyAll names the first, whatever the kinds around it and
-// whichever path checks it. A position in quick is declared a TCP listener
-// or UDP socket (checked with one call), one in slow a unix socket
-// (checked through the ring).
+// whichever path checks it. The batch's sockets take more than
+// MinRingSockets calls' worth, so that every descriptor declared a socket
+// goes through the ring and every other one is checked one at a time
+// first: a position in tcp is declared a TCP listener or UDP socket, one
+// in unix a unix socket (both checked through the ring), one in other a
+// file or a network namespace (checked one at a time, spread over the
+// goroutines).
 func TestVerifyAllFirstOfMany(t *testing.T) {
 	checkLeaks(t)
 	const n = 4096
 	fds, want := mixedFDs(t, n)
-	for _, c := range []struct{ quick, slow []int }{
-		{quick: []int{3000}},
-		{quick: []int{3000, 100}},
-		{quick: []int{2000, 2001, 4095}},
-		{quick: []int{1, 1030, 2050, 3070}},
-		{quick: []int{4095}, slow: []int{7}},
-		{quick: []int{8, 3000}, slow: []int{9, 4000}},
-		{quick: []int{2500, 1200}, slow: []int{1300}},
+	if sizeAt(want, true, kinds.MinRingSockets) > n {
+		t.Fatalf("%d descriptors do not take the ring", n)
+	}
+	for _, c := range []struct{ tcp, unix, other []int }{
+		{tcp: []int{3000}},
+		{tcp: []int{3000, 100}},
+		{tcp: []int{2000, 2001, 4095}},
+		{tcp: []int{1, 1030, 2050, 3070}},
+		{tcp: []int{4095}, unix: []int{7}},
+		{tcp: []int{8, 3000}, unix: []int{9, 4000}},
+		{tcp: []int{2500, 1200}, unix: []int{1300}},
+		{other: []int{2000}},
+		{other: []int{3000, 5, 4095}},
+		{tcp: []int{1500}, other: []int{1501}},
+		{unix: []int{2600}, other: []int{2599}},
+		{tcp: []int{40}, unix: []int{41}, other: []int{3}},
+		{tcp: []int{700}, unix: []int{30}, other: []int{4000, 31}},
 	} {
 		declared := slices.Clone(want)
-		for _, pos := range c.quick {
+		for _, pos := range c.tcp {
 			declared[pos] = kinds.TCPListener
 			if want[pos] == kinds.TCPListener {
 				declared[pos] = kinds.UDP
 			}
 		}
-		for _, pos := range c.slow {
+		for _, pos := range c.unix {
 			declared[pos] = kinds.UnixConn
 			if want[pos] == kinds.UnixConn {
 				declared[pos] = kinds.UnixListener
 			}
 		}
-		what := fmt.Sprintf("%d descriptors, wrong at %v and %v", n, c.quick, c.slow)
+		for _, pos := range c.other {
+			declared[pos] = kinds.File
+			if want[pos] == kinds.File {
+				declared[pos] = kinds.NetNS
+			}
+		}
+		what := fmt.Sprintf("%d descriptors, wrong at %v, %v and %v", n, c.tcp, c.unix, c.other)
 		i, err := verifyAllPaths(t, what, fds, declared)
-		if first := slices.Min(append(slices.Clone(c.quick), c.slow...)); i != first || err == nil {
+		first := slices.Min(slices.Concat(c.tcp, c.unix, c.other))
+		if i != first || !errors.Is(err, kinds.ErrMismatch) {
 			t.Errorf("%s: VerifyAll = %d, %v; want %d and a mismatch", what, i, err, first)
 		}
 	}

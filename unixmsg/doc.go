@@ -32,10 +32,11 @@
 // Every frame is checked against [Limits] before anything is allocated for
 // it. The descriptors that arrive are counted against those announced, in
 // every message. Unless [Options].SkipVerify is set, each received
-// descriptor's real kind is checked against the kind its sender declared
-// (on Linux, large batches through io_uring where the kernel allows, many
-// descriptors per system call; small ones one at a time, TCP and UDP with
-// one getsockopt each: see kinds.VerifyAll). An error caused by the peer
+// descriptor's real kind is checked against the kind its sender declared,
+// one at a time (TCP and UDP with one getsockopt each), the checks of a
+// large batch spread over the processors; on Linux the sockets of a
+// large batch are read through io_uring where the kernel allows, many
+// descriptors per system call (see kinds.VerifyAll). An error caused by the peer
 // wraps one of the package's sentinel errors.
 //
 // # Sockets
