@@ -14,8 +14,11 @@ import (
 
 // spareFDs is how many descriptors a Process keeps in reserve: starting a
 // successor takes five at once (the pipe for its standard error, the one
-// for exec's errors, a pidfd), and a notification to systemd or the
-// duplicate of a listener one each.
+// for exec's errors, a pidfd); a notification to systemd (READY=1,
+// RELOADING=1, MAINPID=, STOPPING=1, FDSTOREREMOVE=1) one, its datagram
+// socket; storing a socket in systemd's descriptor store two (the
+// socket's duplicate and the notification's); the duplicate of a listener
+// for the next handoff one.
 const spareFDs = 8
 
 // holdAccepts holds accepts (AcceptWait) until the release it returns is

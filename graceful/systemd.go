@@ -165,7 +165,7 @@ func (p *Process) store(v any) {
 	// The duplicate, like the notification, may need the spare
 	// descriptors: a flood of connections may hold all the others.
 	var gone error
-	p.sdNotify("FDSTORE=1", func() error {
+	err = p.sdNotify("FDSTORE=1", func() error {
 		d, err := fd.Dup(v)
 		if outOfDescriptors(err) {
 			return err
@@ -182,7 +182,9 @@ func (p *Process) store(v any) {
 		p.log.Debug("graceful: socket closed before it was stored", slog.String("name", name), slog.Any("error", gone))
 		return
 	}
-	p.log.Debug("graceful: stored in the descriptor store", slog.String("name", name))
+	if err == nil {
+		p.log.Debug("graceful: stored in the descriptor store", slog.String("name", name))
+	}
 }
 
 // storeName returns the name under which the socket v is kept in the
@@ -218,11 +220,14 @@ func storeName(v any) (string, error) {
 // sdNotify sends a notification, on the spare descriptors if it must
 // (a flood of connections holds all the others: a READY=1 lost then
 // leaves systemctl reload waiting), and logs a failure; systemd's view of
-// the service is advisory to the Process, never a reason to stop serving.
-func (p *Process) sdNotify(what string, send func() error) {
-	if err := p.withSpares(send); err != nil {
+// the service is advisory to the Process, never a reason to stop serving:
+// the error returned is for the caller's logs only.
+func (p *Process) sdNotify(what string, send func() error) error {
+	err := p.withSpares(send)
+	if err != nil {
 		p.log.Warn("graceful: systemd notification failed", slog.String("state", what), slog.Any("error", err))
 	}
+	return err
 }
 
 // systemdHandoff marks the start of a handoff (RELOADING=1).

@@ -111,10 +111,12 @@ func openKinds() (sockets, nulls int, err error) {
 	return sockets, nulls, nil
 }
 
-// TestSystemdStoreFull: a socket made after Ready is stored, and STOPPING=1
-// sent, though every other descriptor number is taken: the duplicate that
-// goes to the store and each notification's socket come from the spare
-// descriptors the Process keeps.
+// TestSystemdStoreFull: a socket made after Ready is stored though every
+// other descriptor number is taken: the duplicate that goes to the store
+// and the notification's socket come from the spare descriptors the
+// Process keeps. STOPPING=1 is checked to arrive too, but it does not
+// need the spares here: Close has closed the handoff listener and its
+// accept loop's reserve by then, which frees numbers for it.
 func TestSystemdStoreFull(t *testing.T) {
 	restartCheckLeaks(t)
 	dir := t.TempDir()

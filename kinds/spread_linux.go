@@ -48,7 +48,7 @@ func spread(n, workers int, check func(lo, hi int) (int, error)) (int, error) {
 		wg.Go(func() {
 			for {
 				lo := int(next.Add(spreadRun)) - spreadRun
-				if lo >= n || int64(lo) > lowest.Load() {
+				if lo >= n || int64(lo) >= lowest.Load() {
 					return
 				}
 				i, err := check(lo, min(lo+spreadRun, n))
