@@ -40,8 +40,8 @@ type matchKey struct {
 // index finds the handoff listener in the OFFER b, takes it as p.ln, and
 // indexes the other items by what they are. On error b is the caller's to
 // close.
-func (p *Process) index(b *unixmsg.Batch) (*inheritance, error) {
-	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len()), ns: currentOwnNetNS()}
+func (p *Process) index(b *unixmsg.Batch, own ownNetNS) (*inheritance, error) {
+	in := &inheritance{batch: b, avail: make(map[matchKey][]int, b.Len()), ns: own}
 	handoff := -1
 	for i, it := range b.Items() {
 		k := matchKey{

@@ -265,7 +265,7 @@ func offerRun(o *offerPool, itemBytes, askBytes []byte) error {
 
 	p := &Process{opts: Options{Path: "@fdpass-fuzz-offer"}, log: slog.New(slog.DiscardHandler), ns: currentNetNS(),
 		exit: make(chan struct{}), closing: make(chan struct{})}
-	in, err := p.index(b)
+	in, err := p.index(b, currentOwnNetNS())
 	handoffs := 0
 	goodHandoff := false
 	for _, it := range items {

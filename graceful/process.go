@@ -164,14 +164,6 @@ func New(opts Options) (*Process, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With(slog.String("handoff", opts.Path))
-	// Listen matches sockets against this namespace: asking the kernel
-	// for the calling thread's on every call costs more than adopting
-	// the socket (a path lookup in /proc), and a process that serves
-	// another namespace says so with ListenInNetNS.
-	p.ns = currentNetNS()
-	// Before anything accepts: a successor started under a flood of
-	// connections may find none to spare later (spare.go).
-	p.spare.refill(spareFDs)
 	if err := p.initSystemd(); err != nil {
 		p.spare.release()
 		return nil, err
@@ -228,6 +220,7 @@ func (p *Process) start() (*Process, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.setUp(false)
 		p.ln = ln
 		p.gen = 1
 		p.owner = true
@@ -238,6 +231,28 @@ func (p *Process) start() (*Process, error) {
 }
 
 const maxAttempts = 5
+
+// setUp does what New needs done whatever the predecessor sends: a
+// successor does it while its predecessor prepares the OFFER, which takes
+// longer. It takes the spare descriptors, before anything accepts (a
+// successor started under a flood of connections may find none to spare
+// later, spare.go), and names this process's network namespace, which
+// Listen matches sockets against (asking the kernel for the calling
+// thread's on every call costs more than adopting the socket, and a
+// process that serves another namespace says so with ListenInNetNS). With
+// cookie set, it also reads the namespace's cookie (ownNetNS), for the
+// inherited sockets. It may run more than once.
+func (p *Process) setUp(cookie bool) ownNetNS {
+	p.spare.refill(spareFDs)
+	var own ownNetNS
+	if cookie {
+		own = currentOwnNetNS()
+	} else {
+		own.id = currentNetNS()
+	}
+	p.ns = own.id
+	return own
+}
 
 // errRetry marks a failure that looking again at the socket may cure.
 var errRetry = errors.New("graceful: handoff socket changed hands")

@@ -78,6 +78,8 @@ func (p *Process) hello(c *unixmsg.Conn) (*inheritance, uint64, error) {
 	if err := handoffmsg.Send(c, handoffmsg.Message{Type: handoffmsg.MsgHello, MinVersion: handoffmsg.Version, MaxVersion: handoffmsg.Version, Features: ours}); err != nil {
 		return nil, 0, err
 	}
+	// While the predecessor prepares the OFFER.
+	own := p.setUp(true)
 	b, err := c.Receive()
 	if err != nil {
 		return nil, 0, err
@@ -96,7 +98,7 @@ func (p *Process) hello(c *unixmsg.Conn) (*inheritance, uint64, error) {
 	}
 	var in *inheritance
 	if err == nil {
-		in, err = p.index(b)
+		in, err = p.index(b, own)
 	}
 	if err != nil {
 		b.Close()
