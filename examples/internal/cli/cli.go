@@ -57,7 +57,7 @@ func (h *Handoff) Reload() {
 	if !*h.reload {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), reloadWait)
 	defer cancel()
 	pid, err := graceful.RequestUpgrade(ctx, h.Path())
 	if err != nil {
@@ -67,6 +67,13 @@ func (h *Handoff) Reload() {
 	fmt.Printf("upgraded successor=%d\n", pid)
 	os.Exit(0)
 }
+
+// reloadWait bounds how long -reload waits for the verdict: within the 90
+// seconds systemd gives a reload command by default (TimeoutStartSec=,
+// which ExecReload= runs under), so that the reason reaches the journal
+// before systemd kills the command, and well over a handoff's own bound
+// (graceful's default Options.Timeout, 30 seconds).
+const reloadWait = 80 * time.Second
 
 // UpgradeOnHUP has every SIGHUP start p's successor (Process.Upgrade, the
 // verdict logged on standard error), until the returned function is
