@@ -31,15 +31,16 @@ import (
 type loadStats struct {
 	ok, failed, retried, dials int64
 	repicked                   int64
-	migrated, redialled        int64 // strict HTTP/1 clients: same connection, new answerer; or Connection: close
+	migrated, redialled        int64 // strict HTTP/1 clients: same connection, new answerer; or Connection: close from a generation not seen closing before
+	reclosed                   int64 // Connection: close again from the generation that closed the client's last connection
 	slowest                    time.Duration
 	slowestH1                  time.Duration // of the strict HTTP/1 clients
 	errs                       []string
 }
 
 func (s loadStats) String() string {
-	return fmt.Sprintf("%d ok, %d failed, %d retried, %d repicked, %d dials, %d migrated, %d redialled, slowest %v (HTTP/1 %v)",
-		s.ok, s.failed, s.retried, s.repicked, s.dials, s.migrated, s.redialled, s.slowest.Round(time.Millisecond), s.slowestH1.Round(time.Millisecond))
+	return fmt.Sprintf("%d ok, %d failed, %d retried, %d repicked, %d dials, %d migrated, %d redialled, %d closed again, slowest %v (HTTP/1 %v)",
+		s.ok, s.failed, s.retried, s.repicked, s.dials, s.migrated, s.redialled, s.reclosed, s.slowest.Round(time.Millisecond), s.slowestH1.Round(time.Millisecond))
 }
 
 // load runs clients until stop. halt's stats name the slowest requests
@@ -158,6 +159,10 @@ func (l *load) h1Client(id int, dial func() (net.Conn, error), pause time.Durati
 		var c net.Conn
 		var r *bufio.Reader
 		prev := ""
+		// The generation that last answered "Connection: close": a
+		// connection dialled as it stops accepting may be its again,
+		// and closed again.
+		closedBy := ""
 		defer func() {
 			if c != nil {
 				c.Close()
@@ -193,12 +198,15 @@ func (l *load) h1Client(id int, dial func() (net.Conn, error), pause time.Durati
 			if prev != "" && gen != prev {
 				l.st.migrated++
 			}
-			if closing {
+			if closing && gen != closedBy {
 				l.st.redialled++
+			} else if closing {
+				l.st.reclosed++
 			}
 			l.mu.Unlock()
 			prev = gen
 			if closing {
+				closedBy = gen
 				c.Close()
 				c = nil
 			}

@@ -25,7 +25,10 @@ import (
 // in hand, or its next, with "Connection: close", and an HTTP/2 one (h2
 // over ALPN) gets GOAWAY. The takeover does not wait for them, no request
 // that ends after READY took more than slowBound, no request fails or is
-// retried, and each strict HTTP/1.1 client dials again once per takeover.
+// retried, and each strict HTTP/1.1 client is closed once per takeover by
+// the generation taken over (a connection it dials as that generation
+// stops accepting may be that generation's again, and closed again: that
+// is counted apart, and allowed).
 func TestTLSTakeovers(t *testing.T) {
 	const h1, goH1, goH2, takeovers = 4, 2, 2, 10
 	const quiesce = 5 * time.Second
