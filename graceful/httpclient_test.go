@@ -198,10 +198,12 @@ func (l *load) h1Client(id int, dial func() (net.Conn, error), pause time.Durati
 			if prev != "" && gen != prev {
 				l.st.migrated++
 			}
-			if closing && gen != closedBy {
-				l.st.redialled++
-			} else if closing {
-				l.st.reclosed++
+			if closing {
+				if gen != closedBy {
+					l.st.redialled++
+				} else {
+					l.st.reclosed++
+				}
 			}
 			l.mu.Unlock()
 			prev = gen

@@ -164,8 +164,9 @@ func New(opts Options) (*Process, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.log = p.log.With(slog.String("handoff", opts.Path))
+	// The spare descriptors are taken once the handoff socket is found
+	// (setUp).
 	if err := p.initSystemd(); err != nil {
-		p.spare.release()
 		return nil, err
 	}
 	q, err := p.start()
